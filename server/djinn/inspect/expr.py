@@ -1,0 +1,521 @@
+"""A small, safe expression language over paused tensors (grammar: docs/expressions.md).
+
+Hand-written tokenizer + recursive-descent parser -> Node tree -> evaluation with torch ops.
+No eval/exec/compile and no getattr on user text: every operator and function is an explicit
+table entry, so anything outside the grammar is an ExprError, never Python behaviour.
+"""
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from math import prod
+from typing import Callable, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+
+MAX_LEN = 2000          # characters of source
+MAX_NEST = 64           # parentheses, brackets, call arguments and prefix operators
+MAX_TREE = 256          # node depth: keeps evaluation recursion far below Python's limit
+MAX_ELEMENTS = 1 << 28  # 256M elements for any tensor an operator would create
+
+
+class ExprError(ValueError):
+    def __init__(self, msg: str, col: int | None = None):
+        super().__init__(msg if col is None else f"{msg} (column {col})")
+        self.msg, self.col = msg, col
+
+
+# ------------------------------------------------------------------------------ tokenizer
+
+_KEYWORDS = {"and", "or", "not", "true", "false", "True", "False"}
+# Python words that only make sense in statements, lambdas, comprehensions or conditionals.
+_FORBIDDEN = {"lambda", "for", "in", "if", "else", "is", "import", "from", "def", "class",
+              "return", "yield", "await", "async", "with", "del", "global", "nonlocal",
+              "assert", "while", "try", "except", "finally", "raise", "pass"}
+_TOKEN = re.compile(r"(?P<ws>\s+)|(?P<num>(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)"
+                    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*|\$\d+)"
+                    r"|(?P<op>\.\.\.|\*\*|<=|>=|==|!=|[-+*/@<>()\[\],:=.])")
+
+
+@dataclass(frozen=True)
+class Tok:
+    kind: str   # num | str | name | kw | op | eof
+    val: object
+    col: int    # 1-based
+
+
+def tokenize(src: str) -> list[Tok]:
+    toks, i = [], 0
+    while i < len(src):
+        c, col = src[i], i + 1
+        if c in "'\"":  # strings: backslash escapes the next character
+            out, j = [], i + 1
+            while j < len(src) and src[j] != c:
+                j += src[j] == "\\"
+                out.append({"n": "\n", "t": "\t"}.get(src[j], src[j]) if j < len(src) else "")
+                j += 1
+            if j >= len(src):
+                raise ExprError("unterminated string", col)
+            toks.append(Tok("str", "".join(out), col))
+            i = j + 1
+            continue
+        m = _TOKEN.match(src, i)
+        if m is None:
+            raise ExprError("'$' must be followed by digits, like $1" if c == "$"
+                            else f"unexpected character {c!r}", col)
+        text, kind, i = m.group(), m.lastgroup, m.end()
+        if kind == "num":
+            if i < len(src) and (src[i].isalnum() or src[i] in "_$"):
+                raise ExprError(f"invalid number '{text}{src[i]}'", col)
+            toks.append(Tok("num", float(text) if any(ch in text for ch in ".eE")
+                            else int(text), col))
+        elif kind == "name":
+            if "__" in text:
+                raise ExprError(f"names containing '__' are not allowed: '{text}'", col)
+            if text in _FORBIDDEN:
+                raise ExprError(f"'{text}' is not allowed: only expressions over tensors, "
+                                "operators and whitelisted functions are supported", col)
+            toks.append(Tok("kw" if text in _KEYWORDS else "name", text, col))
+        elif kind == "op":
+            toks.append(Tok("op", text, col))
+    toks.append(Tok("eof", None, len(src) + 1))
+    return toks
+
+
+# ------------------------------------------------------------------------------ parser
+
+@dataclass(frozen=True)
+class Node:
+    kind: str    # num str name neg pos not bin cmp and or index slice ellipsis call kwarg
+    col: int
+    args: tuple  # operator names, values, child Nodes, or tuples of child Nodes
+    depth: int = 1
+
+
+def _children(args: tuple) -> Iterator[Node]:
+    for a in args:
+        if isinstance(a, Node):
+            yield a
+        elif isinstance(a, tuple):
+            yield from a
+
+
+def _node(kind: str, col: int, *args) -> Node:
+    depth = 1 + max((k.depth for k in _children(args)), default=0)
+    if depth > MAX_TREE:
+        raise ExprError(f"expression is too complex (more than {MAX_TREE} levels)", col)
+    return Node(kind, col, args, depth)
+
+
+# Binary precedence, higher binds tighter. Prefix `not` sits between `and` and comparisons;
+# prefix -/+ bind tighter than * but looser than ** (so -x**2 == -(x**2), as in Python).
+_BIN = {"or": 1, "and": 2, "<": 4, "<=": 4, ">": 4, ">=": 4, "==": 4, "!=": 4,
+        "+": 5, "-": 5, "*": 6, "/": 6, "@": 6, "**": 8}
+_NOT, _CMP_PREC, _UNARY = 3, 4, 7
+_HINTS = {"=": "assignment is not allowed (use '==' to compare)",
+          "[": "list literals and comprehensions are not allowed",
+          ".": "attribute access is not allowed; use functions such as shape(x) or numel(x)",
+          ":": "':' is only allowed inside [...] slices"}
+
+
+class _Parser:
+    def __init__(self, src: str):
+        self.toks, self.i, self.nest = tokenize(src), 0, 0
+
+    def peek(self, k: int = 0) -> Tok:
+        return self.toks[min(self.i + k, len(self.toks) - 1)]
+
+    def at(self, val) -> bool:
+        return self.peek().kind in ("op", "kw") and self.peek().val == val
+
+    def take(self, val) -> bool:
+        self.i += (ok := self.at(val))
+        return ok
+
+    def expect(self, val):
+        if not self.take(val):
+            self.fail(self.peek(), f"expected '{val}' but found {{}}")
+
+    def fail(self, t: Tok, fmt: str = "unexpected {}"):
+        hint = _HINTS.get(t.val) if t.kind == "op" else None
+        desc = "end of expression" if t.kind == "eof" else f"{t.kind} {t.val!r}"
+        raise ExprError(hint or fmt.format(desc), t.col)
+
+    def nested(self, col: int, fn: Callable, *args):
+        """Every recursion through parentheses, brackets, arguments or prefixes goes here."""
+        self.nest += 1
+        if self.nest > MAX_NEST:
+            raise ExprError(f"expression is nested too deeply (limit {MAX_NEST})", col)
+        out = fn(*args)
+        self.nest -= 1
+        return out
+
+    def parse(self) -> Node:
+        if self.peek().kind == "eof":
+            raise ExprError("empty expression", 1)
+        node = self.expr()
+        if self.peek().kind != "eof":
+            self.fail(self.peek(), "unexpected {} after a complete expression")
+        return node
+
+    def expr(self, min_prec: int = 0) -> Node:  # precedence climbing
+        lhs = self.prefix(min_prec)
+        while (prec := _prec(t := self.peek())) is not None and prec > min_prec:
+            self.i += 1
+            # ** is right-associative: its right side may contain another **.
+            rhs = self.expr(prec - 1 if t.val == "**" else prec)
+            if prec == _CMP_PREC:
+                if _prec(self.peek()) == _CMP_PREC:
+                    raise ExprError("chained comparisons are not supported; combine them "
+                                    "with 'and'", self.peek().col)
+                lhs = _node("cmp", t.col, t.val, lhs, rhs)
+            elif t.val in ("and", "or"):
+                lhs = _node(t.val, t.col, lhs, rhs)
+            else:
+                lhs = _node("bin", t.col, t.val, lhs, rhs)
+        return lhs
+
+    def prefix(self, min_prec: int) -> Node:
+        t = self.peek()
+        if t.kind == "kw" and t.val == "not" or t.kind == "op" and t.val in ("-", "+"):
+            if t.val == "not" and min_prec >= _NOT:
+                raise ExprError("'not' must be parenthesized here", t.col)
+            self.i += 1
+            x = self.nested(t.col, self.expr, _NOT if t.val == "not" else _UNARY)
+            return _node({"not": "not", "-": "neg", "+": "pos"}[t.val], t.col, x)
+        node = self.primary()
+        while (t := self.peek()).kind == "op" and t.val in "[(.":
+            if t.val == "(":
+                raise ExprError("only whitelisted functions can be called, by name", t.col)
+            if t.val == ".":
+                self.fail(t)
+            self.i += 1
+            node = _node("index", t.col, node, self.nested(t.col, self.index_items))
+        return node
+
+    def index_items(self) -> tuple:
+        items = []
+        while True:
+            t = self.peek()
+            if self.take("..."):
+                items.append(_node("ellipsis", t.col))
+            else:
+                parts = [None if self.at(":") else self.expr()]
+                while len(parts) < 3 and self.take(":"):
+                    end = self.at(":") or self.at(",") or self.at("]")
+                    parts.append(None if end else self.expr())
+                items.append(parts[0] if len(parts) == 1 else
+                             _node("slice", t.col, *parts, *[None] * (3 - len(parts))))
+            if not self.take(","):
+                self.expect("]")
+                return tuple(items)
+
+    def primary(self) -> Node:
+        t = self.peek()
+        self.i += 1
+        if t.kind in ("num", "str"):
+            return _node(t.kind, t.col, t.val)
+        if t.kind == "kw" and t.val in ("true", "false", "True", "False"):
+            return _node("num", t.col, t.val in ("true", "True"))
+        if t.kind == "name":
+            if self.at("("):
+                return self.nested(t.col, self.call, t)
+            return _node("name", t.col, t.val)
+        if t.kind == "op" and t.val == "(":
+            if self.at(")"):
+                raise ExprError("empty parentheses (tuples) are not allowed", t.col)
+            x = self.nested(t.col, self.expr)
+            if self.at(","):
+                raise ExprError("tuples are not allowed", self.peek().col)
+            self.expect(")")
+            return x
+        self.fail(t)
+
+    def call(self, name: Tok) -> Node:
+        if name.val not in _FUNCS:
+            raise ExprError(f"unknown function '{name.val}'; allowed: "
+                            f"{', '.join(sorted(_FUNCS))}", name.col)
+        self.expect("(")
+        args, kwargs = [], []
+        while not self.take(")"):
+            t = self.peek()
+            if t.kind == "name" and self.peek(1).kind == "op" and self.peek(1).val == "=":
+                self.i += 2
+                kwargs.append(_node("kwarg", t.col, t.val, self.expr()))
+            elif kwargs:
+                raise ExprError("positional argument after a keyword argument", t.col)
+            else:
+                args.append(self.expr())
+            if not self.at(")"):
+                self.expect(",")
+        return _node("call", name.col, name.val, tuple(args), tuple(kwargs))
+
+
+def _prec(t: Tok) -> int | None:
+    return _BIN.get(t.val) if t.kind in ("op", "kw") else None
+
+
+def parse(src: str) -> Node:
+    if len(src) > MAX_LEN:
+        raise ExprError(f"expression is too long ({len(src)} characters; limit {MAX_LEN})")
+    return _Parser(src).parse()
+
+
+def names_used(src: str) -> set[str]:
+    """Names (not functions) an expression reads; e.g. to validate a condition up front."""
+    found, stack = set(), [parse(src)]
+    while stack:
+        n = stack.pop()
+        if n.kind == "name":
+            found.add(n.args[0])
+        stack.extend(_children(n.args))
+    return found
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+_LOWP = (torch.bfloat16, torch.float16)
+_CAUGHT = (RuntimeError, TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError)
+
+
+def _kind(v) -> str:
+    return "tensor" if isinstance(v, torch.Tensor) else "string" if isinstance(v, str) \
+        else "number"
+
+
+def _t(x) -> torch.Tensor:
+    if isinstance(x, str):
+        raise ExprError("expected a tensor or number, got a string")
+    return x if isinstance(x, torch.Tensor) else torch.tensor(x)
+
+
+def _f32(x) -> torch.Tensor:
+    """bf16/fp16 (precision) and integer/bool (mean/std need floats) inputs reduce in float32."""
+    x = _t(x)
+    return x.float() if x.dtype in _LOWP or not x.is_floating_point() else x
+
+
+def _int(d, what: str = "dim"):
+    if d is None or isinstance(d, int) and not isinstance(d, bool):
+        return d
+    raise ExprError(f"{what} must be an integer, got a {_kind(d)}")
+
+
+def _check_size(shape, what: str):
+    if (n := prod(shape)) > MAX_ELEMENTS:
+        raise ExprError(f"{what} would create {n:,} elements (shape {list(shape)}); "
+                        f"the limit is {MAX_ELEMENTS:,}")
+
+
+def _bcast(what: str, *vals):
+    shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else () for v in vals]
+    _check_size(torch.broadcast_shapes(*shapes), what)
+
+
+def _reduce(f, conv=_f32):
+    return lambda x, dim=None: f(conv(x)) if dim is None else f(conv(x), dim=_int(dim))
+
+
+def _topk(x, k, dim=-1):
+    x, k, dim = _t(x), _int(k, "k"), _int(dim)
+    if not 1 <= k <= (x.shape[dim] if x.dim() else 1):
+        raise ExprError(f"topk: k={k} out of range for dim {dim} of shape {list(x.shape)}")
+    return torch.topk(x, k, dim=dim).values
+
+
+_X, _XD = ("x",), ("x", "dim")
+# name -> (function, parameter names, how many are required). Nothing else is callable.
+_FUNCS: dict[str, tuple[Callable, tuple[str, ...], int]] = {
+    **{k: (_reduce(f), _XD, 1) for k, f in {"mean": torch.mean, "std": torch.std, "var":
+       torch.var, "norm": torch.linalg.vector_norm}.items()},
+    # exact in the native dtype (sum still accumulates bf16/fp16 in float32)
+    **{k: (_reduce(f, _t), _XD, 1) for k, f in {
+        "sum": lambda x, **k: x.sum(dtype=torch.float32 if x.dtype in _LOWP else None, **k),
+        "min": torch.amin, "max": torch.amax, "argmax": torch.argmax,
+        "argmin": torch.argmin, "any": torch.any, "all": torch.all,
+        "count_nan": lambda x, **k: torch.isnan(x).sum(**k),
+        "count_inf": lambda x, **k: torch.isinf(x).sum(**k)}.items()},
+    **{k: ((lambda f: lambda x: f(_t(x)))(f), _X, 1) for k, f in {
+        "abs": torch.abs, "sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log,
+        "isnan": torch.isnan, "isinf": torch.isinf, "zeros_like": torch.zeros_like,
+        "ones_like": torch.ones_like, "numel": torch.numel}.items()},
+    "softmax": (lambda x, dim=-1: torch.softmax(_f32(x), _int(dim)), _XD, 1),
+    "log_softmax": (lambda x, dim=-1: torch.log_softmax(_f32(x), _int(dim)), _XD, 1),
+    "topk": (_topk, ("x", "k", "dim"), 2),
+    "shape": (lambda x: torch.tensor(_t(x).shape, dtype=torch.int64), _X, 1),
+    "float": (lambda x: x.float() if isinstance(x, torch.Tensor) else float(_t(x)), _X, 1),
+    "clamp": (lambda x, lo, hi: _bcast("clamp", x, lo, hi) or torch.clamp(_t(x), lo, hi),
+              ("x", "lo", "hi"), 3),
+    "cos_sim": (lambda a, b, dim=-1: _bcast("cos_sim", a, b) or F.cosine_similarity(
+        _f32(a), _f32(b), dim=_int(dim)), ("a", "b", "dim"), 2),
+}
+
+_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+        "**": operator.pow, "@": operator.matmul, "<": operator.lt, "<=": operator.le,
+        ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
+
+
+def _binop(op: str, a, b):
+    tensors = isinstance(a, torch.Tensor), isinstance(b, torch.Tensor)
+    if isinstance(a, str) or isinstance(b, str):
+        if any(tensors):
+            raise ExprError(f"'{op}' cannot combine a tensor with a string")
+        both = isinstance(a, str) and isinstance(b, str)
+        if op not in ("==", "!=") and not (both and op in ("<", "<=", ">", ">=")):
+            raise ExprError(f"'{op}' does not apply to a {_kind(a)} and a {_kind(b)}")
+    elif op == "@":
+        if not all(tensors):
+            raise ExprError("'@' needs two tensors")
+        meta = torch.empty(a.shape, device="meta") @ torch.empty(b.shape, device="meta")
+        _check_size(meta.shape, "'@'")
+    elif any(tensors):
+        _bcast(f"'{op}'", a, b)
+    elif op == "**" and isinstance(a, int) and isinstance(b, int) and not 0 <= b <= 64:
+        a = float(a)  # a huge integer power would hang building a bignum
+    return _OPS[op](a, b)
+
+
+def _is_int_tensor(k) -> bool:
+    return isinstance(k, torch.Tensor) and not k.is_floating_point() and not k.is_complex()
+
+
+class _Eval:
+    def __init__(self, env: Mapping[str, object]):
+        self.env, self.cache = env, {}
+
+    def ev(self, n: Node):
+        try:
+            return self.handlers[n.kind](self, n)
+        except ExprError as e:
+            if e.col is None:
+                raise ExprError(e.msg, n.col) from None
+            raise
+        except _CAUGHT as e:
+            what = {"bin": f"'{n.args[0]}'", "cmp": f"'{n.args[0]}'", "call": f"{n.args[0]}()",
+                    "name": f"loading '{n.args[0]}'"}.get(n.kind, n.kind)
+            msg = "numeric overflow" if isinstance(e, OverflowError) else \
+                (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ExprError(f"{what} failed: {msg}", n.col) from None
+
+    def name(self, n: Node):
+        name = n.args[0]
+        if name in self.cache:
+            return self.cache[name]
+        if name not in self.env:
+            avail = sorted(self.env)
+            more = f" (and {len(avail) - 40} more)" if len(avail) > 40 else ""
+            raise ExprError(f"unknown name '{name}'; available: "
+                            f"{', '.join(avail[:40]) or '(none)'}{more}")
+        v = self.env[name]
+        if callable(v) and not isinstance(v, torch.Tensor):
+            v = v()  # lazy: only names the expression uses are materialized, once
+        if not isinstance(v, (torch.Tensor, bool, int, float, str)):
+            raise ExprError(f"'{name}' has unsupported type {type(v).__name__}")
+        self.cache[name] = v
+        return v
+
+    def unary(self, n: Node):
+        v = self.ev(n.args[0])
+        if n.kind == "not":
+            return torch.logical_not(v) if isinstance(v, torch.Tensor) else not v
+        if isinstance(v, str):
+            raise ExprError("unary '-' and '+' do not apply to a string")
+        return -v if n.kind == "neg" else +v
+
+    def logic(self, n: Node):
+        # A scalar left side short-circuits like Python (so the right side's lazy tensors
+        # stay unloaded); tensors combine elementwise. The result is always boolean.
+        a, is_or = self.ev(n.args[0]), n.kind == "or"
+        if not isinstance(a, torch.Tensor) and bool(a) == is_or:
+            return is_or
+        b = self.ev(n.args[1])
+        if not isinstance(a, torch.Tensor):
+            return b.bool() if isinstance(b, torch.Tensor) else bool(b)
+        _bcast(f"'{n.kind}'", a, _t(b))
+        return (torch.logical_or if is_or else torch.logical_and)(a, _t(b))
+
+    def binary(self, n: Node):
+        return _binop(n.args[0], self.ev(n.args[1]), self.ev(n.args[2]))
+
+    def index(self, n: Node):
+        v, items = self.ev(n.args[0]), n.args[1]
+        if not isinstance(v, torch.Tensor):
+            raise ExprError(f"only tensors can be indexed, not a {_kind(v)}")
+        idx = [self.index_item(it) for it in items]
+        if idx.count(...) > 1:
+            raise ExprError("only one '...' is allowed in an index")
+        # dims each item consumes: a bool mask covers as many dims as it has
+        used = [0 if k is ... else k.dim() if isinstance(k, torch.Tensor) and k.dtype ==
+                torch.bool else 1 for k in idx]
+        if sum(used) > v.dim():
+            raise ExprError(f"too many indices: tensor has {v.dim()} dims, got {sum(used)}")
+        dim = 0
+        for k, u, it in zip(idx, used, items):
+            if isinstance(k, int) and not -v.shape[dim] <= k < v.shape[dim]:
+                raise ExprError(f"index {k} out of range for dim {dim} with size "
+                                f"{v.shape[dim]}", it.col)
+            dim += v.dim() - sum(used) if k is ... else u
+        if any(map(_is_int_tensor, idx)) and not any(u > 1 for u in used):
+            # integer-tensor (gather) indexing can grow the result: size it on meta first
+            meta = torch.empty(v.shape, device="meta")[tuple(
+                k.to("meta") if isinstance(k, torch.Tensor) else k for k in idx)]
+            _check_size(meta.shape, "indexing")
+        return v[tuple(idx)]
+
+    def index_item(self, it: Node):
+        if it.kind == "ellipsis":
+            return ...
+        if it.kind == "slice":
+            start, stop, step = (None if p is None else self.integer(p) for p in it.args)
+            if step is not None and step < 1:
+                raise ExprError(f"slice step must be >= 1, got {step}", it.col)
+            return slice(start, stop, step)
+        k = self.ev(it)
+        if _is_int_tensor(k) and k.dtype != torch.bool and k.dim() == 0:
+            k = k.item()  # x[argmax(y)]: behaves like a plain integer (and gets bounds-checked)
+        if _is_int_tensor(k) or isinstance(k, int) and not isinstance(k, bool):
+            return k
+        raise ExprError(f"an index must be an integer, slice, '...' or an integer/bool "
+                        f"tensor, not a {_kind(k)}", it.col)
+
+    def integer(self, p: Node) -> int:
+        v = self.ev(p)
+        if _is_int_tensor(v) and v.numel() == 1:
+            v = v.item()  # x[:argmax(y)]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ExprError(f"slice bounds must be integers, not a {_kind(v)}", p.col)
+        return v
+
+    def call(self, n: Node):
+        name, args, kwargs = n.args
+        fn, params, required = _FUNCS[name]
+        sig = f"{name}({', '.join(params)})"
+        if len(args) > len(params):
+            raise ExprError(f"too many arguments; signature: {sig}")
+        bound = dict(zip(params, map(self.ev, args)))
+        for kw in kwargs:
+            k = kw.args[0]
+            if k not in params or k in bound:
+                raise ExprError(f"{'repeated' if k in bound else 'unexpected'} argument "
+                                f"'{k}'; signature: {sig}", kw.col)
+            bound[k] = self.ev(kw.args[1])
+        if missing := [p for p in params[:required] if p not in bound]:
+            raise ExprError(f"missing argument '{missing[0]}'; signature: {sig}")
+        out = fn(**bound)
+        if not isinstance(bound[params[0]], torch.Tensor) and isinstance(out, torch.Tensor) \
+                and out.dim() == 0:
+            return out.item()  # numbers in, number out: sqrt(2) is a float
+        return out
+
+    handlers = {"num": lambda s, n: n.args[0], "str": lambda s, n: n.args[0], "name": name,
+                "neg": unary, "pos": unary, "not": unary, "and": logic, "or": logic,
+                "bin": binary, "cmp": binary, "index": index, "call": call}
+
+
+def evaluate(src: str, env: Mapping[str, object]) -> object:
+    """Evaluate `src` over `env` (tensors, lazy zero-arg callables, numbers, strings)."""
+    tree = parse(src)
+    with torch.no_grad():  # never build autograd graphs over model activations
+        return _Eval(env).ev(tree)

@@ -1,0 +1,167 @@
+"""Llama in plain PyTorch, built to be run one piece at a time.
+
+The engine (runtime/engine.py) calls embed, each layer's attention and MLP, and the head
+itself, so a forward pass can stop between any of them and resume with nothing recomputed.
+Parameter names follow Hugging Face's LlamaForCausalLM (minus the "model." prefix), so a
+checkpoint loads with a plain load_state_dict. RoPE uses the rotate-half layout of HF.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelArgs
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Same order of operations as HF: normalise in fp32, cast back, then scale.
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rope_tables(args: ModelArgs, length: int, device, dtype) -> tuple[Tensor, Tensor]:
+    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, args.head_dim, 2, device=device, dtype=torch.float32) / args.head_dim))
+    t = torch.arange(length, device=device, dtype=torch.float32)
+    freqs = torch.outer(t, inv_freq)
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    # x: [H, T, Dh]; cos/sin: [T, Dh]
+    return x * cos + _rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        hd = args.head_dim
+        self.q_proj = nn.Linear(args.dim, args.n_heads * hd, bias=False)
+        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(args.n_heads * hd, args.dim, bias=False)
+
+    def qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x: [T, D] (normed) -> q [H, T, Dh], k/v [Hkv, T, Dh], RoPE applied to q and k."""
+        a, T = self.args, x.shape[0]
+        q = self.q_proj(x).view(T, a.n_heads, a.head_dim).transpose(0, 1)
+        k = self.k_proj(x).view(T, a.n_kv_heads, a.head_dim).transpose(0, 1)
+        v = self.v_proj(x).view(T, a.n_kv_heads, a.head_dim).transpose(0, 1)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def attend(self, q: Tensor, k_all: Tensor, v_all: Tensor, input_pos: int) -> Tensor:
+        """q: [H, T, Dh] at positions input_pos.., k_all/v_all: [Hkv, input_pos+T, Dh] -> [T, D]."""
+        H, T, Dh = q.shape
+        S = k_all.shape[1]
+        if self.args.n_kv_heads != self.args.n_heads:
+            rep = self.args.n_heads // self.args.n_kv_heads
+            k_all = k_all.repeat_interleave(rep, dim=0)
+            v_all = v_all.repeat_interleave(rep, dim=0)
+        if T == 1:
+            out = F.scaled_dot_product_attention(q, k_all, v_all)
+        elif input_pos == 0 and S == T:
+            out = F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True)
+        else:
+            # Chunk appended after earlier tokens: token i sees everything up to input_pos + i.
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=input_pos)
+            out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
+        return self.o_proj(out.transpose(0, 1).reshape(T, H * Dh))
+
+
+class MLP(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.gate_proj = nn.Linear(args.dim, args.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(args.dim, args.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(args.intermediate_size, args.dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Layer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.self_attn = Attention(args)
+        self.mlp = MLP(args)
+        self.input_layernorm = RMSNorm(args.dim, args.norm_eps)
+        self.post_attention_layernorm = RMSNorm(args.dim, args.norm_eps)
+
+
+class Llama(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(Layer(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def logits(self, h: Tensor) -> Tensor:
+        """h: [T, D] residual stream -> [T, vocab] logits, in fp32."""
+        return self.lm_head(self.norm(h)).float()
+
+    def forward_plain(self, tokens: Tensor, kv: Tensor, input_pos: int, cos: Tensor, sin: Tensor) -> Tensor:
+        """Uninterrupted pass (for tests and the reference): tokens [T] -> logits [T, vocab].
+
+        kv: [n_layers, 2, Hkv, context, Dh]. cos/sin: full tables.
+        """
+        T = tokens.shape[0]
+        c, s = cos[input_pos:input_pos + T], sin[input_pos:input_pos + T]
+        x = self.embed_tokens(tokens)
+        for i, layer in enumerate(self.layers):
+            x = x + attention_step(layer, x, kv[i], input_pos, c, s)[0]
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.logits(x)
+
+
+def attention_step(layer: Layer, x: Tensor, kv_layer: Tensor, input_pos: int, cos: Tensor, sin: Tensor):
+    """One layer's attention: writes K/V into the static buffer at input_pos; returns (out, q, k, v)."""
+    attn = layer.self_attn
+    q, k, v = attn.qkv(layer.input_layernorm(x), cos, sin)
+    T = x.shape[0]
+    kv_layer[0, :, input_pos:input_pos + T] = k
+    kv_layer[1, :, input_pos:input_pos + T] = v
+    end = input_pos + T
+    out = attn.attend(q, kv_layer[0, :, :end], kv_layer[1, :, :end], input_pos)
+    return out, q, k, v
+
+
+def module_tree(model: Llama) -> list[dict]:
+    """The outline the clients show: one entry per module a breakpoint can name."""
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    nodes = [dict(name="embed_tokens", kind="embedding", layer=-1, num_params=count(model.embed_tokens))]
+    for i, layer in enumerate(model.layers):
+        nodes.append(dict(name=f"layers.{i}", kind="layer", layer=i, num_params=count(layer)))
+        nodes.append(dict(name=f"layers.{i}.attn", kind="attention", layer=i, num_params=count(layer.self_attn)))
+        nodes.append(dict(name=f"layers.{i}.mlp", kind="mlp", layer=i, num_params=count(layer.mlp)))
+    nodes.append(dict(name="norm", kind="norm", layer=-1, num_params=count(model.norm)))
+    nodes.append(dict(name="lm_head", kind="linear", layer=-1, num_params=count(model.lm_head)))
+    return nodes
+
+
+@torch.no_grad()
+def init_random_(model: Llama, seed: int) -> None:
+    """Random weights made directly on the model's device (no hub here); std 0.02 like HF."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight"):
+            p.fill_(1.0)
+        else:
+            p.normal_(0.0, 0.02, generator=gen)

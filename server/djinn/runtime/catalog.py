@@ -1,0 +1,66 @@
+"""The tensors a paused session offers, by name, and what each one means.
+
+Entries are lazy where computing them costs work (q/k/v before attention ran, the logit
+lens): nothing is computed unless a client asks for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .engine import Engine
+from .session import ATTN, LAYER, MLP, Session
+
+
+@dataclass
+class Entry:
+    get: Callable[[], torch.Tensor]
+    writable: bool
+    description: str
+
+
+def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
+    acts, kv = s.memory.acts, s.memory.kv
+    L, point, model = s.layer, s.point, engine.model
+    layer = model.layers[L]
+    mod = s.module_name()
+    T = s.pass_tokens.shape[0]
+    out: dict[str, Entry] = {}
+    where = {LAYER: f"input of layers.{L}", ATTN: f"input of layers.{L} (attention not yet added)",
+             MLP: f"residual after layers.{L} attention (MLP not yet added)"}[point]
+    out["hidden"] = Entry(lambda: acts["hidden"], True, f"residual stream [tokens, dim]: {where}")
+    if point == LAYER:
+        def lazy_qkv(i):
+            def f():
+                c, sn = engine.rope(s)
+                return layer.self_attn.qkv(layer.input_layernorm(acts["hidden"]), c, sn)[i]
+            return f
+        for i, n in enumerate("qkv"):
+            out[n] = Entry(torch.no_grad()(lazy_qkv(i)), False, f"{n} of layers.{L} from the current input [heads, tokens, head_dim]")
+        end = s.input_pos
+    else:
+        end = s.input_pos + T
+        out["attn_out"] = Entry(lambda: acts["attn_out"], point == ATTN, f"output of {f'layers.{L}.attn'} [tokens, dim]")
+        out["q"] = Entry(lambda: acts["q"], False, f"queries of layers.{L} after RoPE [heads, tokens, head_dim]")
+        out["k"] = Entry(lambda: kv[L, 0, :, s.input_pos:end], False, f"keys of this pass, layers.{L} [kv_heads, tokens, head_dim]")
+        out["v"] = Entry(lambda: kv[L, 1, :, s.input_pos:end], False, f"values of this pass, layers.{L} [kv_heads, tokens, head_dim]")
+    if point == MLP:
+        out["mlp_out"] = Entry(lambda: acts["mlp_out"], True, f"output of layers.{L}.mlp [tokens, dim]")
+    out["k_cache"] = Entry(lambda: kv[L, 0, :, :end], False, f"KV cache keys of layers.{L}, positions 0..{end - 1}")
+    out["v_cache"] = Entry(lambda: kv[L, 1, :, :end], False, f"KV cache values of layers.{L}, positions 0..{end - 1}")
+    out["logits"] = Entry(torch.no_grad()(lambda: model.logits(acts["hidden"])), False,
+                          f"logit lens at {mod}: lm_head(norm(hidden)) [tokens, vocab], fp32")
+    out["tokens"] = Entry(lambda: s.pass_tokens, False, "input tokens of this pass")
+    for name, t in s.results.items():
+        out[name] = Entry(lambda t=t: t, False, "evaluation result")
+    return out
+
+
+def expression_env(engine: Engine, s: Session) -> dict:
+    """Names for Evaluate and breakpoint conditions: lazy tensors plus the position scalars."""
+    env: dict = {name: e.get for name, e in catalog(engine, s).items()}
+    env.update(token=s.pass_index, pos=s.input_pos, layer=s.layer, session=s.id, phase=s.phase,
+               point=s.point, ntokens=int(s.pass_tokens.shape[0]), generated=len(s.generated))
+    return env

@@ -1,0 +1,284 @@
+"""The one GPU worker: runs every session's forward pass, swaps, and client commands.
+
+All model work happens on this thread. RPC handlers hand it closures (`call`) and wait for
+the result; they never touch the GPU. Policy:
+- keep running the session that ran last until it stops or ends a pass (few swaps);
+- then prefer a runnable session that is already resident;
+- to make room, swap out paused sessions, least recently paused first, then idle running
+  ones; if nothing can go, the session waits (a `waiting` event), it never runs out of memory.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+from .engine import Engine
+from .errors import exhausted, not_found, precondition, unavailable
+from .events import EventHub, ServerEvent
+from .host_pool import HostPool, HostPoolFull
+from .memory import Ledger
+from .session import CLOSED, FAILED, FINISHED, PAUSED, RUNNING, Session
+from .stops import check_stop
+from .swap import DEVICE, HOST, MOVING_IN, MOVING_OUT, NONE, SwapRecord, Swapper
+
+_STOP_EVENT = {"step", "pause", "entry", "breakpoint", "nan", "inf", "norm_spike"}
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, swapper: Swapper, pool: HostPool, ledger: Ledger, hub: EventHub,
+                 swap_policy: str = "pressure", snapshot=None):
+        self.engine, self.swapper, self.pool, self.ledger, self.hub = engine, swapper, pool, ledger, hub
+        self.swap_policy = swap_policy
+        self.snapshot = snapshot or (lambda s: None)
+        self.sessions: dict[int, Session] = {}
+        self.lock = threading.RLock()
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._last: Session | None = None
+        self.totals = {"out": [0, 0, 0.0], "in": [0, 0, 0.0]}   # count, bytes, ms
+        ledger.bind(lambda: sum(s.memory.device_bytes() for s in list(self.sessions.values())))
+        self.thread = threading.Thread(target=self._loop, name="djinn-gpu-worker", daemon=True)
+
+    # ------------------------------------------------------------ public API (any thread)
+    def start(self) -> None:
+        self.thread.start()
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self.thread.join(timeout=10)
+
+    def call(self, fn, timeout: float = 120.0):
+        """Runs fn() on the worker thread between two pieces of model work; returns its result."""
+        fut: Future = Future()
+        self._commands.put((fn, fut))
+        self._wake.set()
+        return fut.result(timeout=timeout)
+
+    def get(self, session_id: int) -> Session:
+        s = self.sessions.get(session_id)
+        if s is None:
+            raise not_found(f"no session {session_id}" + ("" if session_id else " (session ids start at 1)"))
+        return s
+
+    def add(self, s: Session) -> None:
+        """Registers a new session: reserves its host region (so it can always be swapped out)."""
+        need = self.ledger.fixed + s.memory.total_bytes
+        if need > self.ledger.budget:
+            raise exhausted(f"a session of context {s.context} needs {s.memory.total_bytes / 1e9:.3f} GB of KV and "
+                            f"activations; with weights, workspace and overhead ({self.ledger.fixed / 1e9:.2f} GB) that "
+                            f"exceeds the budget of {self.ledger.budget / 1e9:.2f} GB")
+        try:
+            s.memory.host_offset, s.memory.host_size = self.pool.reserve(s.memory.total_bytes)
+        except HostPoolFull as e:
+            raise exhausted(str(e)) from None
+        with self.lock:
+            s.state = RUNNING
+            self.sessions[s.id] = s
+        self._publish("created", s)
+        self._wake.set()
+
+    # ------------------------------------------------------------ commands (worker thread)
+    def resume(self, s: Session, step_kind: str = "") -> None:
+        if s.state != PAUSED:
+            raise precondition(f"session {s.id} is {s.state}, not paused")
+        s.results.clear()
+        s.step_kind, s.step_from_pass = step_kind, s.pass_index
+        s.state, s.stop_reason, s.hit_ids = RUNNING, "", []
+        self._publish("resumed", s)
+
+    def pause(self, s: Session) -> None:
+        if s.state == RUNNING:
+            s.pause_requested = True
+        elif s.state != PAUSED:
+            raise precondition(f"session {s.id} is {s.state}; only a running session can be paused")
+
+    def close(self, s: Session) -> None:
+        self.swapper.free(s.memory)
+        s.state = CLOSED
+        with self.lock:
+            self.sessions.pop(s.id, None)
+        if self._last is s:
+            self._last = None
+        self.ledger.note()
+        self._publish("closed", s)
+
+    def bring_back(self, s: Session) -> None:
+        """Makes a paused session's tensors resident (swap-in) so they can be read or written."""
+        if s.state != PAUSED:
+            raise precondition(f"session {s.id} is {s.state}; tensors exist only while it is paused")
+        deadline = time.monotonic() + 60
+        while not self._make_resident(s):
+            if not self._finish_flights(block=True) and time.monotonic() > deadline:
+                raise unavailable(f"no room to bring session {s.id} back: the VRAM budget is held by sessions "
+                                  "that cannot be swapped out right now")
+        if s.memory.location == MOVING_IN:
+            self._complete(s, block=True)
+
+    # ------------------------------------------------------------ the loop
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._run_commands()
+            self._finish_flights(block=False)
+            s = self._pick()
+            if s is None:
+                self._idle(0.002 if self._in_flight() else 0.05)
+                continue
+            if not self._make_resident(s):
+                if not self._in_flight() and not s.waiting:
+                    s.waiting = True
+                    self._publish("waiting", s, text="waiting for VRAM: every resident session is busy")
+                self._idle(0.002)
+                continue
+            s.waiting = False
+            self._run(s)
+
+    def _idle(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                fn, fut = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting RPC handler
+                fut.set_exception(e)
+
+    def _pick(self) -> Session | None:
+        with self.lock:
+            running = [s for s in self.sessions.values() if s.state == RUNNING]
+        if not running:
+            return None
+        if self._last is not None and self._last.state == RUNNING and self._last in running:
+            return self._last
+        resident = [s for s in running if s.memory.location in (DEVICE, MOVING_IN)]
+        return min(resident or running, key=lambda s: (s.last_run, s.id))
+
+    def _run(self, s: Session) -> None:
+        """Runs s until it stops, ends a pass, or finishes, serving commands between pieces."""
+        self._last = s
+        eng = self.engine
+        try:
+            if not s.started:
+                eng.begin(s)
+                if self._maybe_stop(s):
+                    return
+            while s.state == RUNNING:
+                token = eng.advance(s)
+                s.last_run = time.monotonic()
+                if token is not None:
+                    self._publish("token", s, token=token, text=eng.tokenizer.token_text(token))
+                    if s.state == FINISHED:
+                        self._finish(s)
+                        return
+                if self._maybe_stop(s) or token is not None:
+                    return
+                self._run_commands()   # may pause or close s
+        except Exception as e:  # noqa: BLE001 - one session's failure must not take the server down
+            self._fail(s, e)
+
+    def _maybe_stop(self, s: Session) -> bool:
+        stop = check_stop(self.engine, s)
+        if not stop:
+            return False
+        reason, hits, message = stop
+        s.state, s.stop_reason, s.hit_ids, s.paused_at = PAUSED, reason, hits, time.monotonic()
+        self._publish("stopped", s, stop_reason=reason, text=message)
+        if self.swap_policy == "eager":
+            self._swap_out(s)
+        return True
+
+    def _finish(self, s: Session) -> None:
+        self.swapper.free(s.memory)
+        self.ledger.note()
+        self._publish("finished", s, text=s.text)
+        if self._last is s:
+            self._last = None
+
+    def _fail(self, s: Session, e: Exception) -> None:
+        s.state, s.error = FAILED, f"{type(e).__name__}: {e}"
+        try:
+            self.swapper.free(s.memory)
+        except Exception:  # noqa: BLE001
+            pass
+        self.ledger.note()
+        self._publish("error", s, text=s.error)
+        if self._last is s:
+            self._last = None
+
+    # ------------------------------------------------------------ memory
+    def _make_resident(self, s: Session) -> bool:
+        mem = s.memory
+        if mem.location in (DEVICE, MOVING_IN):
+            return True
+        if mem.location == MOVING_OUT:
+            self._complete(s, block=True)
+        need = mem.total_bytes
+        while not self.ledger.fits(need):
+            victim = self._victim(exclude=s)
+            if victim is None:
+                return False
+            self._swap_out(victim)
+            if victim.memory.location == MOVING_OUT:
+                return False     # room comes when that copy lands; meanwhile run something else
+        if mem.location == NONE:
+            self.swapper.allocate(mem)
+        else:
+            self._record(s, self.swapper.swap_in(mem))
+        self.ledger.note()
+        return True
+
+    def _victim(self, exclude: Session) -> Session | None:
+        with self.lock:
+            resident = [v for v in self.sessions.values() if v is not exclude and v.memory.location == DEVICE]
+        paused = sorted((v for v in resident if v.state == PAUSED), key=lambda v: v.paused_at)
+        if paused:
+            return paused[0]
+        idle = sorted((v for v in resident if v.state == RUNNING), key=lambda v: v.last_run)
+        return idle[0] if idle else None
+
+    def _swap_out(self, s: Session) -> None:
+        if s.memory.location == DEVICE:
+            self._record(s, self.swapper.swap_out(s.memory))
+
+    def _in_flight(self) -> bool:
+        return any(s.memory.flight is not None for s in list(self.sessions.values()))
+
+    def _finish_flights(self, block: bool) -> bool:
+        done = False
+        for s in list(self.sessions.values()):
+            if s.memory.flight is not None:
+                done |= self._complete(s, block)
+        return done
+
+    def _complete(self, s: Session, block: bool) -> bool:
+        rec = self.swapper.poll(s.memory, block=block)
+        self._record(s, rec)
+        return rec is not None
+
+    def _record(self, s: Session, rec: SwapRecord | None) -> None:
+        if rec is None:
+            return
+        t = self.totals[rec.direction]
+        t[0], t[1], t[2] = t[0] + 1, t[1] + rec.nbytes, t[2] + rec.ms
+        if rec.direction == "out":
+            s.swap_outs, s.last_swap_out_ms = s.swap_outs + 1, rec.ms
+        else:
+            s.swap_ins, s.last_swap_in_ms = s.swap_ins + 1, rec.ms
+        self.ledger.note()
+        self._publish("swap_" + rec.direction, s, nbytes=rec.nbytes, ms=rec.ms)
+
+    def _publish(self, kind: str, s: Session, **kw) -> None:
+        self.hub.publish(ServerEvent(kind=kind, session_id=s.id, snapshot=self.snapshot(s), **kw))
+
+
+__all__ = ["Scheduler", "HOST", "DEVICE", "FAILED", "FINISHED", "CLOSED"]

@@ -1,0 +1,176 @@
+"""A session's swappable state and the copies that move it between device and host.
+
+A session owns: its KV cache (one [layers, 2, kv_heads, context, head_dim] tensor) and the
+activations saved at its pause point (a handful of [tokens, dim]-sized tensors). Both move
+together. On CUDA the copies run on a dedicated stream, ordered with events and timed with
+CUDA events; the worker keeps computing other sessions meanwhile. On the CPU both "pools"
+are RAM and the copy is timed with the wall clock: the same code path, testable in CI.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .host_pool import HostPool
+
+NONE, DEVICE, HOST, MOVING_OUT, MOVING_IN = "none", "device", "host", "moving_out", "moving_in"
+
+
+@dataclass
+class SwapRecord:
+    direction: str      # "out" or "in"
+    nbytes: int
+    ms: float           # measured copy time
+
+
+@dataclass
+class _Flight:
+    direction: str
+    start: object
+    end: object
+    nbytes: int
+    keep: list          # device tensors kept alive until a swap-out copy finished
+    t0: float = 0.0
+
+
+@dataclass
+class SessionMemory:
+    kv_shape: tuple
+    dtype: torch.dtype
+    act_capacity: int                     # bytes reserved in the host region for activations
+    host_offset: int = -1
+    host_size: int = 0
+    location: str = NONE
+    kv: torch.Tensor | None = None        # on the device while resident
+    acts: dict = field(default_factory=dict)  # name -> device tensor while resident
+    host_acts: dict = field(default_factory=dict)  # name -> (offset in region, dtype, shape) while swapped
+    flight: _Flight | None = None
+
+    @property
+    def kv_bytes(self) -> int:
+        n = 1
+        for s in self.kv_shape:
+            n *= s
+        return n * torch.empty((), dtype=self.dtype).element_size()
+
+    @property
+    def total_bytes(self) -> int:
+        return self.kv_bytes + self.act_capacity
+
+    def device_bytes(self) -> int:
+        """Bytes this session holds on the device now: its whole reservation (KV plus the
+        activation allowance) while resident, and while a copy in either direction is in flight."""
+        return self.total_bytes if self.location in (DEVICE, MOVING_IN, MOVING_OUT) else 0
+
+
+class Swapper:
+    """Moves SessionMemory between the device and the pinned host pool."""
+
+    def __init__(self, device: torch.device, pool: HostPool):
+        self.device = device
+        self.pool = pool
+        self.cuda = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device=device) if self.cuda else None
+
+    # -------------------------------------------------------------- allocation
+    def allocate(self, mem: SessionMemory) -> None:
+        """First residency: a zeroed KV buffer on the device (no copy)."""
+        mem.kv = torch.zeros(mem.kv_shape, dtype=mem.dtype, device=self.device)
+        mem.acts = {}
+        mem.location = DEVICE
+
+    def free(self, mem: SessionMemory) -> None:
+        self.wait(mem)
+        mem.kv, mem.acts, mem.host_acts = None, {}, {}
+        mem.location = NONE
+        if mem.host_offset >= 0:
+            self.pool.release(mem.host_offset, mem.host_size)
+            mem.host_offset, mem.host_size = -1, 0
+
+    def _host_kv(self, mem: SessionMemory) -> torch.Tensor:
+        return self.pool.view(mem.host_offset, mem.dtype, mem.kv_shape)
+
+    # -------------------------------------------------------------- swap out
+    def swap_out(self, mem: SessionMemory) -> SwapRecord | None:
+        """Starts the copy to host. On CUDA it returns None and completes later (poll);
+        on the CPU it completes now and returns the record."""
+        assert mem.location == DEVICE, mem.location
+        host_kv = self._host_kv(mem)
+        off = mem.host_offset + mem.kv_bytes
+        pairs, mem.host_acts = [(host_kv, mem.kv)], {}
+        for name, t in mem.acts.items():
+            nbytes = t.numel() * t.element_size()
+            if off + nbytes > mem.host_offset + mem.host_size:
+                raise RuntimeError(f"activation '{name}' does not fit the session's host region")
+            pairs.append((self.pool.view(off, t.dtype, tuple(t.shape)), t))
+            mem.host_acts[name] = (off, t.dtype, tuple(t.shape))
+            off += nbytes
+        nbytes = sum(d.numel() * d.element_size() for d, _ in pairs)
+        keep = [mem.kv] + list(mem.acts.values())
+        mem.kv, mem.acts = None, {}
+        if not self.cuda:
+            t0 = time.perf_counter()
+            for dst, src in pairs:
+                dst.copy_(src)
+            ms = (time.perf_counter() - t0) * 1e3
+            mem.location = HOST
+            return SwapRecord("out", nbytes, ms)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # the data must be computed first
+        with torch.cuda.stream(self.stream):
+            start.record()
+            for dst, src in pairs:
+                dst.copy_(src, non_blocking=True)
+            end.record()
+        mem.flight = _Flight("out", start, end, nbytes, keep)
+        mem.location = MOVING_OUT
+        return None
+
+    # -------------------------------------------------------------- swap in
+    def swap_in(self, mem: SessionMemory) -> SwapRecord | None:
+        assert mem.location == HOST, mem.location
+        host_kv = self._host_kv(mem)
+        kv = torch.empty(mem.kv_shape, dtype=mem.dtype, device=self.device)
+        acts = {name: torch.empty(shape, dtype=dt, device=self.device) for name, (_, dt, shape) in mem.host_acts.items()}
+        pairs = [(kv, host_kv)] + [(acts[n], self.pool.view(off, dt, shape)) for n, (off, dt, shape) in mem.host_acts.items()]
+        nbytes = sum(d.numel() * d.element_size() for d, _ in pairs)
+        mem.kv, mem.acts = kv, acts
+        if not self.cuda:
+            t0 = time.perf_counter()
+            for dst, src in pairs:
+                dst.copy_(src)
+            mem.location = DEVICE
+            return SwapRecord("in", nbytes, (time.perf_counter() - t0) * 1e3)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        compute = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(compute)  # the buffers were allocated on the compute stream
+        with torch.cuda.stream(self.stream):
+            start.record()
+            for dst, src in pairs:
+                dst.copy_(src, non_blocking=True)
+            end.record()
+        compute.wait_event(end)  # later kernels on this session wait for the data, the CPU does not
+        mem.flight = _Flight("in", start, end, nbytes, [])
+        mem.location = MOVING_IN
+        return None
+
+    # -------------------------------------------------------------- completion
+    def poll(self, mem: SessionMemory, block: bool = False) -> SwapRecord | None:
+        """Finishes an in-flight copy if it is done (or waits for it); returns its record."""
+        f = mem.flight
+        if f is None:
+            return None
+        if block:
+            f.end.synchronize()
+        elif not f.end.query():
+            return None
+        ms = f.start.elapsed_time(f.end)
+        mem.flight = None
+        mem.location = HOST if f.direction == "out" else DEVICE
+        f.keep.clear()  # the device copy is no longer needed: free it now
+        return SwapRecord(f.direction, f.nbytes, ms)
+
+    def wait(self, mem: SessionMemory) -> SwapRecord | None:
+        return self.poll(mem, block=True)

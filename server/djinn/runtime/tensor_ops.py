@@ -1,0 +1,136 @@
+"""Reading and writing a paused session's tensors. Runs on the worker thread only.
+
+Summaries are computed on the device with one transfer of a few scalars; slices copy only
+the region asked for; writes check shape and dtype and change the rest of the pass.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..inspect.expr import ExprError, evaluate
+from ..inspect.tensors import (SliceError, dtype_from_name, dtype_name, format_summary_line, from_bytes,
+                               parse_slice, summarize, to_bytes)
+from .catalog import Entry, catalog, expression_env
+from .engine import Engine
+from .errors import invalid, not_found, out_of_range, precondition
+from .session import Session
+
+
+def _entry(engine: Engine, s: Session, name: str) -> Entry:
+    entries = catalog(engine, s)
+    if name not in entries:
+        raise not_found(f"no tensor '{name}' at {s.module_name()} of session {s.id}; available: {', '.join(entries)}")
+    return entries[name]
+
+
+def summary(name: str, t: torch.Tensor, entry: Entry | None) -> dict:
+    t0 = time.perf_counter()
+    d = summarize(t)
+    d.update(name=name, writable=bool(entry and entry.writable), description=entry.description if entry else "",
+             compute_ms=(time.perf_counter() - t0) * 1e3)
+    return d
+
+
+def list_tensors(engine: Engine, s: Session) -> list[dict]:
+    out = []
+    for name, e in catalog(engine, s).items():
+        if name == "logits":   # large and lazy: listed without stats, computed when asked for
+            t = None
+        else:
+            t = e.get()
+        out.append(summary(name, t, e) if t is not None else dict(name=name, description=e.description, writable=False))
+    return out
+
+
+def _slice(t: torch.Tensor, dims) -> torch.Tensor:
+    try:
+        return t[parse_slice(tuple(t.shape), dims)]
+    except SliceError as e:
+        raise out_of_range(f"slice of a tensor of shape {list(t.shape)}: {e}") from None
+
+
+def get_tensor(engine: Engine, s: Session, name: str, dims, summary_only: bool):
+    """Returns (summary of the region, region shape, dtype name, raw bytes or b'')."""
+    e = _entry(engine, s, name)
+    t = e.get()
+    region = _slice(t, dims) if dims else t
+    summ = summary(name, region, e)
+    data = b"" if summary_only else to_bytes(region)
+    return summ, list(region.shape), dtype_name(region.dtype), data
+
+
+def set_tensor(engine: Engine, s: Session, name: str, dims, mode: str, dtype: str, shape, data: bytes,
+               scalar: float | None) -> dict:
+    e = _entry(engine, s, name)
+    if not e.writable:
+        raise precondition(f"'{name}' is read-only at {s.module_name()}; writable here: "
+                           + ", ".join(n for n, x in catalog(engine, s).items() if x.writable))
+    t = e.get()
+    region = _slice(t, dims) if dims else t
+    if scalar is not None:
+        value = torch.tensor(scalar, dtype=region.dtype, device=region.device)
+    else:
+        if dtype != dtype_name(t.dtype):
+            raise invalid(f"dtype {dtype or '(none)'} does not match '{name}', which is {dtype_name(t.dtype)}")
+        if list(shape) != list(region.shape):
+            raise invalid(f"shape {list(shape)} does not match the region of '{name}', which is {list(region.shape)}")
+        try:
+            value = from_bytes(data, dtype, list(shape)).to(region.device)
+        except ValueError as err:
+            raise invalid(str(err)) from None
+    with torch.no_grad():
+        if mode == "add":
+            region.add_(value)
+        else:
+            region.copy_(value)
+    return summary(name, t, e)
+
+
+def evaluate_expression(engine: Engine, s: Session, expression: str) -> dict:
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            value = evaluate(expression, expression_env(engine, s))
+    except ExprError as e:
+        raise invalid(f"expression: {e}") from None
+    except (RuntimeError, IndexError, TypeError) as e:
+        raise invalid(f"expression failed: {e}") from None
+    out: dict = {}
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        s.result_counter += 1
+        rname = f"${s.result_counter}"
+        s.results[rname] = value
+        summ = summary(rname, value, None)
+        summ["description"] = expression
+        out.update(is_tensor=True, summary=summ, result_name=rname, value=format_summary_line(summ))
+    else:
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        if isinstance(value, bool):
+            out.update(is_bool=True, scalar=float(value), value="true" if value else "false")
+        elif isinstance(value, (int, float)):
+            out.update(scalar=float(value), value=f"{value:.6g}" if isinstance(value, float) else str(value))
+        else:
+            out.update(value=str(value))
+    out["compute_ms"] = (time.perf_counter() - t0) * 1e3
+    return out
+
+
+def logit_lens(engine: Engine, s: Session, top_k: int, tensor: str, position: int) -> list[dict]:
+    h = _entry(engine, s, tensor or "hidden").get()
+    if h.dim() != 2 or h.shape[-1] != engine.args.dim:
+        raise invalid(f"the logit lens needs a [tokens, {engine.args.dim}] tensor; '{tensor}' is {list(h.shape)}")
+    T = h.shape[0]
+    pos = T - 1 if position in (-1, None) else position
+    if not 0 <= pos < T:
+        raise out_of_range(f"position {position} out of range for {T} token(s) in this pass")
+    k = min(max(top_k or 5, 1), engine.args.vocab_size)
+    with torch.no_grad():
+        logits = engine.model.logits(h[pos:pos + 1])[0]
+        probs = torch.softmax(logits, -1)
+        p, idx = probs.topk(k)
+        rows = torch.stack([idx.float(), p, logits[idx]]).tolist()   # one transfer
+    tok = engine.tokenizer
+    return [dict(token=int(i), text=tok.token_text(int(i)), prob=pr, logit=lg) for i, pr, lg in zip(*rows)]

@@ -1,0 +1,196 @@
+"""Everything the server holds, built once at start-up, with every memory figure measured."""
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from dataclasses import dataclass
+
+import grpc
+import torch
+
+from .. import __version__
+from ..model.build import build_model
+from ..model.llama import module_tree
+from ..runtime.engine import Engine
+from ..runtime.errors import DjinnError
+from ..runtime.events import EventHub
+from ..runtime.host_pool import HostPool
+from ..runtime.memory import Ledger, Nvml, allocator_stats
+from ..runtime.scheduler import Scheduler
+from ..runtime.session import FINISHED, Session
+from ..runtime.swap import HOST, SessionMemory, Swapper
+from ..v1 import djinn_pb2 as pb
+from . import convert
+
+GB = 1e9
+
+
+@dataclass
+class Options:
+    model: str
+    device: str = "auto"        # auto | cpu | cuda
+    gpu: int = 0
+    dtype: str = "auto"
+    budget: str = "80"          # GB, or "auto:F" (weights + workspace + F x planned sessions' KV)
+    plan_sessions: int = 50
+    plan_context: int = 2048
+    host_pool_gb: float | None = None
+    max_context: int | None = None
+    swap_policy: str = "pressure"
+    seed: int = 0
+    token: str = ""
+    cap_allocator: bool = True
+
+
+def pick_device(opts: Options) -> torch.device:
+    if opts.device == "cpu" or (opts.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device("cuda", opts.gpu)
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+            "float32": torch.float32, "fp32": torch.float32}[name]
+
+
+class ServerState:
+    def __init__(self, opts: Options, log=print):
+        t0 = time.perf_counter()
+        self.opts, self.stopping = opts, False
+        self.device = pick_device(opts)
+        self.dtype = pick_dtype(opts.dtype, self.device)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.set_device(self.device)
+        self.nvml = Nvml(self.device)
+        model, tokenizer, args = build_model(opts.model, self.device, self.dtype, opts.seed)
+        self.args = args
+        max_ctx = opts.max_context or min(args.max_context, 4096 if cuda else 1024)
+        self.engine = Engine(model, tokenizer, self.device, self.dtype, max_ctx)
+        self.itemsize = torch.empty((), dtype=self.dtype).element_size()
+        self.modules = module_tree(model)
+
+        ledger = Ledger(budget=0)
+        ledger.weights = sum(p.untyped_storage().nbytes() for p in model.parameters())
+        ledger.workspace = self._measure_workspace(max_ctx) if cuda else 0
+        if cuda:
+            torch.cuda.empty_cache()
+            # CUDA context, cuBLAS handles and the like: memory the allocator does not see.
+            ledger.overhead = max(0, self.nvml.used() - torch.cuda.memory_reserved(self.device)) if self.nvml.handle else 0
+        ledger.budget = self._budget_bytes(ledger)
+        self.ledger = ledger
+        self.allocator_capped = False
+        if cuda and opts.cap_allocator:
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            frac = min(1.0, max(0.0, (ledger.budget - ledger.overhead) / total))
+            torch.cuda.set_per_process_memory_fraction(frac, self.device)
+            self.allocator_capped = True
+        pool_gb = opts.host_pool_gb if opts.host_pool_gb is not None else (96.0 if cuda else 2.0)
+        tp = time.perf_counter()
+        self.pool = HostPool(int(pool_gb * GB), pin=cuda)
+        self.pool_seconds = time.perf_counter() - tp
+        self.hub = EventHub()
+        self.scheduler = Scheduler(self.engine, Swapper(self.device, self.pool), self.pool, ledger, self.hub,
+                                   opts.swap_policy, snapshot=convert.session_info)
+        self.scheduler.start()
+        self.nvml_peak = self.nvml.used()
+        self._sampler = threading.Thread(target=self._sample_peaks, daemon=True, name="djinn-nvml")
+        self._sampler.start()
+        self.startup_seconds = time.perf_counter() - t0
+
+    # ------------------------------------------------------------ measurement at start-up
+    def act_bytes(self, context: int) -> int:
+        """Activations a paused session saves: hidden, attn_out, mlp_out, q, each [tokens, dim]."""
+        return 4 * context * self.args.dim * self.itemsize
+
+    def _measure_workspace(self, context: int) -> int:
+        """Allocator peak of a full-context prefill minus the KV and activations it holds."""
+        a, dev = self.args, self.device
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        mem = SessionMemory((a.n_layers, 2, a.n_kv_heads, context, a.head_dim), self.dtype, self.act_bytes(context))
+        mem.kv = torch.zeros(mem.kv_shape, dtype=self.dtype, device=dev)
+        s = Session(prompt_tokens=[1] * (context - 1), max_new_tokens=2, context=context, memory=mem)
+        self.engine.begin(s)
+        while s.pass_index == 0 and s.state != FINISHED:
+            self.engine.advance(s)
+        torch.cuda.synchronize(dev)
+        peak = torch.cuda.max_memory_allocated(dev) - base
+        del s, mem
+        return max(0, peak - (2 * context * a.n_layers * a.n_kv_heads * a.head_dim * self.itemsize) - self.act_bytes(context))
+
+    def _budget_bytes(self, ledger: Ledger) -> int:
+        b = str(self.opts.budget)
+        if b.startswith("auto:"):
+            frac, c = float(b[5:]), self.opts.plan_context
+            per = 2 * c * self.args.n_layers * self.args.n_kv_heads * self.args.head_dim * self.itemsize + self.act_bytes(c)
+            return int(ledger.fixed + frac * self.opts.plan_sessions * per)
+        return int(float(b) * GB)
+
+    def _sample_peaks(self) -> None:
+        while not self.stopping and self.nvml.handle:
+            self.nvml_peak = max(self.nvml_peak, self.nvml.used())
+            time.sleep(0.02)
+
+    # ------------------------------------------------------------ answers
+    def check_token(self, context) -> None:
+        if self.opts.token and dict(context.invocation_metadata()).get("x-djinn-token") != self.opts.token:
+            raise DjinnError("UNAUTHENTICATED", "missing or wrong x-djinn-token")
+
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return platform.processor() or platform.machine()
+
+    def info(self) -> pb.ServerInfo:
+        a, L = self.args, self.ledger
+        return pb.ServerInfo(
+            server_version=__version__,
+            model=pb.ModelConfig(name=self.opts.model, n_layers=a.n_layers, dim=a.dim, n_heads=a.n_heads,
+                                 n_kv_heads=a.n_kv_heads, intermediate_size=a.intermediate_size,
+                                 vocab_size=a.vocab_size, head_dim=a.head_dim, max_context=self.engine.max_context),
+            dtype=str(self.dtype).replace("torch.", ""), device=str(self.device), device_name=self.device_name(),
+            memory=pb.MemoryInfo(budget_bytes=L.budget, weights_bytes=L.weights, workspace_bytes=L.workspace,
+                                 host_pool_bytes=self.pool.nbytes, kv_bytes_per_token=a.kv_bytes_per_token(self.itemsize),
+                                 device_total_bytes=self.nvml.total(), allocator_capped=self.allocator_capped),
+            modules=[pb.ModuleNode(**m) for m in self.modules], swap_policy=self.opts.swap_policy,
+            torch_version=torch.__version__, startup_seconds=self.startup_seconds)
+
+    def telemetry_sample(self) -> pb.TelemetrySample:
+        sched, L = self.scheduler, self.ledger
+        sessions = list(sched.sessions.values())
+        resident = sum(s.memory.device_bytes() for s in sessions)
+        swapped = sum(s.memory.total_bytes for s in sessions if s.memory.location == HOST)
+        alloc = allocator_stats(self.device)
+        nv = self.nvml.used()
+        self.nvml_peak = max(self.nvml_peak, nv)
+        accounted = L.fixed + resident
+        return pb.TelemetrySample(
+            time=time.time(), budget_bytes=L.budget, weights_bytes=L.weights, workspace_bytes=L.workspace + L.overhead,
+            resident_kv_bytes=resident, swapped_kv_bytes=swapped, accounted_bytes=accounted,
+            allocator_allocated_bytes=alloc["allocated"], allocator_reserved_bytes=alloc["reserved"],
+            allocator_peak_bytes=alloc["peak"], nvml_used_bytes=nv, host_pool_used_bytes=self.pool.used,
+            host_pool_bytes=self.pool.nbytes, swap_outs=sched.totals["out"][0], swap_ins=sched.totals["in"][0],
+            sessions=[pb.SessionMemory(session_id=s.id, state=convert.STATE_TO_PB[s.state],
+                                       kv_location=convert.KV_TO_PB[s.memory.location], kv_bytes=s.memory.total_bytes,
+                                       layer=s.layer, point=convert.POINT_TO_PB[s.point]) for s in sessions],
+            accounted_peak_bytes=max(L.peak, accounted), nvml_peak_bytes=self.nvml_peak)
+
+    def summary_line(self, address: str) -> str:
+        L = self.ledger
+        return (f"Djinn serving {self.opts.model} ({self.dtype}) on {self.device} [{self.device_name()}] at {address}: "
+                f"weights {L.weights / GB:.2f} GB, workspace {L.workspace / GB:.2f} GB, overhead {L.overhead / GB:.2f} GB, "
+                f"budget {L.budget / GB:.2f} GB{' (allocator capped)' if self.allocator_capped else ''}, "
+                f"host pool {self.pool.nbytes / GB:.1f} GB{' pinned' if self.pool.pinned else ''} "
+                f"(allocated in {self.pool_seconds:.1f} s), max context {self.engine.max_context}, "
+                f"swap policy {self.opts.swap_policy}; ready in {self.startup_seconds:.1f} s")
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        self.scheduler.shutdown()
