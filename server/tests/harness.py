@@ -39,6 +39,7 @@ class Client:
     def __init__(self, stub):
         self.stub = stub
         self.events: queue.Queue = queue.Queue()
+        self.backlog: list = []
         self._stream = stub.Events(pb.EventsRequest())
         threading.Thread(target=self._pump, daemon=True).start()
         time.sleep(0.05)
@@ -54,21 +55,27 @@ class Client:
         return getattr(self.stub, name)
 
     def wait(self, kind, session_id=None, timeout=60.0, pred=lambda e: True):
-        """Next event of this kind (for this session); other events are kept in `seen`."""
+        """Next event of this kind (for this session), in order; events that do not match
+        are kept for later waits, so no test misses an event another wait read first."""
+        match = lambda e: (kind is None or e.kind == kind) and (session_id is None or e.session_id == session_id) and pred(e)
+        for i, ev in enumerate(self.backlog):
+            if match(ev):
+                return self.backlog.pop(i)
         end = time.monotonic() + timeout
         while True:
             left = end - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no {pb.EventKind.Name(kind)} event for session {session_id}")
+                raise TimeoutError(f"no {pb.EventKind.Name(kind) if kind else 'matching'} event for session {session_id}")
             try:
                 ev = self.events.get(timeout=left)
             except queue.Empty:
                 continue
-            self.seen.append(ev)
-            if ev.kind == kind and (session_id is None or ev.session_id == session_id) and pred(ev):
+            if match(ev):
                 return ev
+            self.backlog.append(ev)
 
-    seen: list = []
+    def wait_any(self, kinds, session_id=None, timeout=60.0):
+        return self.wait(None, session_id, timeout, pred=lambda e: e.kind in kinds)
 
     def create(self, tokens, max_new=3, layers=(), **kw):
         bps = [pb.Breakpoint(id=l, layer=l) for l in layers]

@@ -103,6 +103,7 @@ def test_reductions():
     assert torch.equal(ev("topk(x, k=1, dim=0)"), X.topk(1, 0).values)
     assert torch.equal(ev("shape(x)"), torch.tensor([2, 3, 4])) and ev("numel(x)") == 24
     assert torch.equal(ev("clamp(x, 2, 5)"), X.clamp(2, 5))
+    assert torch.equal(ev("clamp(x, x[0], 5.0)"), X.clamp(X[0], torch.tensor(5.0)))
     assert torch.allclose(ev("cos_sim(x, x + 1)"), torch.cosine_similarity(X, X + 1, dim=-1))
     assert torch.equal(ev("zeros_like(x) + ones_like(x)"), torch.ones_like(X))
     assert ev("any(x > 22)").item() and not ev("all(x > 0)").item()
@@ -255,6 +256,8 @@ def test_huge_results_are_refused(monkeypatch):
 def test_numeric_errors_are_expr_errors():
     assert "division by zero" in err("1 / 0")
     assert "overflow" in err("10 ** 10 ** 10")
+    assert "overflow" in err("((9999999999 ** 64) ** 64) ** 64")  # no giant bignums
+    assert ev("2 ** 62") == 4611686018427387904
     assert torch.isinf(ev("x[0, 0, 1] / 0"))  # tensors follow IEEE
 
 

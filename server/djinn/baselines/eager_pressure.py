@@ -74,7 +74,17 @@ def cache_tensors(cache) -> list[torch.Tensor]:
 
 
 def tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes of the storages behind the tensors, each storage once: a cache that keeps a view
+    of a larger pre-allocated buffer is charged the whole buffer, as the allocator is."""
+    seen, total = set(), 0
+    for t in tensors:
+        st = t.untyped_storage()
+        key = (t.device, st.data_ptr())
+        if key in seen:
+            continue
+        seen.add(key)
+        total += st.nbytes()
+    return total
 
 
 def module_bytes(model: torch.nn.Module) -> int:
@@ -296,9 +306,7 @@ def _wait_settled(user: User, timeout_s: float) -> bool:
 # ---------------------------------------------------------------- the test
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     if dev.type == "cuda" and dev.index is None:
@@ -373,6 +381,7 @@ def run_pressure(model_name: str, sessions: int, context: int, new_tokens: int, 
     registry = _Registry()
     try:
         base_alloc = allocated()
+        t_build = time.perf_counter()
         try:
             model = build_hf_model(margs, dev, dt, attn, seed)
         except _OOM as e:
@@ -380,6 +389,7 @@ def run_pressure(model_name: str, sessions: int, context: int, new_tokens: int, 
             return result
         if is_cuda:
             torch.cuda.synchronize(dev)
+        result["build_seconds"] = time.perf_counter() - t_build
         weights_tensor_bytes = module_bytes(model)
         weights_bytes = (allocated() - base_alloc) if is_cuda else weights_tensor_bytes
         result["weights_gb"] = weights_bytes / GB
@@ -395,6 +405,7 @@ def run_pressure(model_name: str, sessions: int, context: int, new_tokens: int, 
             handles.append(layers[b].register_forward_pre_hook(
                 _make_hook(b, registry, hold_timeout_s), with_kwargs=True))
         cache_kw = _cache_kwarg(model)
+        t_admit = time.perf_counter()
 
         for i in range(1, sessions + 1):
             user = User(index=i, prompt_len=prompt_len, new_tokens=new_tokens, pause_in=pause_in)
@@ -444,6 +455,7 @@ def run_pressure(model_name: str, sessions: int, context: int, new_tokens: int, 
             result["per_session"].append(entry)
             result["sessions_fit"] = i
 
+        result["admit_seconds"] = time.perf_counter() - t_admit
         # Everyone who fits is paused now, the refused one gone: what a hook-based debugger holds.
         gc.collect()
         paused = [u for u in users if u.state == "paused"]
@@ -466,6 +478,7 @@ def run_pressure(model_name: str, sessions: int, context: int, new_tokens: int, 
             result["kv_bytes_per_session_measured"] = paused[-1].kv_bytes
     finally:
         # Release: every paused pass is aborted at its hook, threads end, memory goes back.
+        t_release = time.perf_counter()
         for u in users:
             u.release = True
             u.resume.set()
@@ -476,6 +489,7 @@ def run_pressure(model_name: str, sessions: int, context: int, new_tokens: int, 
                 stuck += u.thread.is_alive()
         for h in handles:
             h.remove()
+        result["release_seconds"] = time.perf_counter() - t_release
         result["released_cleanly"] = stuck == 0
         result["threads_still_running"] = stuck
         result["user_states"] = {s: sum(u.state == s for u in users) for s in sorted({u.state for u in users})}

@@ -166,21 +166,17 @@ class _Parser:
             self.i += 1
             # ** is right-associative: its right side may contain another **.
             rhs = self.expr(prec - 1 if t.val == "**" else prec)
-            if prec == _CMP_PREC:
-                if _prec(self.peek()) == _CMP_PREC:
-                    raise ExprError("chained comparisons are not supported; combine them "
-                                    "with 'and'", self.peek().col)
-                lhs = _node("cmp", t.col, t.val, lhs, rhs)
-            elif t.val in ("and", "or"):
-                lhs = _node(t.val, t.col, lhs, rhs)
-            else:
-                lhs = _node("bin", t.col, t.val, lhs, rhs)
+            if prec == _CMP_PREC and _prec(self.peek()) == _CMP_PREC:
+                raise ExprError("chained comparisons are not supported; combine them "
+                                "with 'and'", self.peek().col)
+            kind = "cmp" if prec == _CMP_PREC else "bin" if prec > _NOT else t.val
+            lhs = _node(kind, t.col, t.val, lhs, rhs)
         return lhs
 
     def prefix(self, min_prec: int) -> Node:
         t = self.peek()
         if t.kind == "kw" and t.val == "not" or t.kind == "op" and t.val in ("-", "+"):
-            if t.val == "not" and min_prec >= _NOT:
+            if t.val == "not" and min_prec > _NOT:
                 raise ExprError("'not' must be parenthesized here", t.col)
             self.i += 1
             x = self.nested(t.col, self.expr, _NOT if t.val == "not" else _UNARY)
@@ -285,10 +281,12 @@ def _kind(v) -> str:
         else "number"
 
 
-def _t(x) -> torch.Tensor:
+def _t(x, like=None) -> torch.Tensor:
     if isinstance(x, str):
         raise ExprError("expected a tensor or number, got a string")
-    return x if isinstance(x, torch.Tensor) else torch.tensor(x)
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.tensor(x, device=like.device if isinstance(like, torch.Tensor) else None)
 
 
 def _f32(x) -> torch.Tensor:
@@ -325,6 +323,14 @@ def _topk(x, k, dim=-1):
     return torch.topk(x, k, dim=dim).values
 
 
+def _clamp(x, lo, hi):
+    _bcast("clamp", x, lo, hi)
+    if isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
+        # torch.clamp takes two numbers or two tensors (on x's device), not a mix
+        lo, hi = _t(lo, x), _t(hi, x)
+    return torch.clamp(_t(x), lo, hi)
+
+
 _X, _XD = ("x",), ("x", "dim")
 # name -> (function, parameter names, how many are required). Nothing else is callable.
 _FUNCS: dict[str, tuple[Callable, tuple[str, ...], int]] = {
@@ -346,8 +352,7 @@ _FUNCS: dict[str, tuple[Callable, tuple[str, ...], int]] = {
     "topk": (_topk, ("x", "k", "dim"), 2),
     "shape": (lambda x: torch.tensor(_t(x).shape, dtype=torch.int64), _X, 1),
     "float": (lambda x: x.float() if isinstance(x, torch.Tensor) else float(_t(x)), _X, 1),
-    "clamp": (lambda x, lo, hi: _bcast("clamp", x, lo, hi) or torch.clamp(_t(x), lo, hi),
-              ("x", "lo", "hi"), 3),
+    "clamp": (_clamp, ("x", "lo", "hi"), 3),
     "cos_sim": (lambda a, b, dim=-1: _bcast("cos_sim", a, b) or F.cosine_similarity(
         _f32(a), _f32(b), dim=_int(dim)), ("a", "b", "dim"), 2),
 }
@@ -372,7 +377,8 @@ def _binop(op: str, a, b):
         _check_size(meta.shape, "'@'")
     elif any(tensors):
         _bcast(f"'{op}'", a, b)
-    elif op == "**" and isinstance(a, int) and isinstance(b, int) and not 0 <= b <= 64:
+    elif op == "**" and isinstance(a, int) and isinstance(b, int) and \
+            not 0 <= b * a.bit_length() <= 4096:
         a = float(a)  # a huge integer power would hang building a bignum
     return _OPS[op](a, b)
 
@@ -427,10 +433,10 @@ class _Eval:
     def logic(self, n: Node):
         # A scalar left side short-circuits like Python (so the right side's lazy tensors
         # stay unloaded); tensors combine elementwise. The result is always boolean.
-        a, is_or = self.ev(n.args[0]), n.kind == "or"
+        a, is_or = self.ev(n.args[1]), n.kind == "or"
         if not isinstance(a, torch.Tensor) and bool(a) == is_or:
             return is_or
-        b = self.ev(n.args[1])
+        b = self.ev(n.args[2])
         if not isinstance(a, torch.Tensor):
             return b.bool() if isinstance(b, torch.Tensor) else bool(b)
         _bcast(f"'{n.kind}'", a, _t(b))

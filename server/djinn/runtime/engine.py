@@ -61,7 +61,9 @@ class Engine:
         return self._finish_pass(s, x)
 
     def _finish_pass(self, s: Session, x: torch.Tensor) -> int:
-        token = int(self.model.logits(x[-1:]).argmax(-1))  # greedy; the one sync of a pass
+        logits = self.model.logits(x[-1:])[0]
+        s.last_logits = logits.cpu()          # kept for checks; the one sync of a pass
+        token = int(s.last_logits.argmax())   # greedy
         s.generated.append(token)
         s.text = self.tokenizer.decode(s.generated)
         if len(s.generated) >= s.max_new_tokens:
@@ -76,7 +78,7 @@ class Engine:
         return token
 
     @torch.no_grad()
-    def reference(self, prompt_tokens: list[int], max_new_tokens: int) -> list[int]:
+    def reference(self, prompt_tokens: list[int], max_new_tokens: int, with_logits: bool = False):
         """Uninterrupted greedy generation, for checks: the same kernels, no stops, no swaps."""
         from .swap import SessionMemory
 
@@ -88,4 +90,4 @@ class Engine:
         self.begin(s)
         while s.state != FINISHED:
             self.advance(s)
-        return s.generated
+        return (s.generated, s.last_logits) if with_logits else s.generated

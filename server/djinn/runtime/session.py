@@ -65,6 +65,7 @@ class Session:
     prev_norm: float = 0.0       # ||hidden|| at the last layer input (norm-spike trap)
 
     generated: list[int] = field(default_factory=list)
+    last_logits: torch.Tensor | None = None   # fp32 [vocab] of the last pass, on the CPU
     text: str = ""
 
     # Control
