@@ -199,6 +199,9 @@ def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving():
         got, details = code(lambda: [c.create(prompt(9 + i), max_new=2) for i in range(3)])
         assert got == grpc.StatusCode.RESOURCE_EXHAUSTED and "host pool" in details
         assert c.GetInfo(pb.GetInfoRequest()).model.n_layers == 40
+        c.SetBreakpoints(pb.SetBreakpointsRequest(session_id=s.id))
+        if c.GetSession(ref()).state == pb.SESSION_STATE_PAUSED:
+            c.Continue(ref())
         done = c.wait(pb.EVENT_KIND_FINISHED, s.id)
         assert len(done.session.generated_tokens) == 2
 

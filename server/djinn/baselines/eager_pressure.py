@@ -359,6 +359,7 @@ def run_pressure(model_name: str, sessions: int, context: int, new_tokens: int, 
         budget_enforced_by="allocator" if is_cuda else "accounting",
         elapsed_seconds=None, torch_version=torch.__version__, transformers_version=transformers.__version__,
         nvml_available=nvml.handle is not None, error=None,
+        pytorch_cuda_alloc_conf=os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
     )
 
     fraction_set = False

@@ -72,9 +72,10 @@ class SliceError(IndexError):
 
 
 def parse_slice(shape, dims: list[tuple[int, int, int]]) -> tuple[slice, ...]:
-    """One (start, stop, step) per leading dim, Python semantics; (0, 0, 0) = the whole dim.
-
-    Step 0 means 1. Missing trailing dims are whole. Bounds must lie in [-size, size].
+    """One (start, stop, step) per leading dim, Python semantics except that stop 0 means
+    "to the end" (a protobuf field cannot be None), so (0, 0, 0) is the whole dim and
+    (-1, 0, 0) the last element. Step 0 means 1. Missing trailing dims are whole.
+    Bounds must lie in [-size, size].
     """
     shape = list(shape)
     if len(dims) > len(shape):
@@ -91,7 +92,7 @@ def parse_slice(shape, dims: list[tuple[int, int, int]]) -> tuple[slice, ...]:
         for what, v in (("start", start), ("stop", stop)):
             if not -shape[d] <= v <= shape[d]:
                 raise SliceError(f"dim {d}: {what} {v} out of range for size {shape[d]}")
-        out.append(slice(start, stop, step))
+        out.append(slice(start, stop if stop != 0 else None, step))
     return tuple(out) + (slice(None),) * (len(shape) - len(dims))
 
 
