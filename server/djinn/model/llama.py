@@ -71,6 +71,9 @@ class Attention(nn.Module):
             rep = self.args.n_heads // self.args.n_kv_heads
             k_all = k_all.repeat_interleave(rep, dim=0)
             v_all = v_all.repeat_interleave(rep, dim=0)
+        # 4-D [1, H, T, Dh] so SDPA can pick its flash / memory-efficient kernels (3-D falls back
+        # to the math kernel, which materialises the whole attention matrix).
+        q, k_all, v_all = q[None], k_all[None], v_all[None]
         if T == 1:
             out = F.scaled_dot_product_attention(q, k_all, v_all)
         elif input_pos == 0 and S == T:
@@ -79,6 +82,7 @@ class Attention(nn.Module):
             # Chunk appended after earlier tokens: token i sees everything up to input_pos + i.
             mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=input_pos)
             out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
+        out = out[0]
         return self.o_proj(out.transpose(0, 1).reshape(T, H * Dh))
 
 

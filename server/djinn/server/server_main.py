@@ -26,7 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plan-sessions", type=int, default=50, help="for --vram-budget-gb auto:F")
     p.add_argument("--plan-context", type=int, default=2048, help="for --vram-budget-gb auto:F")
     p.add_argument("--host-pool-gb", type=float, default=None, help="pinned host pool for swapped KV (default 96 on CUDA, 2 on the CPU)")
-    p.add_argument("--max-context", type=int, default=None, help="largest context a session may ask for")
+    p.add_argument("--max-context", type=int, default=None, help="largest context a session may ask for (default 2048 on CUDA, 1024 on the CPU; the workspace is measured at this length)")
     p.add_argument("--swap-policy", default="pressure", choices=["pressure", "eager"],
                    help="pressure: swap paused sessions out only when room is needed; eager: at every stop")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights of a named config")

@@ -70,7 +70,7 @@ class ServerState:
         self.nvml = Nvml(self.device)
         model, tokenizer, args = build_model(opts.model, self.device, self.dtype, opts.seed)
         self.args = args
-        max_ctx = opts.max_context or min(args.max_context, 4096 if cuda else 1024)
+        max_ctx = opts.max_context or min(args.max_context, 2048 if cuda else 1024)
         self.engine = Engine(model, tokenizer, self.device, self.dtype, max_ctx)
         self.itemsize = torch.empty((), dtype=self.dtype).element_size()
         self.modules = module_tree(model)
