@@ -56,14 +56,19 @@ export interface HistogramResult {
 }
 
 export interface TensorCodec {
-  /** Little-endian bytes to float32. int64 goes through the nearest double. */
-  decode(bytes: Uint8Array, dtype: DType): Float32Array;
+  /**
+   * Little-endian bytes to float32. int64 goes through the nearest double.
+   * With `out` (exactly bytes.length / element size long, not sharing memory
+   * with `bytes`), writes there and returns it instead of allocating.
+   */
+  decode(bytes: Uint8Array, dtype: DType, out?: Float32Array): Float32Array;
   stats(values: Float32Array): TensorStats;
   histogram(values: Float32Array, bins: number, lo: number, hi: number): HistogramResult;
   /**
    * Row-major rows x cols -> downsampleShape(...).rows x .cols. Output pixel
    * (r, c) covers input rows [floor(r*rows/R), floor((r+1)*rows/R)) and the
-   * same for columns. NaNs are skipped; a block of only NaNs gives NaN.
+   * same for columns. NaNs are skipped; a block of only NaNs gives NaN. Mean
+   * sums in doubles; max orders -0 below +0. `out` as for decode.
    */
   downsample2d(
     values: Float32Array,
@@ -72,6 +77,7 @@ export interface TensorCodec {
     outRows: number,
     outCols: number,
     mode: DownsampleMode,
+    out?: Float32Array,
   ): Float32Array;
 }
 
@@ -182,4 +188,22 @@ export function checkDownsample(
     throw new RangeError(`downsample2d: rows * cols = ${r * c} does not match values.length = ${v.length}`);
   }
   return { values: v, rows: r, cols: c, outRows: orows, outCols: ocols, mode };
+}
+
+/** The optional `out` argument of decode and downsample2d; undefined means allocate. */
+export function checkOut(fn: string, out: unknown, n: number, input: ArrayBufferView): Float32Array | undefined {
+  if (out === undefined) return undefined;
+  if (typedArrayName(out) !== 'Float32Array') throw new TypeError(`${fn}: out must be a Float32Array`);
+  const o = out as Float32Array;
+  if (o.length !== n) throw new RangeError(`${fn}: out.length = ${o.length}, expected ${n}`);
+  if (
+    o.buffer === input.buffer &&
+    o.byteLength > 0 &&
+    input.byteLength > 0 &&
+    o.byteOffset < input.byteOffset + input.byteLength &&
+    input.byteOffset < o.byteOffset + o.byteLength
+  ) {
+    throw new RangeError(`${fn}: out must not share memory with the input`);
+  }
+  return o;
 }

@@ -158,8 +158,8 @@ function impl(): TensorCodec {
   return addon ?? fallback;
 }
 
-export function decode(bytes: Uint8Array, dtype: DType): Float32Array {
-  return impl().decode(bytes, dtype);
+export function decode(bytes: Uint8Array, dtype: DType, out?: Float32Array): Float32Array {
+  return impl().decode(bytes, dtype, out);
 }
 
 export function stats(values: Float32Array): TensorStats {
@@ -177,8 +177,9 @@ export function downsample2d(
   outRows: number,
   outCols: number,
   mode: DownsampleMode,
+  out?: Float32Array,
 ): Float32Array {
-  return impl().downsample2d(values, rows, cols, outRows, outCols, mode);
+  return impl().downsample2d(values, rows, cols, outRows, outCols, mode, out);
 }
 
 /** The TypeScript codec, always available. */

@@ -10,6 +10,7 @@
 import {
   checkBytes,
   checkDownsample,
+  checkOut,
   checkHistogram,
   checkValues,
   DownsampleMode,
@@ -58,10 +59,10 @@ function getHalfTable(): Uint32Array {
 
 const ALIGN: Readonly<Record<DType, number>> = { bfloat16: 2, float16: 2, float32: 4, int8: 1, int32: 4, int64: 4 };
 
-export function decode(bytes: Uint8Array, dtype: DType): Float32Array {
+export function decode(bytes: Uint8Array, dtype: DType, out?: Float32Array): Float32Array {
   const dt = checkBytes(bytes, dtype);
   const n = bytes.byteLength / DTYPE_SIZE[dt];
-  const out = new Float32Array(n);
+  out = checkOut('decode', out, n, bytes) ?? new Float32Array(n);
   if (n === 0) return out;
   if (!LITTLE_ENDIAN) {
     decodeDataView(bytes, dt, out);
@@ -78,19 +79,19 @@ export function decode(bytes: Uint8Array, dtype: DType): Float32Array {
   switch (dt) {
     case 'bfloat16': {
       const h = new Uint16Array(buf, off, n);
-      const o = new Uint32Array(out.buffer);
+      const o = new Uint32Array(out.buffer, out.byteOffset, n);
       for (let i = 0; i < n; i++) o[i] = h[i] << 16;
       break;
     }
     case 'float16': {
       const h = new Uint16Array(buf, off, n);
-      const o = new Uint32Array(out.buffer);
+      const o = new Uint32Array(out.buffer, out.byteOffset, n);
       const t = getHalfTable();
       for (let i = 0; i < n; i++) o[i] = t[h[i]];
       break;
     }
     case 'float32':
-      new Uint8Array(out.buffer).set(src); // bit copy: NaN payloads survive
+      new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(src); // bit copy: NaN payloads survive
       break;
     case 'int8': {
       const v = new Int8Array(buf, off, n);
@@ -114,7 +115,7 @@ export function decode(bytes: Uint8Array, dtype: DType): Float32Array {
 
 function decodeDataView(bytes: Uint8Array, dt: DType, out: Float32Array): void {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const o = new Uint32Array(out.buffer);
+  const o = new Uint32Array(out.buffer, out.byteOffset, out.length);
   const n = out.length;
   for (let i = 0; i < n; i++) {
     switch (dt) {
@@ -272,12 +273,13 @@ export function downsample2d(
   outRows: number,
   outCols: number,
   mode: DownsampleMode,
+  out?: Float32Array,
 ): Float32Array {
   const a = checkDownsample(values, rows, cols, outRows, outCols, mode);
   const x = a.values;
   const R = Math.min(a.rows, a.outRows);
   const C = Math.min(a.cols, a.outCols);
-  const out = new Float32Array(R * C);
+  out = checkOut('downsample2d', out, R * C, x) ?? new Float32Array(R * C);
   if (R === 0 || C === 0) return out;
   const W = a.cols;
   const rowStart = blockStarts(a.rows, R);
@@ -286,7 +288,7 @@ export function downsample2d(
     // Maximum under the float total order (-0 < +0) via int keys, so the sign
     // of a zero result is well defined and matches the addon.
     const bits = new Int32Array(x.buffer, x.byteOffset, x.length);
-    const outBits = new Int32Array(out.buffer);
+    const outBits = new Int32Array(out.buffer, out.byteOffset, out.length);
     const key = new Int32Array(W);
     for (let r = 0; r < R; r++) {
       key.fill(NO_KEY);

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Server, ServerCredentials, status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from "@grpc/grpc-js";
 import { DjinnClient, DjinnError, EventKind, type Event } from "../../client";
-import { DjinnService, SessionInfo, type GetTensorRequest, type SessionRef, type TensorChunk, type TelemetryRequest, type TelemetrySample } from "../../client/generated/djinn/v1/djinn";
+import { DjinnService, SessionInfo, type GetTensorRequest, type SessionRef, type TensorChunk, type TelemetryRequest, TelemetrySample } from "../../client/generated/djinn/v1/djinn";
 
 const TENSOR = Buffer.from(Array.from({ length: 5000 }, (_, i) => i % 251));
 let server: Server;
@@ -47,7 +47,7 @@ before(async () => {
       call.end();
     },
     telemetry(call: ServerWritableStream<TelemetryRequest, TelemetrySample>) {
-      const timer = setInterval(() => call.write({ time: Date.now() / 1000, budgetBytes: 8 } as TelemetrySample), call.request.intervalMs);
+      const timer = setInterval(() => call.write(TelemetrySample.fromPartial({ time: Date.now() / 1000, budgetBytes: 8 })), call.request.intervalMs);
       call.on("cancelled", () => {
         clearInterval(timer);
         resolveCancelled();

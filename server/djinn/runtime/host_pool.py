@@ -1,8 +1,11 @@
-"""The pinned host pool: one buffer allocated at start-up, carved into per-session regions.
+"""The pinned host pool: allocated at start-up, carved into per-session regions.
 
-Pinning is slow (about 0.45 s per GiB on the H200 host), so it happens once, before any
-session exists. Each session reserves its region when it is created, so that a paused
-session can always be swapped out: a full pool refuses new sessions, it never strands one.
+Pinning is slow (0.45-0.8 s per GiB on the H200 hosts), so it happens once, before any
+session exists. One 96 GB pinned allocation was refused on the lent H200 host, so the pool
+is several chunks (about 8 GB each, a whole number of planned session regions), and a
+region never straddles two chunks. Each session reserves its region when it is created, so
+a paused session can always be swapped out: a full pool refuses new sessions, it never
+strands one.
 """
 from __future__ import annotations
 
@@ -17,48 +20,58 @@ class HostPoolFull(Exception):
     pass
 
 
+def _align(n: int) -> int:
+    return (int(n) + ALIGN - 1) // ALIGN * ALIGN
+
+
 class HostPool:
-    def __init__(self, nbytes: int, pin: bool):
+    def __init__(self, nbytes: int, pin: bool, chunk_bytes: int | None = None):
         self.nbytes = int(nbytes)
         self.pinned = pin
-        self.buffer = torch.empty(self.nbytes, dtype=torch.uint8, pin_memory=pin)
-        self._free: list[tuple[int, int]] = [(0, self.nbytes)]  # (offset, size), sorted by offset
+        self.chunk = _align(min(chunk_bytes or self.nbytes, self.nbytes) or ALIGN)
+        sizes = [self.chunk] * (self.nbytes // self.chunk)
+        if self.nbytes % self.chunk:
+            sizes.append(_align(self.nbytes % self.chunk))
+        # A global offset is chunk_index * self.chunk + offset inside the chunk.
+        self.buffers = [torch.empty(n, dtype=torch.uint8, pin_memory=pin) for n in sizes]
+        self._free: list[list[tuple[int, int]]] = [[(0, n)] for n in sizes]  # per chunk, sorted
         self._lock = threading.Lock()
         self.used = 0
 
     def reserve(self, size: int) -> tuple[int, int]:
-        """First fit; returns (offset, aligned size)."""
-        size = (int(size) + ALIGN - 1) // ALIGN * ALIGN
+        """First fit over the chunks; returns (global offset, aligned size)."""
+        size = _align(size)
         with self._lock:
-            for i, (off, free) in enumerate(self._free):
-                if free >= size:
-                    if free == size:
-                        self._free.pop(i)
-                    else:
-                        self._free[i] = (off + size, free - size)
-                    self.used += size
-                    return off, size
+            for c, free in enumerate(self._free):
+                for i, (off, room) in enumerate(free):
+                    if room >= size:
+                        free[i:i + 1] = [] if room == size else [(off + size, room - size)]
+                        self.used += size
+                        return c * self.chunk + off, size
+        largest = max((room for free in self._free for _, room in free), default=0)
         raise HostPoolFull(
-            f"host pool full: {self.used / 1e9:.2f} of {self.nbytes / 1e9:.2f} GB reserved; "
-            f"a session needs {size / 1e9:.3f} GB. Close sessions or restart the server with a larger --host-pool-gb")
+            f"host pool full: {self.used / 1e9:.2f} of {self.nbytes / 1e9:.2f} GB reserved, largest free region "
+            f"{largest / 1e9:.3f} GB; a session needs {size / 1e9:.3f} GB. Close sessions or restart the server "
+            "with a larger --host-pool-gb")
 
     def release(self, offset: int, size: int) -> None:
+        c, off = divmod(offset, self.chunk)
         with self._lock:
-            self._free.append((offset, size))
-            self._free.sort()
+            free = sorted(self._free[c] + [(off, size)])
             merged: list[tuple[int, int]] = []
-            for off, sz in self._free:
-                if merged and merged[-1][0] + merged[-1][1] == off:
-                    merged[-1] = (merged[-1][0], merged[-1][1] + sz)
+            for o, n in free:
+                if merged and merged[-1][0] + merged[-1][1] == o:
+                    merged[-1] = (merged[-1][0], merged[-1][1] + n)
                 else:
-                    merged.append((off, sz))
-            self._free = merged
+                    merged.append((o, n))
+            self._free[c] = merged
             self.used -= size
 
     def view(self, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         """A typed view into the pool (still pinned, so copies to the device stay asynchronous)."""
+        c, off = divmod(offset, self.chunk)
         n = 1
         for s in shape:
             n *= s
         nbytes = n * torch.empty((), dtype=dtype).element_size()
-        return self.buffer[offset:offset + nbytes].view(dtype).view(shape)
+        return self.buffers[c][off:off + nbytes].view(dtype).view(shape)

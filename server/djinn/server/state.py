@@ -92,7 +92,8 @@ class ServerState:
             self.allocator_capped = True
         pool_gb = opts.host_pool_gb if opts.host_pool_gb is not None else (96.0 if cuda else 2.0)
         tp = time.perf_counter()
-        self.pool = HostPool(int(pool_gb * GB), pin=cuda)
+        region = self._kv_bytes(opts.plan_context) + self.act_bytes(opts.plan_context)
+        self.pool = HostPool(int(pool_gb * GB), pin=cuda, chunk_bytes=region * max(1, int(8 * GB // region)))
         self.pool_seconds = time.perf_counter() - tp
         self.hub = EventHub()
         self.scheduler = Scheduler(self.engine, Swapper(self.device, self.pool), self.pool, ledger, self.hub,
@@ -123,13 +124,16 @@ class ServerState:
         torch.cuda.synchronize(dev)
         peak = torch.cuda.max_memory_allocated(dev) - base
         del s, mem
-        return max(0, peak - (2 * context * a.n_layers * a.n_kv_heads * a.head_dim * self.itemsize) - self.act_bytes(context))
+        return max(0, peak - self._kv_bytes(context) - self.act_bytes(context))
+
+    def _kv_bytes(self, context: int) -> int:
+        return context * self.args.kv_bytes_per_token(self.itemsize)
 
     def _budget_bytes(self, ledger: Ledger) -> int:
         b = str(self.opts.budget)
         if b.startswith("auto:"):
             frac, c = float(b[5:]), self.opts.plan_context
-            per = 2 * c * self.args.n_layers * self.args.n_kv_heads * self.args.head_dim * self.itemsize + self.act_bytes(c)
+            per = self._kv_bytes(c) + self.act_bytes(c)
             return int(ledger.fixed + frac * self.opts.plan_sessions * per)
         return int(float(b) * GB)
 
