@@ -212,3 +212,20 @@ def test_telemetry_streams_at_ten_hertz_or_more():
         t = [next(stream).time for _ in range(11)]
         stream.cancel()
         assert (t[-1] - t[0]) / 10 < 0.1
+
+
+def test_logit_lens_and_tensor_catalog_at_each_sub_point():
+    with running_server() as (c, st):
+        s = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=prompt(8), max_new_tokens=2,
+                                                    breakpoints=[pb.Breakpoint(id=1, layer=39, point=pb.STOP_POINT_MLP)]))
+        c.wait(pb.EVENT_KIND_STOPPED, s.id)
+        names = [t.name for t in c.ListTensors(pb.SessionRef(session_id=s.id)).tensors]
+        assert {"hidden", "attn_out", "mlp_out", "q", "k", "v", "k_cache", "v_cache", "logits"} <= set(names)
+        top = c.LogitLens(pb.LogitLensRequest(session_id=s.id, top_k=3)).top
+        assert len(top) == 3 and top[0].prob >= top[1].prob >= top[2].prob and sum(t.prob for t in top) <= 1
+        best = c.Evaluate(pb.EvaluateRequest(session_id=s.id, expression="argmax(logits[-1])"))
+        assert int(best.scalar) == top[0].token
+        first = c.LogitLens(pb.LogitLensRequest(session_id=s.id, top_k=1, position=0)).top[0]
+        assert int(c.Evaluate(pb.EvaluateRequest(session_id=s.id, expression="argmax(logits[0])")).scalar) == first.token
+        got, details = code(lambda: c.LogitLens(pb.LogitLensRequest(session_id=s.id, position=99)))
+        assert got == grpc.StatusCode.OUT_OF_RANGE and "99" in details

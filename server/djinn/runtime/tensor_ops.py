@@ -123,7 +123,7 @@ def logit_lens(engine: Engine, s: Session, top_k: int, tensor: str, position: in
     if h.dim() != 2 or h.shape[-1] != engine.args.dim:
         raise invalid(f"the logit lens needs a [tokens, {engine.args.dim}] tensor; '{tensor}' is {list(h.shape)}")
     T = h.shape[0]
-    pos = T - 1 if position in (-1, None) else position
+    pos = position + T if position < 0 else position
     if not 0 <= pos < T:
         raise out_of_range(f"position {position} out of range for {T} token(s) in this pass")
     k = min(max(top_k or 5, 1), engine.args.vocab_size)

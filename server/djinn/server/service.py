@@ -214,7 +214,7 @@ class DjinnService(pb_grpc.DjinnServicer):
     def LogitLens(self, r, context):
         def work():
             s = self._paused(r.session_id)
-            return tensor_ops.logit_lens(self.engine, s, r.top_k, r.tensor, r.position if r.position else -1)
+            return tensor_ops.logit_lens(self.engine, s, r.top_k, r.tensor, r.position if r.HasField("position") else -1)
         return pb.LogitLensResponse(top=[pb.TokenProb(**d) for d in self.sched.call(work)])
 
     # ------------------------------------------------------------ streams
