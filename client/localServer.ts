@@ -35,6 +35,8 @@ export interface LocalServer {
   /** The parsed DJINN_READY JSON. */
   ready: any;
   process: ChildProcess;
+  /** The last lines the server wrote to stderr (for error reports). */
+  recentStderr(): string[];
   /** SIGTERM, then SIGKILL after 5 s; resolves once the process is gone. */
   stop(): Promise<void>;
 }
@@ -115,7 +117,7 @@ export function startLocalServer(opts: LocalServerOptions): Promise<LocalServer>
       settled = true;
       clearTimeout(timer);
       const address = typeof ready?.address === "string" ? ready.address : `127.0.0.1:${ready?.port ?? opts.port}`;
-      resolve({ address, ready, process: child, stop });
+      resolve({ address, ready, process: child, stop, recentStderr: () => [...stderrTail] });
     });
     child.once("error", (e) => fail(`could not start: ${e.message}`));
     // 'close' (not 'exit') so the last stderr lines have been read.

@@ -27,6 +27,8 @@ export const PLOT_FILE = "memory_pressure_plot.svg";
 const POLL_MS = 2000;
 const FIRST_SAMPLE_TIMEOUT_MS = 15_000;
 const RECONTINUE_AFTER_MS = 5000;
+/** How long the gathering phase waits without any event before it gives up on the stragglers. */
+const GATHER_IDLE_MS = 3000;
 
 /** Ends the run early (cancel, server gone, stall); the results say why. */
 class Abort extends Error {}
@@ -65,13 +67,17 @@ class Exp3Run {
   private shuttingDown = false;
   private stopStreams: Array<() => void> = [];
   private lastProgressReport = 0;
+  private gather?: { released: string; sessions_waiting: number; t: number };
 
   constructor(private readonly conn: Connection, private readonly hooks: Exp3Hooks) {
     this.opts = conn.opts;
     this.client = conn.client;
     this.rand = mulberry32((conn.opts.seed ^ 0x5bd1e995) >>> 0);
-    conn.server?.process.once("exit", (code, signal) => {
-      if (!this.shuttingDown) this.fatal = `the Djinn server exited during the run (code ${code}, signal ${signal})`;
+    const server = conn.server;
+    server?.process.once("close", (code, signal) => {
+      if (this.shuttingDown) return;
+      const tail = server.recentStderr().slice(-10).join("\n");
+      this.fatal = `the Djinn server exited during the run (code ${code}, signal ${signal})${tail ? `; its last words:\n${tail}` : ""}`;
     });
   }
 
@@ -102,8 +108,11 @@ class Exp3Run {
     } catch (e) {
       if (!(e instanceof Abort) && !(e instanceof DjinnError)) throw e;
       cancelled = hooks.isCancelled();
-      if (!cancelled) this.runErrors.push(e.message);
-      hooks.log(`run ended early: ${e.message}`);
+      // An RPC error is often the first sign of a crashed server: give its exit a moment to be seen.
+      if (e instanceof DjinnError && this.conn.server) await sleep(300);
+      const reason = this.fatal && !(e instanceof Abort) ? `${e.message} (${this.fatal})` : e.message;
+      if (!cancelled) this.runErrors.push(reason);
+      hooks.log(`run ended early: ${reason}`);
       await this.closeDebugSessions();
     }
     await this.shutdown();
@@ -145,6 +154,7 @@ class Exp3Run {
       environment: environment(),
     });
     if (baseline) results.baseline = baseline;
+    if (this.gather) results.first_stop_gathering = this.gather;
     await this.writeFiles(results);
     return results;
   }
@@ -228,21 +238,47 @@ class Exp3Run {
     if (idle > this.opts.stallTimeoutS * 1000) throw new Abort(`stalled: no event for ${Math.round(idle / 1000)} s`);
   }
 
-  /** Continues one paused session per think-time tick, oldest stop first, until all ended. */
+  /**
+   * Continues one paused session per think-time tick, oldest stop first, until all ended.
+   * Nobody is continued before every session reached its first breakpoint, so at
+   * the peak all N hold KV at once and the server has to swap to fit them.
+   */
   private async debugRun(): Promise<void> {
-    const total = 2 * this.opts.sessions;
     let lastPoll = Date.now();
+    let gathering = true;
     while (this.pendingCount() > 0) {
       this.checkAbort();
       await sleep(Math.max(1, jitter(this.rand, this.opts.thinkMs)));
-      const id = this.queue.popReady(Date.now());
+      if (gathering) gathering = !this.firstStopsGathered();
+      const id = gathering ? undefined : this.queue.popReady(Date.now());
       if (id !== undefined) await this.continueOne(id);
       if (Date.now() - lastPoll >= POLL_MS) {
         await this.reconcile();
         lastPoll = Date.now();
       }
-      this.reportProgress(this.ours.size - this.pendingCount(), total, "debug run");
+      this.reportProgress(this.ours.size - this.pendingCount(), "debug run");
     }
+  }
+
+  /** True once every session stopped (or ended) once, or nothing happened for a while (the rest wait for VRAM). */
+  private firstStopsGathered(): boolean {
+    const waiting = [...this.ours.keys()].filter((id) => {
+      const r = this.rec.session(id);
+      return r.stops.length === 0 && !r.ended;
+    }).length;
+    const t = this.rec.latest ? Math.round(this.rec.rel(this.rec.latest.time) * 1000) / 1000 : 0;
+    if (waiting === 0) {
+      this.gather = { released: "all_stopped", sessions_waiting: 0, t };
+      this.hooks.log(`all ${this.ours.size} sessions reached their first breakpoint; continuing them one at a time`);
+      return true;
+    }
+    const idleMs = Date.now() - this.rec.lastProgressAt;
+    if (idleMs > Math.max(GATHER_IDLE_MS, 40 * this.opts.thinkMs)) {
+      this.gather = { released: "no_progress", sessions_waiting: waiting, t };
+      this.hooks.log(`${waiting} sessions have not reached a breakpoint after ${idleMs} ms without events; continuing the paused ones`);
+      return true;
+    }
+    return false;
   }
 
   private async continueOne(id: number): Promise<void> {
@@ -294,12 +330,15 @@ class Exp3Run {
     return this.rec.latest?.time ?? Date.now() / 1000;
   }
 
-  private reportProgress(done: number, total: number, what: string): void {
+  /** Progress over 2N steps: N debug sessions finished, then N reference runs done. */
+  private reportProgress(phaseDone: number, phase: "debug run" | "reference run"): void {
     if (Date.now() - this.lastProgressReport < 500) return;
     this.lastProgressReport = Date.now();
+    const n = this.opts.sessions;
     const last = this.rec.telemetry[this.rec.telemetry.length - 1];
-    const detail = last ? `, ${last.sessions_paused} paused, ${last.swap_outs} swap-outs, ${last.accounted_gb.toFixed(3)} GB accounted` : "";
-    this.hooks.progress(done, total, `${what}: ${done}/${this.opts.sessions} finished${detail}`);
+    const detail = last ? `; ${last.sessions_paused} paused, ${last.swap_outs} swap-outs, ${last.accounted_gb.toFixed(3)} GB accounted` : "";
+    const done = phase === "debug run" ? phaseDone : n + phaseDone;
+    this.hooks.progress(done, 2 * n, `${phase}: ${phaseDone}/${n} ${phase === "debug run" ? "finished" : "done"}${detail}`);
   }
 
   /** Reads each debug session's output (when its FINISHED snapshot had none) and frees it. */
@@ -335,7 +374,7 @@ class Exp3Run {
       else this.runErrors.push(`reference session for prompt ${index} ended ${SessionState[info.state]}: ${info.error}`);
       await this.client.closeSession(s.id).catch(() => undefined);
       done++;
-      this.reportProgress(opts.sessions + done, 2 * opts.sessions, "reference run");
+      this.reportProgress(done, "reference run");
     }
   }
 

@@ -5,10 +5,12 @@ import { repoRoot } from "../client/repoRoot";
 
 export function gitCommit(): string {
   try {
-    return execFileSync("git", ["rev-parse", "HEAD"], { cwd: repoRoot(), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    const out = execFileSync("git", ["rev-parse", "HEAD"], { cwd: repoRoot(), encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    if (/^[0-9a-f]{40}$/.test(out)) return out;
   } catch {
-    return process.env.DJINN_COMMIT ?? "unknown";
+    // Not a git checkout (a copied tree, an installed extension): fall back to the environment.
   }
+  return process.env.DJINN_COMMIT?.trim() || "unknown";
 }
 
 export function environment() {

@@ -75,7 +75,8 @@ export function renderChart(spec: ChartSpec): string {
   const markers = (spec.markers ?? []).filter((k) => k.xs.length > 0);
   const xs = series.flatMap((s) => s.points.map((p) => p[0])).concat(markers.flatMap((k) => k.xs));
   const ys = series.flatMap((s) => s.points.map((p) => p[1])).concat(hlines.map((h) => h.y));
-  const xTicks = niceTicks(xs.length ? Math.min(...xs) : 0, xs.length ? Math.max(...xs) : 1);
+  // More x ticks than y ticks: the plot is wide, and a finer step wastes less of it past the data.
+  const xTicks = niceTicks(xs.length ? Math.min(...xs) : 0, xs.length ? Math.max(...xs) : 1, 9);
   const yTicks = niceTicks(spec.yMin ?? 0, ys.length ? Math.max(...ys) * 1.05 : 1);
   const [x0, x1] = [xTicks[0], xTicks[xTicks.length - 1]];
   const [y0, y1] = [yTicks[0], yTicks[yTicks.length - 1]];

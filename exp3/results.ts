@@ -40,6 +40,9 @@ export interface Exp3Results {
   kv_demand_gb: number;
   host_pool_gb: number;
   peaks: { accounted_gb: number; nvml_gb: number; allocator_gb: number; allocator_reserved_gb: number };
+  /** Exact figures behind budget_gb and peaks (the success check compares these). */
+  budget_bytes: number;
+  peaks_bytes: { accounted: number; nvml: number; allocator: number; allocator_reserved: number };
   swap_count: { out: number; in: number };
   swap_bytes: { out: number; in: number };
   swap_bandwidth_gbps: { out_mean: number; in_mean: number; out_p50: number; in_p50: number };
@@ -62,6 +65,8 @@ export interface Exp3Results {
   events_summary: { counts: Record<string, number>; stops_total: number; stops_found_by_polling: number; create_errors: Array<{ index: number; code: string; message: string }> };
   sessions: SessionOutcome[];
   cancelled?: boolean;
+  /** When continuing began: once all sessions stopped once, or after a pause without events. */
+  first_stop_gathering?: { released: string; sessions_waiting: number; t: number };
   baseline?: Record<string, unknown>;
 }
 
@@ -153,6 +158,8 @@ export function buildResults(x: ResultInputs): Exp3Results {
       allocator_gb: round(toGb(peaks.allocatorBytes), 4),
       allocator_reserved_gb: round(toGb(peaks.allocatorReservedBytes), 4),
     },
+    budget_bytes: budgetBytes,
+    peaks_bytes: { accounted: peaks.accountedBytes, nvml: peaks.nvmlBytes, allocator: peaks.allocatorBytes, allocator_reserved: peaks.allocatorReservedBytes },
     swap_count: { out: outs.length, in: ins.length },
     swap_bytes: { out: outs.reduce((a, s) => a + s.bytes, 0), in: ins.reduce((a, s) => a + s.bytes, 0) },
     swap_bandwidth_gbps: {
@@ -181,7 +188,7 @@ export function buildResults(x: ResultInputs): Exp3Results {
       host_memory_gb: x.environment.hostMemoryGb,
       platform: x.environment.platform,
     },
-    model: { ...(info.model ?? {}), dtype: info.dtype },
+    model: modelFields(info),
     server: {
       address: x.serverAddress,
       started_locally: x.startedLocally,
@@ -223,12 +230,32 @@ export function failureReasons(r: Exp3Results, isGpu: boolean, runErrors: string
   if (r.num_sessions_spawned < n) reasons.push(`only ${r.num_sessions_spawned}/${n} sessions spawned`);
   if (r.num_sessions_finished < n) reasons.push(`only ${r.num_sessions_finished}/${n} sessions finished`);
   if (r.outputs_match < n) reasons.push(`only ${r.outputs_match}/${n} outputs identical to the reference`);
-  const budget = r.budget_gb;
+  // Bytes when present (exact), else the rounded GB figures.
+  const budget = r.budget_bytes ?? r.budget_gb;
+  const peak = r.peaks_bytes ?? { accounted: r.peaks.accounted_gb, nvml: r.peaks.nvml_gb, allocator: r.peaks.allocator_gb };
+  const over = (what: string, value: number) => `${what} peak ${value} ${r.budget_bytes ? "B" : "GB"} > budget ${budget}`;
   if (!(budget > 0)) reasons.push("the server reported no VRAM budget");
-  if (r.peaks.accounted_gb > budget) reasons.push(`accounted peak ${r.peaks.accounted_gb} GB > budget ${budget} GB`);
-  if (isGpu && r.peaks.nvml_gb > budget) reasons.push(`NVML peak ${r.peaks.nvml_gb} GB > budget ${budget} GB`);
-  if (isGpu && r.peaks.allocator_gb > budget) reasons.push(`allocator peak ${r.peaks.allocator_gb} GB > budget ${budget} GB`);
+  if (peak.accounted > budget) reasons.push(over("accounted", peak.accounted));
+  if (isGpu && peak.nvml > budget) reasons.push(over("NVML", peak.nvml));
+  if (isGpu && peak.allocator > budget) reasons.push(over("allocator", peak.allocator));
   return reasons;
+}
+
+/** GetInfo's model config in the file's snake_case, plus the dtype. */
+function modelFields(info: ServerInfo): Record<string, unknown> {
+  const m = info.model;
+  return {
+    name: m?.name ?? "",
+    n_layers: m?.nLayers ?? 0,
+    dim: m?.dim ?? 0,
+    n_heads: m?.nHeads ?? 0,
+    n_kv_heads: m?.nKvHeads ?? 0,
+    head_dim: m?.headDim ?? 0,
+    intermediate_size: m?.intermediateSize ?? 0,
+    vocab_size: m?.vocabSize ?? 0,
+    max_context: m?.maxContext ?? 0,
+    dtype: info.dtype,
+  };
 }
 
 function roundSample(s: ProgressSample): ProgressSample {

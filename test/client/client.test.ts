@@ -68,7 +68,7 @@ test("breakpoint at layer 2 stops there; hidden streams in chunks; continue to F
   let stops = 1;
   for (;;) {
     await client.continue(id);
-    const e = await Promise.race([events.next(isStop), events.next(isEnd)]);
+    const e = await events.next((x) => isStop(x) || isEnd(x));
     if (e.kind !== EventKind.EVENT_KIND_STOPPED) {
       assert.equal(e.kind, EventKind.EVENT_KIND_FINISHED, e.text);
       break;
@@ -91,4 +91,27 @@ test("unknown session: NOT_FOUND with the server's message", async () => {
     assert.ok(e.message.includes(e.details));
     return true;
   });
+});
+
+test("a server that exits before it is ready: the rejection carries its stderr", async () => {
+  await assert.rejects(startLocalServer({ model: "no-such-model", device: "cpu", startTimeoutMs: 120_000 }), (e: Error) => {
+    assert.match(e.message, /exited before it was ready/);
+    assert.match(e.message, /no-such-model/);
+    return true;
+  });
+});
+
+test("x-djinn-token: required by a server started with --token", async () => {
+  const guarded = await startLocalServer({ model: "tiny-4l", device: "cpu", extraArgs: ["--token", "s3cret"], startTimeoutMs: 120_000 });
+  const anonymous = new DjinnClient(guarded.address);
+  const trusted = new DjinnClient(guarded.address, { token: "s3cret" });
+  try {
+    await assert.rejects(anonymous.getInfo(), (e: DjinnError) => e.codeName === "UNAUTHENTICATED" || e.codeName === "PERMISSION_DENIED");
+    assert.equal((await trusted.getInfo()).model?.name, "tiny-4l");
+  } finally {
+    anonymous.close();
+    trusted.close();
+    await guarded.stop();
+  }
+  assert.notEqual(guarded.process.exitCode ?? guarded.process.signalCode, null);
 });

@@ -37,3 +37,17 @@ test("exp3: 6 sessions under an auto budget swap and match the reference", { tim
   assert.match(svg, /^<svg /);
   assert.ok(svg.includes("budget") && svg.includes("swap-out"));
 });
+
+test("exp3: cancelling closes the sessions, stops the server and reports it", { timeout: 300_000 }, async () => {
+  const outDir = await mkdtemp(join(tmpdir(), "exp3-cancel-"));
+  let stops = 0;
+  const results = await runExp3(
+    { sessions: 4, model: "tiny-40l", device: "cpu", context: 64, newTokens: 2, thinkMs: 5, budgetGb: "auto:0.5", breakpoints: [10, 20, 30], outDir },
+    { log: (l) => (stops += l.includes("first breakpoint") ? 1 : 0), isCancelled: () => stops > 0 },
+  );
+  assert.equal(results.status, "failure");
+  assert.equal(results.cancelled, true);
+  assert.ok(results.reasons.includes("cancelled"), results.reasons.join("; "));
+  const json = JSON.parse(await readFile(join(outDir, RESULTS_FILE), "utf8"));
+  assert.equal(json.cancelled, true);
+});

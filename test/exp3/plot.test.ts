@@ -147,6 +147,10 @@ test("failure reasons: every criterion", () => {
   assert.equal(failureReasons({ ...ok, num_sessions_spawned: 49, num_sessions_finished: 49, outputs_match: 49 }, true).length, 3);
   assert.equal(failureReasons({ ...ok, budget_gb: 0, peaks: { ...ok.peaks, accounted_gb: 0 } }, false).length, 1);
   assert.deepEqual(failureReasons(ok, true, ["stalled"]), ["stalled"]);
+  // Exact bytes win over the rounded GB: one byte over the budget fails.
+  const exact = { ...ok, budget_bytes: 80e9, peaks_bytes: { accounted: 80e9, nvml: 0, allocator: 0, allocator_reserved: 0 } };
+  assert.deepEqual(failureReasons(exact, true), []);
+  assert.equal(failureReasons({ ...exact, peaks_bytes: { ...exact.peaks_bytes, accounted: 80e9 + 1 } }, true).length, 1);
 });
 
 test("format helpers", () => {

@@ -96,8 +96,14 @@ class Scheduler:
         elif s.state != PAUSED:
             raise precondition(f"session {s.id} is {s.state}; only a running session can be paused")
 
-    def close(self, s: Session) -> None:
+    def _release(self, s: Session) -> None:
+        """Frees a session's memory after any copy in flight has landed (and been reported)."""
+        if s.memory.flight is not None:
+            self._complete(s, block=True)
         self.swapper.free(s.memory)
+
+    def close(self, s: Session) -> None:
+        self._release(s)
         s.state = CLOSED
         with self.lock:
             self.sessions.pop(s.id, None)
@@ -198,7 +204,7 @@ class Scheduler:
         return True
 
     def _finish(self, s: Session) -> None:
-        self.swapper.free(s.memory)
+        self._release(s)
         self.ledger.note()
         self._publish("finished", s, text=s.text)
         if self._last is s:
@@ -207,9 +213,9 @@ class Scheduler:
     def _fail(self, s: Session, e: Exception) -> None:
         s.state, s.error = FAILED, f"{type(e).__name__}: {e}"
         try:
+            self._release(s)
+        except Exception:  # noqa: BLE001 - the session is already failed; free what can be freed
             self.swapper.free(s.memory)
-        except Exception:  # noqa: BLE001
-            pass
         self.ledger.note()
         self._publish("error", s, text=s.error)
         if self._last is s:
@@ -224,12 +230,13 @@ class Scheduler:
             self._complete(s, block=True)
         need = mem.total_bytes
         while not self.ledger.fits(need):
+            leaving = sum(v.memory.device_bytes() for v in list(self.sessions.values()) if v.memory.location == MOVING_OUT)
+            if leaving and self.ledger.accounted() - leaving + need <= self.ledger.budget:
+                return False     # copies in flight already make enough room: evict nobody else
             victim = self._victim(exclude=s)
             if victim is None:
                 return False
             self._swap_out(victim)
-            if victim.memory.location == MOVING_OUT:
-                return False     # room comes when that copy lands; meanwhile run something else
         if mem.location == NONE:
             self.swapper.allocate(mem)
         else:

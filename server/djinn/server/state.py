@@ -150,6 +150,13 @@ class ServerState:
     def device_name(self) -> str:
         if self.device.type == "cuda":
             return torch.cuda.get_device_name(self.device)
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
         return platform.processor() or platform.machine()
 
     def info(self) -> pb.ServerInfo:
