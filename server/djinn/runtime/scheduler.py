@@ -14,6 +14,8 @@ import threading
 import time
 from concurrent.futures import Future
 
+import torch
+
 from .engine import Engine
 from .errors import exhausted, not_found, precondition, unavailable
 from .events import EventHub, ServerEvent
@@ -127,20 +129,41 @@ class Scheduler:
     # ------------------------------------------------------------ the loop
     def _loop(self) -> None:
         while not self._stopping:
-            self._run_commands()
-            self._finish_flights(block=False)
-            s = self._pick()
-            if s is None:
-                self._idle(0.002 if self._in_flight() else 0.05)
-                continue
-            if not self._make_resident(s):
-                if not self._in_flight() and not s.waiting:
-                    s.waiting = True
-                    self._publish("waiting", s, text="waiting for VRAM: every resident session is busy")
-                self._idle(0.002)
-                continue
-            s.waiting = False
-            self._run(s)
+            try:
+                self._iteration()
+            except Exception as e:  # noqa: BLE001 - the worker must outlive any one failure
+                self.hub.publish(ServerEvent(kind="error", session_id=0, text=f"worker: {type(e).__name__}: {e}"))
+                self._idle(0.01)
+
+    def _iteration(self) -> None:
+        self._run_commands()
+        self._finish_flights(block=False)
+        s = self._pick()
+        if s is None:
+            self._idle(0.002 if self._in_flight() else 0.05)
+            return
+        try:
+            resident = self._make_resident(s)
+        except torch.OutOfMemoryError as e:
+            # The allocator disagrees with the ledger (fragmentation): make room and retry.
+            victim = self._victim(exclude=s)
+            if victim is None:
+                self._fail(s, e)
+                return
+            self._swap_out(victim)
+            self._finish_flights(block=True)
+            return
+        except Exception as e:  # noqa: BLE001
+            self._fail(s, e)
+            return
+        if not resident:
+            if not self._in_flight() and not s.waiting:
+                s.waiting = True
+                self._publish("waiting", s, text="waiting for VRAM: every resident session is busy")
+            self._idle(0.002)
+            return
+        s.waiting = False
+        self._run(s)
 
     def _idle(self, seconds: float) -> None:
         self._wake.wait(seconds)
