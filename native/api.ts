@@ -62,6 +62,11 @@ export interface TensorCodec {
    * with `bytes`), writes there and returns it instead of allocating.
    */
   decode(bytes: Uint8Array, dtype: DType, out?: Float32Array): Float32Array;
+  /**
+   * decode and stats in one pass over memory (the addon computes the
+   * statistics from registers while it writes the values).
+   */
+  decodeStats(bytes: Uint8Array, dtype: DType, out?: Float32Array): { values: Float32Array; stats: TensorStats };
   stats(values: Float32Array): TensorStats;
   histogram(values: Float32Array, bins: number, lo: number, hi: number): HistogramResult;
   /**
@@ -100,19 +105,19 @@ export function typedArrayName(v: unknown): string | undefined {
   return typedArrayTag.call(v);
 }
 
-export function checkBytes(bytes: unknown, dtype: unknown): DType {
-  if (typedArrayName(bytes) !== 'Uint8Array') throw new TypeError('decode: bytes must be a Uint8Array');
-  if (typeof dtype !== 'string') throw new TypeError(`decode: dtype must be a string, one of ${DTYPES.join(', ')}`);
+export function checkBytes(bytes: unknown, dtype: unknown, fn = 'decode'): DType {
+  if (typedArrayName(bytes) !== 'Uint8Array') throw new TypeError(`${fn}: bytes must be a Uint8Array`);
+  if (typeof dtype !== 'string') throw new TypeError(`${fn}: dtype must be a string, one of ${DTYPES.join(', ')}`);
   if (!(DTYPES as readonly string[]).includes(dtype)) {
-    throw new RangeError(`decode: unknown dtype '${dtype}' (expected one of ${DTYPES.join(', ')})`);
+    throw new RangeError(`${fn}: unknown dtype '${dtype}' (expected one of ${DTYPES.join(', ')})`);
   }
   const dt = dtype as DType;
   const size = DTYPE_SIZE[dt];
   const n = (bytes as Uint8Array).byteLength;
   if (n % size !== 0) {
-    throw new RangeError(`decode: byte length ${n} is not a multiple of ${size} (the size of one ${dt} element)`);
+    throw new RangeError(`${fn}: byte length ${n} is not a multiple of ${size} (the size of one ${dt} element)`);
   }
-  if (n / size > MAX_ELEMENTS) throw new RangeError('decode: more than 2^32-1 elements');
+  if (n / size > MAX_ELEMENTS) throw new RangeError(`${fn}: more than 2^32-1 elements`);
   return dt;
 }
 

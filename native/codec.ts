@@ -26,10 +26,11 @@ export { DTYPES, DTYPE_SIZE, downsampleShape } from './api';
 export type CodecBackend = 'native' | 'typescript';
 
 export interface NativeCodecInfo {
-  /** Kernel set in use: 'avx2+f16c' or 'scalar'. */
+  /** Kernel set in use: 'avx2+f16c+fma' or 'scalar'. */
   kernels: string;
   cpuAvx2: boolean;
   cpuF16c: boolean;
+  cpuFma: boolean;
   avx2Compiled: boolean;
   simdEnabled: boolean;
   threads: number;
@@ -99,7 +100,7 @@ export function loadNativeCodec(file?: string): CodecBackend {
       // Dynamic on purpose: bundlers must leave the .node file alone.
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const a = require(p) as NativeAddon;
-      for (const fn of ['decode', 'stats', 'histogram', 'downsample2d', 'info', 'configure'] as const) {
+      for (const fn of ['decode', 'decodeStats', 'stats', 'histogram', 'downsample2d', 'info', 'configure'] as const) {
         if (typeof a[fn] !== 'function') throw new Error(`addon lacks ${fn}() (stale build?)`);
       }
       selfTest(a);
@@ -160,6 +161,14 @@ function impl(): TensorCodec {
 
 export function decode(bytes: Uint8Array, dtype: DType, out?: Float32Array): Float32Array {
   return impl().decode(bytes, dtype, out);
+}
+
+export function decodeStats(
+  bytes: Uint8Array,
+  dtype: DType,
+  out?: Float32Array,
+): { values: Float32Array; stats: TensorStats } {
+  return impl().decodeStats(bytes, dtype, out);
 }
 
 export function stats(values: Float32Array): TensorStats {

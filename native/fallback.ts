@@ -60,9 +60,18 @@ function getHalfTable(): Uint32Array {
 const ALIGN: Readonly<Record<DType, number>> = { bfloat16: 2, float16: 2, float32: 4, int8: 1, int32: 4, int64: 4 };
 
 export function decode(bytes: Uint8Array, dtype: DType, out?: Float32Array): Float32Array {
-  const dt = checkBytes(bytes, dtype);
+  return decodeImpl('decode', bytes, dtype, out);
+}
+
+export function decodeStats(bytes: Uint8Array, dtype: DType, out?: Float32Array): { values: Float32Array; stats: TensorStats } {
+  const values = decodeImpl('decodeStats', bytes, dtype, out);
+  return { values, stats: stats(values) };
+}
+
+function decodeImpl(fn: string, bytes: Uint8Array, dtype: DType, out?: Float32Array): Float32Array {
+  const dt = checkBytes(bytes, dtype, fn);
   const n = bytes.byteLength / DTYPE_SIZE[dt];
-  out = checkOut('decode', out, n, bytes) ?? new Float32Array(n);
+  out = checkOut(fn, out, n, bytes) ?? new Float32Array(n);
   if (n === 0) return out;
   if (!LITTLE_ENDIAN) {
     decodeDataView(bytes, dt, out);
@@ -342,4 +351,4 @@ export function downsample2d(
 }
 
 /** The fallback as a TensorCodec object. */
-export const typescriptCodec = { decode, stats, histogram, downsample2d };
+export const typescriptCodec = { decode, decodeStats, stats, histogram, downsample2d };

@@ -42,7 +42,7 @@ if [ -f native/package.json ]; then
   h=$(hash_of native/package-lock.json native/binding.gyp native/src/* native/package.json)
   if [ "$(cat $stamp_dir/native 2>/dev/null)" != "$h" ]; then
     say "building the native tensor codec"
-    (cd native && npm ci --no-audit --no-fund --loglevel=error && npm run build) || say "native codec build failed: the TypeScript fallback will be used"
+    (cd native && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && npm run build) || say "native codec build failed: the TypeScript fallback will be used"
     echo "$h" > $stamp_dir/native
   fi
 fi

@@ -17,7 +17,8 @@ echo "== client and Exp 3 (node --test, real server on the CPU)"
 
 if [ -f native/package.json ]; then
   echo "== native tensor codec (node --test)"
-  (cd native && npm test --silent) 2>&1 | tee "$logs/native.log" || rc=1
+  # test:ci fails when the addon did not build (plain `npm test` would fall back and skip)
+  (cd native && npm run --silent test:ci) 2>&1 | tee "$logs/native.log" || rc=1
 fi
 
 # Sum the runners' own closing lines.

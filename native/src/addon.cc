@@ -1,6 +1,6 @@
 // djinn_codec: N-API (node-addon-api) bindings for the tensor codec.
 //
-// Exports: decode, stats, histogram, downsample2d, info, configure.
+// Exports: decode, decodeStats, stats, histogram, downsample2d, info, configure.
 // Argument checking mirrors native/fallback.ts exactly (same error classes,
 // same messages), so the two backends are interchangeable.
 #include <napi.h>
@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "downsample.h"
 #include "kernels.h"
 
 namespace djinn {
@@ -26,10 +27,11 @@ namespace {
 
 std::atomic<bool> g_simd_enabled{true};
 std::atomic<unsigned> g_threads{1};
-bool g_cpu_avx2 = false, g_cpu_f16c = false;
+bool g_cpu_avx2 = false, g_cpu_f16c = false, g_cpu_fma = false;
 
 const Kernels& kernels() {
-  if (g_simd_enabled.load(std::memory_order_relaxed) && kAvx2Kernels && g_cpu_avx2 && g_cpu_f16c) return *kAvx2Kernels;
+  if (g_simd_enabled.load(std::memory_order_relaxed) && kAvx2Kernels && g_cpu_avx2 && g_cpu_f16c && g_cpu_fma)
+    return *kAvx2Kernels;
   return kScalarKernels;
 }
 
@@ -45,6 +47,7 @@ unsigned default_threads() {
 void init_config() {
   g_cpu_avx2 = cpu_has_avx2();
   g_cpu_f16c = cpu_has_f16c();
+  g_cpu_fma = cpu_has_fma();
   const char* nosimd = std::getenv("DJINN_CODEC_NO_SIMD");
   g_simd_enabled = !(nosimd && nosimd[0] == '1');
   g_threads = default_threads();
@@ -155,69 +158,57 @@ Napi::Float32Array output_arg(const Napi::CallbackInfo& info, size_t i, const ch
 }
 
 // ---------------------------------------------------------------------------
-// decode(bytes: Uint8Array, dtype): Float32Array
+// decode(bytes: Uint8Array, dtype, out?): Float32Array
 
-Napi::Value Decode(const Napi::CallbackInfo& info) {
+struct DecodeArgs {
+  DType dt;
+  const uint8_t* src;  // first element, any alignment
+  size_t n, esize;
+  Napi::Float32Array out;
+};
+
+DecodeArgs decode_args(const Napi::CallbackInfo& info, const char* fn) {
   Napi::Env env = info.Env();
-  if (!is_typed(info[0], napi_uint8_array)) throw_type(env, "decode: bytes must be a Uint8Array");
-  if (!info[1].IsString()) throw_type(env, std::string("decode: dtype must be a string, one of ") + kDTypeList);
+  const std::string f(fn);
+  if (!is_typed(info[0], napi_uint8_array)) throw_type(env, f + ": bytes must be a Uint8Array");
+  if (!info[1].IsString()) throw_type(env, f + ": dtype must be a string, one of " + kDTypeList);
   const std::string name = info[1].As<Napi::String>().Utf8Value();
   int t = -1;
   for (int k = 0; k < 6; ++k)
     if (name == kDTypeNames[k]) t = k;
-  if (t < 0) throw_range(env, "decode: unknown dtype '" + name + "' (expected one of " + kDTypeList + ")");
+  if (t < 0) throw_range(env, f + ": unknown dtype '" + name + "' (expected one of " + kDTypeList + ")");
   const DType dt = static_cast<DType>(t);
   const size_t esize = dtype_size(dt);
   Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
   const size_t nbytes = bytes.ByteLength();
   if (nbytes % esize != 0) {
-    throw_range(env, "decode: byte length " + std::to_string(nbytes) + " is not a multiple of " +
-                         std::to_string(esize) + " (the size of one " + name + " element)");
+    throw_range(env, f + ": byte length " + std::to_string(nbytes) + " is not a multiple of " + std::to_string(esize) +
+                         " (the size of one " + name + " element)");
   }
   const size_t n = nbytes / esize;
-  if (n > kMaxElements) throw_range(env, "decode: more than 2^32-1 elements");
-  Napi::Float32Array out = output_arg(info, 2, "decode", n, bytes.Data(), nbytes);
-  if (n == 0) return out;
-  const uint8_t* src = bytes.Data();  // first element, any alignment
-  float* dst = out.Data();
+  if (n > kMaxElements) throw_range(env, f + ": more than 2^32-1 elements");
+  Napi::Float32Array out = output_arg(info, 2, fn, n, bytes.Data(), nbytes);
+  return {dt, bytes.Data(), n, esize, out};
+}
+
+Napi::Value Decode(const Napi::CallbackInfo& info) {
+  DecodeArgs a = decode_args(info, "decode");
+  if (a.n == 0) return a.out;
+  float* dst = a.out.Data();
   const Kernels& k = kernels();
-  const unsigned parts = parts_for(n);
+  const unsigned parts = parts_for(a.n);
   run_parts(parts, [&](unsigned p) {
-    const size_t b = part_begin(n, parts, p);
-    const size_t e = p + 1 == parts ? n : part_begin(n, parts, p + 1);
-    if (e > b) k.decode(dt, src + b * esize, dst + b, e - b);
+    const size_t b = part_begin(a.n, parts, p);
+    const size_t e = p + 1 == parts ? a.n : part_begin(a.n, parts, p + 1);
+    if (e > b) k.decode(a.dt, a.src + b * a.esize, dst + b, e - b);
   });
-  return out;
+  return a.out;
 }
 
 // ---------------------------------------------------------------------------
 // stats(values: Float32Array)
 
-Napi::Value Stats(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Float32Array values = float32_arg(info, 0, "stats");
-  const size_t n = values.ElementLength();
-  const float* x = values.Data();
-
-  // Shift for the variance sums: the first finite value.
-  float K = 0.0f;
-  for (size_t i = 0; i < n; ++i) {
-    if ((f32_bits(x[i]) & kAbsMask) < kInfBits) {
-      K = x[i];
-      break;
-    }
-  }
-  const Kernels& k = kernels();
-  const unsigned parts = parts_for(n);
-  std::vector<StatsAcc> partial(parts);
-  run_parts(parts, [&](unsigned p) {
-    const size_t b = part_begin(n, parts, p);
-    const size_t e = p + 1 == parts ? n : part_begin(n, parts, p + 1);
-    if (e > b) k.stats(x + b, e - b, K, &partial[p]);
-  });
-  StatsAcc a;
-  for (const StatsAcc& s : partial) a.merge(s);
-
+Napi::Object stats_object(Napi::Env env, const StatsAcc& a, float K) {
   const double nan = std::nan("");
   Napi::Object r = Napi::Object::New(env);
   const double cnt = static_cast<double>(a.finite);
@@ -242,6 +233,68 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   r.Set("negInfCount", static_cast<double>(a.neginf));
   r.Set("zeroCount", static_cast<double>(a.zero));
   r.Set("count", cnt);
+  return r;
+}
+
+inline bool is_finite_bits(float v) { return (f32_bits(v) & kAbsMask) < kInfBits; }
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Float32Array values = float32_arg(info, 0, "stats");
+  const size_t n = values.ElementLength();
+  const float* x = values.Data();
+
+  // Shift for the variance sums: the first finite value.
+  float K = 0.0f;
+  for (size_t i = 0; i < n; ++i) {
+    if (is_finite_bits(x[i])) {
+      K = x[i];
+      break;
+    }
+  }
+  const Kernels& k = kernels();
+  const unsigned parts = parts_for(n);
+  std::vector<StatsAcc> partial(parts);
+  run_parts(parts, [&](unsigned p) {
+    const size_t b = part_begin(n, parts, p);
+    const size_t e = p + 1 == parts ? n : part_begin(n, parts, p + 1);
+    if (e > b) k.stats(x + b, e - b, K, &partial[p]);
+  });
+  StatsAcc a;
+  for (const StatsAcc& s : partial) a.merge(s);
+  return stats_object(env, a, K);
+}
+
+// ---------------------------------------------------------------------------
+// decodeStats(bytes, dtype, out?): { values, stats } in one pass
+
+Napi::Value DecodeStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DecodeArgs a = decode_args(info, "decodeStats");
+  float* dst = a.out.Data();
+  const Kernels& k = kernels();
+  // The shift K: the first finite value, found by decoding the head.
+  float K = 0.0f;
+  for (size_t i = 0; i < a.n; ++i) {
+    float v;
+    kScalarKernels.decode(a.dt, a.src + i * a.esize, &v, 1);
+    if (is_finite_bits(v)) {
+      K = v;
+      break;
+    }
+  }
+  const unsigned parts = parts_for(a.n);
+  std::vector<StatsAcc> partial(parts);
+  run_parts(parts, [&](unsigned p) {
+    const size_t b = part_begin(a.n, parts, p);
+    const size_t e = p + 1 == parts ? a.n : part_begin(a.n, parts, p + 1);
+    if (e > b) k.decode_stats(a.dt, a.src + b * a.esize, dst + b, e - b, K, &partial[p]);
+  });
+  StatsAcc acc;
+  for (const StatsAcc& s : partial) acc.merge(s);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("values", a.out);
+  r.Set("stats", stats_object(env, acc, K));
   return r;
 }
 
@@ -292,8 +345,10 @@ Napi::Value Histogram(const Napi::CallbackInfo& info) {
   const float* x = values.Data();
 
   const size_t slots = p.slots();
-  const unsigned copies = slots <= 8192 ? 4 : slots <= 65536 ? 2 : 1;
-  const unsigned parts = parts_for(n);
+  // Sub-histograms: 4 interleaved copies per thread for the usual small bin
+  // counts, fewer for many bins; one thread when the bins outnumber the values.
+  const unsigned copies = slots <= 16384 ? 4 : slots <= 65536 ? 2 : 1;
+  const unsigned parts = slots > (size_t{1} << 20) || slots > n ? 1 : parts_for(n);
   std::vector<uint32_t> work(size_t{parts} * copies * slots, 0);
   const Kernels& k = kernels();
   run_parts(parts, [&](unsigned q) {
@@ -301,20 +356,25 @@ Napi::Value Histogram(const Napi::CallbackInfo& info) {
     const size_t e = q + 1 == parts ? n : part_begin(n, parts, q + 1);
     if (e > b) k.histogram(x + b, e - b, p, work.data() + size_t{q} * copies * slots, copies);
   });
-  std::vector<uint64_t> total(slots, 0);
+  // Totals cannot overflow: at most n < 2^32 values are counted.
+  uint32_t* out = counts.Data();
+  uint64_t extra[4] = {0, 0, 0, 0};  // below, above, NaN, Inf
   for (size_t c = 0; c < size_t{parts} * copies; ++c) {
     const uint32_t* w = work.data() + c * slots;
-    for (size_t s = 0; s < slots; ++s) total[s] += w[s];
+    if (c == 0) {
+      std::memcpy(out, w, size_t{p.bins} * 4);
+    } else {
+      for (uint32_t b = 0; b < p.bins; ++b) out[b] += w[b];
+    }
+    for (int j = 0; j < 4; ++j) extra[j] += w[p.bins + j];
   }
-  uint32_t* out = counts.Data();
-  for (uint32_t b = 0; b < p.bins; ++b) out[b] = static_cast<uint32_t>(total[b]);
 
   Napi::Object r = Napi::Object::New(env);
   r.Set("counts", counts);
-  r.Set("below", static_cast<double>(total[p.below_slot()]));
-  r.Set("above", static_cast<double>(total[p.above_slot()]));
-  r.Set("nanCount", static_cast<double>(total[p.nan_slot()]));
-  r.Set("infCount", static_cast<double>(total[p.inf_slot()]));
+  r.Set("below", static_cast<double>(extra[0]));
+  r.Set("above", static_cast<double>(extra[1]));
+  r.Set("nanCount", static_cast<double>(extra[2]));
+  r.Set("infCount", static_cast<double>(extra[3]));
   return r;
 }
 
@@ -359,42 +419,46 @@ Napi::Value Downsample2d(const Napi::CallbackInfo& info) {
   for (size_t j = 0; j <= C; ++j) col_start[j] = block_start(j, cols, C);
   std::vector<size_t> row_start(R + 1);
   for (size_t j = 0; j <= R; ++j) row_start[j] = block_start(j, rows, R);
+  const size_t wlo = cols / C;  // every column block is wlo or wlo + 1 wide
+  std::vector<double> widths(use_max ? 0 : C);
+  for (size_t j = 0; j < widths.size(); ++j) widths[j] = static_cast<double>(col_start[j + 1] - col_start[j]);
 
   const Kernels& k = kernels();
-  const unsigned parts = std::min<size_t>(parts_for(n), R);
+  const unsigned parts = static_cast<unsigned>(std::min<size_t>(parts_for(n), R));
   // Per-part scratch, allocated here so that worker threads never allocate.
-  std::vector<double> acc(use_max ? 0 : size_t{parts} * cols);
-  std::vector<uint32_t> cnt(use_max ? 0 : size_t{parts} * cols);
-  std::vector<int32_t> key(use_max ? size_t{parts} * cols : 0);
-  const float qnan = bits_f32(kQuietNaNBits);
+  // Column accumulators carry one padding element (see downsample.h).
+  const size_t W = cols + 1;
+  std::vector<double> acc(use_max ? 0 : size_t{parts} * W);
+  std::vector<uint32_t> cnt(use_max ? 0 : size_t{parts} * W);
+  std::vector<double> sums(use_max ? 0 : size_t{parts} * C * 2);
+  std::vector<int32_t> key(use_max ? size_t{parts} * W : 0);
 
   run_parts(parts, [&](unsigned p) {
     const size_t r0 = block_start(p, R, parts), r1 = block_start(p + 1, R, parts);
     for (size_t r = r0; r < r1; ++r) {
       float* yr = y + r * C;
+      const size_t i0 = row_start[r], i1 = row_start[r + 1];
       if (use_max) {
-        int32_t* kk = key.data() + size_t{p} * cols;
-        std::fill(kk, kk + cols, kNoKeyMin);
-        for (size_t i = row_start[r]; i < row_start[r + 1]; ++i) k.col_max(x + i * cols, cols, kk);
-        for (size_t j = 0; j < C; ++j) {
-          int32_t m = kNoKeyMin;
-          for (size_t c = col_start[j]; c < col_start[j + 1]; ++c) m = kk[c] > m ? kk[c] : m;
-          yr[j] = m == kNoKeyMin ? qnan : bits_f32(key_bits(m));
-        }
+        int32_t* kk = key.data() + size_t{p} * W;
+        kk[cols] = kNoKeyMin;  // padding
+        for (size_t i = i0; i < i1; ++i) k.col_max(x + i * cols, cols, kk, i == i0);
+        block_max(kk, col_start.data(), C, wlo, yr);
       } else {
-        double* a = acc.data() + size_t{p} * cols;
-        uint32_t* c_ = cnt.data() + size_t{p} * cols;
-        std::fill(a, a + cols, 0.0);
-        std::fill(c_, c_ + cols, 0u);
-        for (size_t i = row_start[r]; i < row_start[r + 1]; ++i) k.col_sum(x + i * cols, cols, a, c_);
-        for (size_t j = 0; j < C; ++j) {
-          double s = 0;
-          uint64_t m = 0;
-          for (size_t c = col_start[j]; c < col_start[j + 1]; ++c) {
-            s += a[c];
-            m += c_[c];
-          }
-          yr[j] = m == 0 ? qnan : narrow(s / static_cast<double>(m));
+        double* a = acc.data() + size_t{p} * W;
+        double* s = sums.data() + size_t{p} * C * 2;
+        double* m = s + C;
+        a[cols] = 0.0;  // padding
+        bool any_nan = false;
+        for (size_t i = i0; i < i1; ++i) any_nan |= k.col_sum(x + i * cols, cols, a, i == i0);
+        block_sums(a, col_start.data(), C, wlo, s);
+        if (any_nan) {  // rare: count the non-NaN values of each column
+          uint32_t* cn = cnt.data() + size_t{p} * W;
+          std::fill(cn, cn + W, 0u);
+          for (size_t i = i0; i < i1; ++i) k.col_count(x + i * cols, cols, cn);
+          block_counts(cn, col_start.data(), C, m);
+          k.finish_mean(s, m, 1.0, C, yr);
+        } else {  // every value counted: width * rows
+          k.finish_mean(s, widths.data(), static_cast<double>(i1 - i0), C, yr);
         }
       }
     }
@@ -411,6 +475,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   r.Set("kernels", kernels().name);
   r.Set("cpuAvx2", g_cpu_avx2);
   r.Set("cpuF16c", g_cpu_f16c);
+  r.Set("cpuFma", g_cpu_fma);
   r.Set("avx2Compiled", kAvx2Kernels != nullptr);
   r.Set("simdEnabled", g_simd_enabled.load());
   r.Set("threads", static_cast<double>(g_threads.load()));
@@ -464,6 +529,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   std::call_once(once, init_config);
   exports.Set("decode", Napi::Function::New<Guard<Decode>>(env, "decode"));
   exports.Set("stats", Napi::Function::New<Guard<Stats>>(env, "stats"));
+  exports.Set("decodeStats", Napi::Function::New<Guard<DecodeStats>>(env, "decodeStats"));
   exports.Set("histogram", Napi::Function::New<Guard<Histogram>>(env, "histogram"));
   exports.Set("downsample2d", Napi::Function::New<Guard<Downsample2d>>(env, "downsample2d"));
   exports.Set("info", Napi::Function::New<Guard<Info>>(env, "info"));

@@ -137,21 +137,30 @@ struct Kernels {
   const char* name;
   // dst[i] = decode(src element i), i in [0, n)
   void (*decode)(DType t, const uint8_t* src, float* dst, size_t n);
+  // decode, and accumulate the statistics of the decoded values, in one pass
+  void (*decode_stats)(DType t, const uint8_t* src, float* dst, size_t n, float K, StatsAcc* acc);
   // Accumulates x[0..n) into acc; K is the shift for the variance sums.
   void (*stats)(const float* x, size_t n, float K, StatsAcc* acc);
   // counts has p.slots() * copies entries (copies interleaved sub-histograms).
   void (*histogram)(const float* x, size_t n, const HistParams& p, uint32_t* counts, unsigned copies);
-  // acc[c] += x[c] and cnt[c] += 1 for non-NaN x[c], c in [0, n)
-  void (*col_sum)(const float* x, size_t n, double* acc, uint32_t* cnt);
-  // key[c] = max(key[c], order_key(x[c])) for non-NaN x[c]
-  void (*col_max)(const float* x, size_t n, int32_t* key);
+  // acc[c] = (first ? 0.0 : acc[c]) + x[c] for non-NaN x[c] (NaN adds
+  // nothing), c in [0, n). Returns true when some x[c] was NaN.
+  bool (*col_sum)(const float* x, size_t n, double* acc, bool first);
+  // cnt[c] += 1 for non-NaN x[c] (only needed for blocks that hold NaN)
+  void (*col_count)(const float* x, size_t n, uint32_t* cnt);
+  // key[c] = max(first ? kNoKeyMin : key[c], order_key(x[c])) for non-NaN x[c]
+  void (*col_max)(const float* x, size_t n, int32_t* key, bool first);
+  // out[j] = M == 0 ? NaN : narrow(s[j] / M) with M = m[j] * mscale (exact: small integers)
+  void (*finish_mean)(const double* s, const double* m, double mscale, size_t n, float* out);
 };
 
 extern const Kernels kScalarKernels;
+// Shared by both kernel sets (rarely used: only blocks that hold NaN).
+void col_count_portable(const float* x, size_t n, uint32_t* cnt);
 // nullptr when the AVX2 set was not compiled (non-x86 or non-GCC/Clang).
 extern const Kernels* const kAvx2Kernels;
-bool cpu_has_avx2_f16c();
-bool cpu_has_avx2();
+bool cpu_has_avx2();  // includes the OS saving YMM state
 bool cpu_has_f16c();
+bool cpu_has_fma();
 
 }  // namespace djinn

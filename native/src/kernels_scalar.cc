@@ -72,6 +72,16 @@ void stats_scalar(const float* x, size_t n, float K, StatsAcc* acc) {
   *acc = a;
 }
 
+void decode_stats_scalar(DType t, const uint8_t* src, float* dst, size_t n, float K, StatsAcc* acc) {
+  constexpr size_t kChunk = 4096;  // decode a chunk, then read it back from the cache
+  const size_t es = dtype_size(t);
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t m = n - i < kChunk ? n - i : kChunk;
+    decode_scalar(t, src + i * es, dst + i, m);
+    stats_scalar(dst + i, m, K, acc);
+  }
+}
+
 void histogram_scalar(const float* x, size_t n, const HistParams& p, uint32_t* counts, unsigned /*copies*/) {
   for (size_t i = 0; i < n; ++i) {
     const uint32_t ab = f32_bits(x[i]) & kAbsMask;
@@ -95,29 +105,43 @@ void histogram_scalar(const float* x, size_t n, const HistParams& p, uint32_t* c
   }
 }
 
-void col_sum_scalar(const float* x, size_t n, double* acc, uint32_t* cnt) {
+bool col_sum_scalar(const float* x, size_t n, double* acc, bool first) {
+  bool any_nan = false;
   for (size_t c = 0; c < n; ++c) {
     const float v = x[c];
-    if (v == v) {
-      acc[c] += static_cast<double>(v);
-      ++cnt[c];
-    }
+    const bool nan = v != v;
+    any_nan |= nan;
+    const double a = first ? 0.0 : acc[c];
+    acc[c] = nan ? a : a + static_cast<double>(v);
+  }
+  return any_nan;
+}
+
+
+void col_max_scalar(const float* x, size_t n, int32_t* key, bool first) {
+  for (size_t c = 0; c < n; ++c) {
+    const uint32_t b = f32_bits(x[c]);
+    const int32_t k = (b & kAbsMask) > kInfBits ? kNoKeyMin : order_key(b);
+    key[c] = first || k > key[c] ? k : key[c];
   }
 }
 
-void col_max_scalar(const float* x, size_t n, int32_t* key) {
-  for (size_t c = 0; c < n; ++c) {
-    const uint32_t b = f32_bits(x[c]);
-    if ((b & kAbsMask) > kInfBits) continue;
-    const int32_t k = order_key(b);
-    if (k > key[c]) key[c] = k;
+void finish_mean_scalar(const double* s, const double* m, double mscale, size_t n, float* out) {
+  for (size_t j = 0; j < n; ++j) {
+    const double M = m[j] * mscale;
+    out[j] = M == 0 ? bits_f32(kQuietNaNBits) : narrow(s[j] / M);
   }
 }
 
 }  // namespace
 
+void col_count_portable(const float* x, size_t n, uint32_t* cnt) {
+  for (size_t c = 0; c < n; ++c) cnt[c] += x[c] == x[c];
+}
+
 const Kernels kScalarKernels = {
-    "scalar", decode_scalar, stats_scalar, histogram_scalar, col_sum_scalar, col_max_scalar,
+    "scalar",      decode_scalar,  decode_stats_scalar, stats_scalar,   histogram_scalar, col_sum_scalar, col_count_portable,
+    col_max_scalar, finish_mean_scalar,
 };
 
 }  // namespace djinn

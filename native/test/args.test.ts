@@ -27,6 +27,12 @@ const CASES: Call[] = [
   ['decode: length 6 fp32', (c) => c.decode(new Uint8Array(6), 'float32'), RangeError, /byte length 6 is not a multiple of 4/],
   ['decode: length 12 int64', (c) => c.decode(new Uint8Array(12), 'int64'), RangeError, /byte length 12 is not a multiple of 8/],
   ['decode: length 1 fp16', (c) => c.decode(new Uint8Array(1), 'float16'), RangeError, /byte length 1 is not a multiple of 2/],
+  // decodeStats: the same checks, named after itself
+  ['decodeStats: bytes', (c) => c.decodeStats(bad('ab'), 'int8'), TypeError, /^decodeStats: bytes must be a Uint8Array$/],
+  ['decodeStats: dtype', (c) => c.decodeStats(new Uint8Array(2), bad(null)), TypeError, /^decodeStats: dtype must be a string/],
+  ['decodeStats: unknown dtype', (c) => c.decodeStats(new Uint8Array(2), bad('fp8')), RangeError, /^decodeStats: unknown dtype 'fp8'/],
+  ['decodeStats: odd length', (c) => c.decodeStats(new Uint8Array(5), 'float16'), RangeError, /^decodeStats: byte length 5 is not a multiple of 2/],
+  ['decodeStats: out length', (c) => c.decodeStats(new Uint8Array(4), 'float16', new Float32Array(3)), RangeError, /^decodeStats: out.length = 3, expected 2$/],
   // stats
   ['stats: Float64Array', (c) => c.stats(bad(new Float64Array(3))), TypeError, /^stats: values must be a Float32Array$/],
   ['stats: array', (c) => c.stats(bad([1, 2, 3])), TypeError, /values must be a Float32Array/],
@@ -57,6 +63,18 @@ const CASES: Call[] = [
   ['downsample2d: cols fractional', (c) => c.downsample2d(f, 3, 4.5, 1, 1, 'mean'), RangeError, /rows and cols must be non-negative integers/],
   ['downsample2d: outRows 0', (c) => c.downsample2d(f, 3, 4, 0, 1, 'mean'), RangeError, /^downsample2d: outRows and outCols must be integers >= 1$/],
   ['downsample2d: outCols Inf', (c) => c.downsample2d(f, 3, 4, 1, Infinity, 'max'), RangeError, /outRows and outCols must be integers >= 1/],
+  // the optional out argument
+  ['decode: out is an array', (c) => c.decode(new Uint8Array(4), 'bfloat16', bad([0, 0])), TypeError, /^decode: out must be a Float32Array$/],
+  ['decode: out is a Float64Array', (c) => c.decode(new Uint8Array(4), 'bfloat16', bad(new Float64Array(2))), TypeError, /out must be a Float32Array/],
+  ['decode: out too short', (c) => c.decode(new Uint8Array(4), 'bfloat16', new Float32Array(1)), RangeError, /^decode: out.length = 1, expected 2$/],
+  ['decode: out too long', (c) => c.decode(new Uint8Array(4), 'int8', new Float32Array(5)), RangeError, /^decode: out.length = 5, expected 4$/],
+  ['decode: out overlaps bytes', (c) => {
+    const f32 = new Float32Array(8);
+    return c.decode(new Uint8Array(f32.buffer, 4, 8), 'bfloat16', f32.subarray(2, 6));
+  }, RangeError, /^decode: out must not share memory with the input$/],
+  ['downsample2d: out is null', (c) => c.downsample2d(f, 3, 4, 1, 2, 'mean', bad(null)), TypeError, /^downsample2d: out must be a Float32Array$/],
+  ['downsample2d: out wrong length', (c) => c.downsample2d(f, 3, 4, 10, 2, 'max', new Float32Array(2)), RangeError, /^downsample2d: out.length = 2, expected 6$/],
+  ['downsample2d: out is the input', (c) => c.downsample2d(f, 3, 4, 3, 4, 'max', f), RangeError, /^downsample2d: out must not share memory with the input$/],
   ['downsample2d: shape mismatch', (c) => c.downsample2d(f, 3, 5, 1, 1, 'mean'), RangeError,
     /^downsample2d: rows \* cols = 15 does not match values.length = 12$/],
 ];

@@ -58,7 +58,7 @@ describe('backend selection', () => {
     const r = probe({});
     assert.equal(r.backend, 'native');
     assert.equal(r.why, '');
-    assert.match(r.line, /^tensor codec: native addon \((avx2\+f16c|scalar) kernels, up to \d+ threads?\) from .*djinn_codec\.node$/);
+    assert.match(r.line, /^tensor codec: native addon \((avx2\+f16c\+fma|scalar) kernels, up to \d+ threads?\) from .*djinn_codec\.node$/);
     assert.equal(r.sum, 3);
     assert.equal(codec.codecBackend, 'native');
     assert.ok(codec.nativeAddonPath()?.endsWith('djinn_codec.node'));

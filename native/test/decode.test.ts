@@ -122,6 +122,28 @@ describe('decode: native addon bit-exact against the TypeScript codec', { skip }
         }
       });
 
+      it('writes into a caller-owned out array (any offset) and returns it', () => {
+        for (const dt of DTYPES) {
+          const bytes = randomBytes(37 * DTYPE_SIZE[dt], 77);
+          const want = tsDecode(bytes, dt);
+          const backing = new Float32Array(37 + 5).fill(-1);
+          const out = backing.subarray(3, 40);
+          withVariant(v, (c) => {
+            const got = c.decode(bytes, dt, out);
+            assert.equal(got, out);
+            assertSameBits(out, want, `${dt} into out`);
+            assert.deepEqual(Array.from(backing.subarray(0, 3)), [-1, -1, -1]);
+            assert.deepEqual(Array.from(backing.subarray(40)), [-1, -1]);
+          });
+          const tsOut = new Float32Array(37 + 5).subarray(1, 38);
+          assertSameBits(tsDecode(bytes, dt, tsOut), want, `${dt} into out (TypeScript)`);
+        }
+        // a large one takes the threaded, streaming-store path
+        const big = randomBytes(2 * LARGE, 78);
+        const out = new Float32Array(LARGE + 1).subarray(1);
+        withVariant(v, (c) => assertSameBits(c.decode(big, 'bfloat16', out), tsDecode(big, 'bfloat16'), 'large into out'));
+      });
+
       it('extreme integers', () => {
         const i64 = new BigInt64Array([0n, -1n, 2n ** 63n - 1n, -(2n ** 63n), 2n ** 53n + 1n, 2n ** 24n + 1n, 3n * 2n ** 60n + 12345n]);
         const i32 = new Int32Array([2147483647, -2147483648, 16777217, -16777217, 33554435]);

@@ -101,6 +101,23 @@ describe('downsample2d: native addon exact against the TypeScript codec', { skip
         withVariant(v, (c) => assertSameValues(c.downsample2d(sub, 5, 7, 2, 3, 'mean'), tsDown(sub, 5, 7, 2, 3, 'mean'), 'sub'));
       });
 
+      it('writes into a caller-owned out array', () => {
+        const x = randomFloats(64 * 100, 11, 0.05);
+        for (const mode of ['mean', 'max'] as const) {
+          const want = tsDown(x, 64, 100, 13, 31, mode);
+          const backing = new Float32Array(13 * 31 + 2).fill(7);
+          const out = backing.subarray(1, 1 + 13 * 31);
+          withVariant(v, (c) => {
+            assert.equal(c.downsample2d(x, 64, 100, 13, 31, mode, out), out);
+            assertSameValues(out, want, `${mode} into out`);
+            assert.equal(backing[0], 7);
+            assert.equal(backing[backing.length - 1], 7);
+          });
+          const tsOut = new Float32Array(13 * 31 + 1).subarray(1);
+          assertSameValues(tsDown(x, 64, 100, 13, 31, mode, tsOut), want, `${mode} into out (TypeScript)`);
+        }
+      });
+
       it('empty shapes', () => {
         withVariant(v, (c) => {
           assert.equal(c.downsample2d(new Float32Array(0), 0, 5, 3, 3, 'mean').length, 0);

@@ -127,9 +127,9 @@ export function nativeVariants(): NativeVariant[] {
     { name: 'scalar, 1 thread', simd: false, threads: 1, exactStats: true },
     { name: 'scalar, 3 threads', simd: false, threads: 3, exactStats: false },
   ];
-  if (info.cpuAvx2 && info.cpuF16c && info.avx2Compiled) {
-    v.push({ name: 'avx2+f16c, 1 thread', simd: true, threads: 1, exactStats: false });
-    v.push({ name: 'avx2+f16c, 2 threads', simd: true, threads: 2, exactStats: false });
+  if (info.cpuAvx2 && info.cpuF16c && info.cpuFma && info.avx2Compiled) {
+    v.push({ name: 'avx2+f16c+fma, 1 thread', simd: true, threads: 1, exactStats: false });
+    v.push({ name: 'avx2+f16c+fma, 2 threads', simd: true, threads: 2, exactStats: false });
   }
   return v;
 }

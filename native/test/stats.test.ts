@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { stats as tsStats } from '../fallback';
+import { DTYPES, DTYPE_SIZE } from '../api';
+import { decode as tsDecode, decodeStats as tsDecodeStats, stats as tsStats } from '../fallback';
 import {
+  assertSameBits,
   assertStatsClose,
+  randomBytes,
   LARGE,
   nativeVariants,
   randomFloats,
@@ -67,6 +70,13 @@ describe('stats: TypeScript codec against known values', () => {
     assert.ok(Math.abs(s.mean - 10000) < 1e-9);
   });
 
+  it('decodeStats is decode followed by stats', () => {
+    const bytes = new Uint8Array(new Float32Array([3, NaN, -1, 0.5]).buffer);
+    const r = tsDecodeStats(bytes, 'float32');
+    assert.deepEqual(Array.from(r.values), Array.from(tsDecode(bytes, 'float32')));
+    assert.deepEqual(r.stats, tsStats(r.values));
+  });
+
   it('extreme finite values do not overflow', () => {
     const s = tsStats(f32([0x7f7fffff, 0xff7fffff, 0x00000001]));
     assert.equal(s.max, 3.4028234663852886e38);
@@ -105,6 +115,39 @@ describe('stats: native addon against the TypeScript codec', { skip }, () => {
             withVariant(v, (c) => assertStatsClose(c.stats(x), tsStats(x), `len=${len} k=${k}`, v.exactStats));
           }
         }
+      });
+
+      it('decodeStats: same values as decode, same stats as stats()', () => {
+        let seed = 900;
+        for (const dt of DTYPES) {
+          for (const n of [0, 1, 7, 16, 17, 1023, 100003, LARGE]) {
+            if (n === LARGE && dt !== 'bfloat16' && dt !== 'float16' && dt !== 'int8') continue;
+            const bytes = randomBytes(n * DTYPE_SIZE[dt], seed++);
+            const values = tsDecode(bytes, dt);
+            const want = tsStats(values);
+            for (const off of n === LARGE ? [0] : [0, 1]) {
+              const view = off ? new Uint8Array(bytes.length + 1).subarray(1) : bytes;
+              if (off) view.set(bytes);
+              withVariant(v, (c) => {
+                const got = c.decodeStats(view, dt);
+                assertSameBits(got.values, values, `${dt} n=${n} off=${off} values`);
+                assertStatsClose(got.stats, want, `${dt} n=${n} off=${off} stats`, v.exactStats);
+                const out = new Float32Array(n + 3).subarray(2, 2 + n);
+                const again = c.decodeStats(view, dt, out);
+                assert.equal(again.values, out);
+                assertSameBits(out, values, `${dt} n=${n} into out`);
+              });
+            }
+          }
+        }
+        // bfloat16 activations with the specials mixed in, through the register-fused path
+        const x = randomFloats(LARGE, 901, 0.01);
+        const bits = new Uint32Array(x.buffer);
+        const bf = new Uint16Array(LARGE);
+        for (let i = 0; i < LARGE; i++) bf[i] = bits[i] >>> 16;
+        const bytes = new Uint8Array(bf.buffer);
+        const want = tsStats(tsDecode(bytes, 'bfloat16'));
+        withVariant(v, (c) => assertStatsClose(c.decodeStats(bytes, 'bfloat16').stats, want, 'bf16 specials', v.exactStats));
       });
 
       it('empty, all-NaN, all-Inf and signed-zero inputs', () => {
