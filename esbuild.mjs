@@ -1,6 +1,9 @@
-// Bundles the Node entry points into dist/ and, with --tests, every test/**/*.test.ts
-// into out/test/ (one self-contained CommonJS file each, run by `node --test`).
-// Usage: node esbuild.mjs [--tests] [--watch] [--minify]
+// Bundles the Node entry points into dist/ (and the webview scripts of media/ into
+// dist/webview/) and, with --tests, every test/**/*.test.ts into out/test/ (one
+// self-contained CommonJS file each, run by `node --test`). With --ext-tests, the
+// extension-host test suite (test/extension/) into out/ext-test/: it needs `vscode`, so it
+// must stay out of out/test/, where `node --test out/test/` would pick it up.
+// Usage: node esbuild.mjs [--tests | --ext-tests] [--watch] [--minify]
 import * as esbuild from "esbuild";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -13,8 +16,19 @@ export const entryPoints = [
   { in: "debug-adapter/main.ts", out: "debugAdapter" },
 ];
 
+// Webview scripts (browser, IIFE): { in: source, out: path under dist/webview/ without .js }.
+// A CSS file they import (e.g. uPlot's) is emitted next to them as <out>.css.
+export const webviewEntryPoints = [
+  { in: "media/vram/main.ts", out: "vram" },
+  { in: "media/tensor/main.ts", out: "tensor" },
+];
+
+// The extension-host test suite (mocha inside VS Code / code-server): index.ts (run()),
+// *.test.ts and the @vscode/test-electron runner for desktop users.
+const extTestRoot = "test/extension";
+
 // The test folders this bundler knows about; each *.test.ts under them becomes out/test/...js.
-const testRoots = ["test/client", "test/exp3", "test/unit"];
+const testRoots = ["test/client", "test/exp3", "test/unit", "test/adapter"];
 
 const args = new Set(process.argv.slice(2));
 
@@ -40,6 +54,19 @@ function findTests(dir) {
 }
 
 function buildOptions() {
+  if (args.has("--ext-tests")) {
+    const files = existsSync(extTestRoot)
+      ? readdirSync(extTestRoot).filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts")).map((f) => join(extTestRoot, f))
+      : [];
+    return {
+      ...common,
+      // mocha loads reporters and test files with dynamic requires: keep it a plain runtime require.
+      external: [...common.external, "mocha", "@vscode/test-electron"],
+      entryPoints: files.map((t) => ({ in: t, out: relative(extTestRoot, t).replace(/\.ts$/, "") })),
+      outdir: "out/ext-test",
+      logLevel: "warning",
+    };
+  }
   if (args.has("--tests")) {
     const tests = testRoots.flatMap(findTests);
     return {
@@ -56,10 +83,24 @@ function buildOptions() {
   };
 }
 
-const options = buildOptions();
+function webviewOptions() {
+  return {
+    bundle: true,
+    platform: "browser",
+    target: "es2022",
+    format: "iife",
+    sourcemap: true,
+    minify: args.has("--minify"),
+    logLevel: "info",
+    entryPoints: webviewEntryPoints.filter((e) => existsSync(e.in)),
+    outdir: "dist/webview",
+  };
+}
+
+const builds = [buildOptions()];
+if (!args.has("--tests") && !args.has("--ext-tests")) builds.push(webviewOptions());
 if (args.has("--watch")) {
-  const ctx = await esbuild.context(options);
-  await ctx.watch();
+  for (const options of builds) await (await esbuild.context(options)).watch();
 } else {
-  await esbuild.build(options);
+  await Promise.all(builds.map((options) => esbuild.build(options)));
 }

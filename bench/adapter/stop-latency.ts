@@ -127,6 +127,15 @@ function gitCommit(): string {
   }
 }
 
+/** Whether the adapter's sources differ from the commit (then the commit does not describe what ran). */
+function uncommitted(): boolean {
+  try {
+    return execFileSync("git", ["status", "--porcelain", "debug-adapter", "client"], { cwd: repoRoot(), encoding: "utf8" }).trim() !== "";
+  } catch {
+    return true;
+  }
+}
+
 async function main() {
   const results: Record<string, unknown> = {};
   const rows: string[] = [];
@@ -163,6 +172,7 @@ async function main() {
     cpuCount: cpus().length,
     platform: `${process.platform} ${process.arch}`,
     gitCommit: gitCommit(),
+    adapterUncommitted: uncommitted(),
     results,
   };
   mkdirSync(OUT, { recursive: true });

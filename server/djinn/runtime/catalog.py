@@ -19,6 +19,7 @@ class Entry:
     get: Callable[[], torch.Tensor]
     writable: bool
     description: str
+    lazy: bool = False   # computed only when asked for (listing shows no statistics)
 
 
 def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
@@ -38,7 +39,8 @@ def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
                 return layer.self_attn.qkv(layer.input_layernorm(acts["hidden"]), c, sn)[i]
             return f
         for i, n in enumerate("qkv"):
-            out[n] = Entry(torch.no_grad()(lazy_qkv(i)), False, f"{n} of layers.{L} from the current input [heads, tokens, head_dim]")
+            out[n] = Entry(torch.no_grad()(lazy_qkv(i)), False, f"{n} of layers.{L} from the current input [heads, tokens, head_dim]",
+                           lazy=True)
         end = s.input_pos
     else:
         end = s.input_pos + T
@@ -51,7 +53,7 @@ def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
     out["k_cache"] = Entry(lambda: kv[L, 0, :, :end], False, f"KV cache keys of layers.{L}, positions 0..{end - 1}")
     out["v_cache"] = Entry(lambda: kv[L, 1, :, :end], False, f"KV cache values of layers.{L}, positions 0..{end - 1}")
     out["logits"] = Entry(torch.no_grad()(lambda: model.logits(acts["hidden"])), False,
-                          f"logit lens at {mod}: lm_head(norm(hidden)) [tokens, vocab], fp32")
+                          f"logit lens at {mod}: lm_head(norm(hidden)) [tokens, vocab], fp32", lazy=True)
     out["tokens"] = Entry(lambda: s.pass_tokens, False, "input tokens of this pass")
     for name, t in s.results.items():
         out[name] = Entry(lambda t=t: t, False, "evaluation result")

@@ -38,6 +38,11 @@ class EventHub:
         for q in subs:
             q.put(ev)
 
+    @property
+    def last_seq(self) -> int:
+        with self._lock:
+            return self._recent[-1].seq if self._recent else 0
+
     def subscribe(self, since_seq: int = 0) -> queue.SimpleQueue:
         q: queue.SimpleQueue = queue.SimpleQueue()
         with self._lock:

@@ -36,11 +36,8 @@ def summary(name: str, t: torch.Tensor, entry: Entry | None) -> dict:
 def list_tensors(engine: Engine, s: Session) -> list[dict]:
     out = []
     for name, e in catalog(engine, s).items():
-        if name == "logits":   # large and lazy: listed without stats, computed when asked for
-            t = None
-        else:
-            t = e.get()
-        out.append(summary(name, t, e) if t is not None else dict(name=name, description=e.description, writable=False))
+        # Lazy entries cost a projection (or the whole vocabulary): listed without statistics.
+        out.append(dict(name=name, description=e.description, writable=False) if e.lazy else summary(name, e.get(), e))
     return out
 
 

@@ -171,7 +171,7 @@ class ServerState:
                                  host_pool_bytes=self.pool.nbytes, kv_bytes_per_token=a.kv_bytes_per_token(self.itemsize),
                                  device_total_bytes=self.nvml.total(), allocator_capped=self.allocator_capped),
             modules=[pb.ModuleNode(**m) for m in self.modules], swap_policy=self.opts.swap_policy,
-            torch_version=torch.__version__, startup_seconds=self.startup_seconds)
+            torch_version=torch.__version__, startup_seconds=self.startup_seconds, event_seq=self.hub.last_seq)
 
     def telemetry_sample(self) -> pb.TelemetrySample:
         sched, L = self.scheduler, self.ledger

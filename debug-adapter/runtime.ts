@@ -1,0 +1,641 @@
+// The Djinn runtime of the debug adapter: talks to the server through the client library,
+// keeps the state of the sessions it shows (one DAP thread each) and emits plain, typed
+// events. No DAP types here (session.ts translates), no `vscode` import.
+import { EventEmitter } from "node:events";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import {
+  DjinnClient,
+  DjinnError,
+  EventKind,
+  KvLocation,
+  SessionState,
+  StepKind,
+  StopPoint,
+  StopReason,
+  startLocalServer,
+  type Breakpoint,
+  type DimSlice,
+  type EvaluateResponse,
+  type Event,
+  type EventStream,
+  type FetchedTensor,
+  type LocalServer,
+  type ServerInfo,
+  type SessionInfo,
+  type TensorSummary,
+  type TokenProb,
+  type Traps,
+} from "../client";
+import type { AttachConfig, LaunchConfig, PromptSpec } from "./config";
+
+export { StopPoint, StopReason, SessionState, KvLocation, StepKind };
+export type { SessionInfo, TensorSummary, ServerInfo, DimSlice, TokenProb };
+
+/** A breakpoint as the server knows it: an id chosen by the adapter, a stop point, conditions. */
+export interface RtBreakpoint {
+  id: number;
+  layer: number;
+  point: StopPoint;
+  condition?: string;
+  hitCondition?: string;
+}
+
+export interface RtTraps {
+  nan: boolean;
+  inf: boolean;
+  /** factor; 0 = off */
+  normSpike: number;
+}
+
+export interface BpStatus {
+  id: number;
+  verified: boolean;
+  message?: string;
+}
+
+export interface RtSession {
+  id: number;
+  info: SessionInfo;
+  /** created by this adapter (launch); closed on terminate */
+  owned: boolean;
+  /** increases at every stop and resume: references into a stop are valid for one epoch */
+  epoch: number;
+  /** why it stopped last (while paused) */
+  stop?: { reason: StopReason; text: string; hitIds: number[]; time: number };
+  ended: boolean;
+  endText?: string;
+  /** the cached ListTensors answer of this stop */
+  tensors?: Promise<TensorSummary[]>;
+  /** changes whenever anything about the session changes (guards reconciliation) */
+  gen: number;
+  lastEventAt: number;
+  /** resumes this adapter asked for whose RESUMED event has not come yet */
+  expectResumes: number;
+}
+
+export interface StoppedEvt {
+  sessionId: number;
+  reason: StopReason;
+  text: string;
+  hitIds: number[];
+}
+
+export type RuntimeEvents = {
+  stopped: [StoppedEvt];
+  resumed: [{ sessionId: number; byUs: boolean }];
+  sessionStarted: [{ sessionId: number }];
+  sessionEnded: [{ sessionId: number; state: SessionState; text: string }];
+  token: [{ sessionId: number; token: number; text: string; generated: string }];
+  swap: [{ sessionId: number; direction: "out" | "in"; bytes: number; ms: number }];
+  progressStart: [{ id: string; title: string; message?: string }];
+  progressEnd: [{ id: string; message?: string }];
+  log: [{ text: string; category: "console" | "stderr" | "important" }];
+  allEnded: [];
+  serverLost: [{ message: string }];
+  sessionChanged: [{ sessionId: number }];
+};
+
+export const SESSION_ENDED = new Set([SessionState.SESSION_STATE_FINISHED, SessionState.SESSION_STATE_CLOSED, SessionState.SESSION_STATE_FAILED]);
+
+export function sessionEnded(info: SessionInfo): boolean {
+  return SESSION_ENDED.has(info.state);
+}
+
+const BP_ERROR = /breakpoint (\d+): (.*)$/s;
+const RECONCILE_MS = 1000;
+
+export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
+  client?: DjinnClient;
+  info?: ServerInfo;
+  mode?: "launch" | "attach";
+  localServer?: LocalServer;
+  readonly sessions = new Map<number, RtSession>();
+  /** the breakpoints and traps the editor and the launch configuration want, in every session */
+  private desired: RtBreakpoint[] = [];
+  private traps: RtTraps = { nan: false, inf: false, normSpike: 0 };
+  /** attach: breakpoints are pushed only once the editor has set any */
+  private pushBreakpoints = true;
+  private events?: EventStream;
+  private queue: Promise<unknown> = Promise.resolve();
+  private reconcileTimer?: NodeJS.Timeout;
+  private progressSeq = 0;
+  private swapProgress = new Map<number, string>();
+  private disposed = false;
+  private creating = false;
+  /** events of sessions not tracked yet, kept while sessions are being created or listed (replayed by track) */
+  private early?: Map<number, Event[]>;
+
+  // ------------------------------------------------------------------ start
+
+  /** Starts a local server (or connects to `server`), subscribes to events, reads GetInfo. */
+  async launch(cfg: LaunchConfig): Promise<ServerInfo> {
+    this.mode = "launch";
+    let address = cfg.server;
+    if (!address) {
+      const id = this.newProgressId("load");
+      this.emit("progressStart", { id, title: `Starting Djinn (${cfg.model} on ${cfg.device})`, message: "loading the model" });
+      try {
+        // the token goes through the environment (DJINN_TOKEN), not the command line that `ps` shows
+        // (always set, so a DJINN_TOKEN in the adapter's own environment does not lock it out)
+        const env = { ...(cfg.env ?? {}), DJINN_TOKEN: cfg.token ?? "" };
+        this.localServer = await startLocalServer({
+          model: cfg.model!,
+          device: cfg.device,
+          dtype: cfg.dtype,
+          python: cfg.pythonPath,
+          budgetGb: cfg.vramBudgetGb,
+          hostPoolGb: cfg.hostPoolGb,
+          maxContext: cfg.contextTokens,
+          extraArgs: cfg.serverArgs,
+          env,
+          startTimeoutMs: 900_000,
+          onLog: (line) => {
+            if (line.startsWith("Djinn serving")) this.emit("log", { text: line, category: "console" });
+            else if (cfg.trace) this.emit("log", { text: line, category: "stderr" });
+          },
+        });
+      } finally {
+        this.emit("progressEnd", { id });
+      }
+      if (this.disposed) {
+        // the debug session ended while the model was loading
+        await this.localServer.stop();
+        this.localServer = undefined;
+        throw new DjinnError(1, "the debug session ended while the server was starting");
+      }
+      address = this.localServer.address;
+      this.localServer.process.once("exit", (code, signal) => {
+        if (!this.disposed) this.lost(`the local Djinn server exited (code ${code}, signal ${signal})`);
+      });
+    }
+    const info = await this.connect(address, cfg.token);
+    if (cfg.server && cfg.model && info.model && info.model.name !== cfg.model) {
+      throw new DjinnError(9, `the server at ${cfg.server} runs model '${info.model.name}', not '${cfg.model}' (launch attribute 'model')`);
+    }
+    return info;
+  }
+
+  async attach(cfg: AttachConfig): Promise<ServerInfo> {
+    this.mode = "attach";
+    this.pushBreakpoints = false;
+    const info = await this.connect(cfg.server, cfg.token);
+    this.early = new Map();
+    try {
+      for (const s of await this.client!.listSessions()) {
+        if (sessionEnded(s)) continue;
+        this.track(s, false);
+      }
+    } finally {
+      this.early = undefined;
+    }
+    return info;
+  }
+
+  private async connect(address: string, token?: string): Promise<ServerInfo> {
+    const client = new DjinnClient(address, { token });
+    this.client = client;
+    await client.waitForReady(Number(process.env.DJINN_CONNECT_TIMEOUT_MS) || 15_000);
+    // Subscribe before anything else; GetInfo's round trip then lets the subscription land.
+    const stream = client.events({ sinceSeq: 0 });
+    this.events = stream;
+    stream.on("event", (e) => this.onEvent(e));
+    stream.on("error", (e) => this.lost(`the event stream of ${address} failed: ${e.message}`));
+    stream.on("end", () => this.lost(`the event stream of ${address} ended`));
+    this.info = await client.getInfo();
+    this.reconcileTimer = setInterval(() => void this.reconcile(), RECONCILE_MS);
+    this.reconcileTimer.unref();
+    return this.info;
+  }
+
+  private lost(message: string): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.emit("serverLost", { message });
+  }
+
+  get nLayers(): number {
+    return this.info?.model?.nLayers ?? 0;
+  }
+
+  /** Writes `text` to `path` (creating folders). */
+  writeFile(path: string, text: string): void {
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, text);
+  }
+
+  // ------------------------------------------------------------- sessions
+
+  private track(info: SessionInfo, owned: boolean): RtSession {
+    let s = this.sessions.get(info.id);
+    if (!s) {
+      s = { id: info.id, info, owned, epoch: 0, ended: sessionEnded(info), gen: 0, lastEventAt: Date.now(), expectResumes: 0 };
+      this.sessions.set(info.id, s);
+      if (info.state === SessionState.SESSION_STATE_PAUSED) {
+        s.stop = { reason: info.stopReason, text: "", hitIds: info.hitBreakpointIds, time: Date.now() };
+      }
+      this.emit("sessionStarted", { sessionId: info.id });
+      // events that came before the session was known (its stop may race CreateSession's answer)
+      const early = this.early?.get(info.id);
+      if (early) {
+        this.early!.delete(info.id);
+        for (const e of early) this.onEvent(e);
+      }
+    }
+    return s;
+  }
+
+  get(sessionId: number): RtSession {
+    const s = this.sessions.get(sessionId);
+    if (!s) throw new DjinnError(5, `no session ${sessionId} in this debug session (threads are sessions)`);
+    return s;
+  }
+
+  /** Sessions shown as threads, in id order. */
+  list(): RtSession[] {
+    return [...this.sessions.values()].filter((s) => !s.ended).sort((a, b) => a.id - b.id);
+  }
+
+  /** Creates the launch configuration's sessions with the current breakpoints. Returns the server's verdicts. */
+  createSessions(cfg: LaunchConfig): Promise<Map<number, BpStatus>> {
+    return this.serial(async () => {
+      this.creating = true;
+      this.early = new Map();
+      try {
+        const statuses = new Map<number, BpStatus>();
+        let bps = [...this.desired];
+        for (let i = 0; i < cfg.sessions; i++) {
+          const p: PromptSpec = cfg.prompts[i % cfg.prompts.length];
+          for (;;) {
+            try {
+              const info = await this.client!.createSession({
+                ...("text" in p ? { prompt: p.text } : { promptTokens: p.tokens }),
+                maxNewTokens: cfg.maxNewTokens,
+                context: cfg.contextTokens ?? 0,
+                breakpoints: bps.map(toWire),
+                traps: this.wireTraps(),
+                stopOnEntry: cfg.stopOnEntry,
+                label: cfg.sessions > 1 ? `prompt ${(i % cfg.prompts.length) + 1}` : "",
+              });
+              this.track(info, true);
+              break;
+            } catch (e) {
+              const err = e as DjinnError;
+              const m = err.code === 3 ? BP_ERROR.exec(err.details ?? "") : null;
+              const id = m ? Number(m[1]) : NaN;
+              if (!m || !bps.some((b) => b.id === id)) throw e;
+              statuses.set(id, { id, verified: false, message: m[2] });
+              bps = bps.filter((b) => b.id !== id);
+            }
+          }
+        }
+        for (const b of bps) statuses.set(b.id, { id: b.id, verified: true });
+        return statuses;
+      } finally {
+        this.creating = false;
+        this.early = undefined;
+      }
+    });
+  }
+
+  /**
+   * Replaces the breakpoints and traps of every session this adapter drives. Returns the
+   * server's verdict per breakpoint id, or undefined when there is no session to ask yet.
+   */
+  setBreakpoints(bps: RtBreakpoint[], traps: RtTraps, explicit = true): Promise<Map<number, BpStatus> | undefined> {
+    this.desired = bps;
+    this.traps = traps;
+    if (explicit && (bps.length > 0 || traps.nan || traps.inf || traps.normSpike > 0)) this.pushBreakpoints = true;
+    return this.serial(() => this.push());
+  }
+
+  private async push(): Promise<Map<number, BpStatus> | undefined> {
+    if (!this.client || !this.pushBreakpoints) return undefined;
+    const targets = this.list();
+    if (targets.length === 0) return undefined;
+    const req = { breakpoints: this.desired.map(toWire), traps: this.wireTraps() };
+    const answers = await Promise.all(
+      targets.map((s) =>
+        this.client!.setBreakpoints({ sessionId: s.id, ...req }).catch((e: DjinnError) => {
+          if (e.code === 5) return undefined; // closed meanwhile
+          throw e;
+        }),
+      ),
+    );
+    const first = answers.find((a) => a !== undefined);
+    if (!first) return undefined;
+    return new Map(first.breakpoints.map((b) => [b.id, { id: b.id, verified: b.verified, message: b.message || undefined }]));
+  }
+
+  private wireTraps(): Traps {
+    return { nan: this.traps.nan, inf: this.traps.inf, normSpike: this.traps.normSpike };
+  }
+
+  /** Runs tasks that touch the breakpoint sets one at a time (creation and pushes never interleave). */
+  private serial<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(task, task);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  // ------------------------------------------------------ execution control
+
+  async continue(sessionId: number): Promise<void> {
+    await this.resume(sessionId, () => this.client!.continue(sessionId));
+  }
+
+  async step(sessionId: number, kind: StepKind): Promise<void> {
+    await this.resume(sessionId, () => this.client!.step({ sessionId, kind }));
+  }
+
+  private async resume(sessionId: number, call: () => Promise<SessionInfo>): Promise<void> {
+    const s = this.get(sessionId);
+    const swapped = s.info.kvLocation === KvLocation.KV_LOCATION_HOST || s.info.kvLocation === KvLocation.KV_LOCATION_MOVING_OUT;
+    const epoch = s.epoch;
+    s.expectResumes++;
+    let info: SessionInfo;
+    try {
+      info = await call();
+    } catch (e) {
+      s.expectResumes--;
+      throw e;
+    }
+    // Its RESUMED event (and even the next STOPPED) may have come already; if not, it runs from now on.
+    if (s.epoch === epoch && s.info.state === SessionState.SESSION_STATE_PAUSED) this.markResumed(s, info, true);
+    if (swapped && s.info.state === SessionState.SESSION_STATE_RUNNING) this.startSwapProgress(s, "resuming");
+  }
+
+  private markResumed(s: RtSession, info: SessionInfo | undefined, byUs: boolean): void {
+    if (info && info.state !== SessionState.SESSION_STATE_PAUSED) s.info = { ...info, state: SessionState.SESSION_STATE_RUNNING };
+    else s.info = { ...s.info, state: SessionState.SESSION_STATE_RUNNING };
+    s.epoch++;
+    s.gen++;
+    s.stop = undefined;
+    s.tensors = undefined;
+    this.emit("resumed", { sessionId: s.id, byUs });
+  }
+
+  async pause(sessionId: number): Promise<void> {
+    const s = this.get(sessionId);
+    if (s.info.state === SessionState.SESSION_STATE_PAUSED) return;
+    await this.client!.pause(sessionId);
+  }
+
+  // --------------------------------------------------------------- tensors
+
+  private async paused<T>(sessionId: number, what: string, fn: (s: RtSession) => Promise<T>): Promise<T> {
+    const s = this.get(sessionId);
+    if (s.info.state !== SessionState.SESSION_STATE_PAUSED) {
+      throw new DjinnError(9, `session ${sessionId} is ${stateName(s.info.state)}: ${what} exist only while it is paused`);
+    }
+    if (s.info.kvLocation === KvLocation.KV_LOCATION_HOST || s.info.kvLocation === KvLocation.KV_LOCATION_MOVING_OUT) {
+      this.startSwapProgress(s, what);
+    }
+    try {
+      return await fn(s);
+    } finally {
+      this.endSwapProgress(s.id);
+    }
+  }
+
+  /** ListTensors of the current stop (cached until the session resumes or a tensor is written). */
+  listTensors(sessionId: number): Promise<TensorSummary[]> {
+    return this.paused(sessionId, "tensors", (s) => {
+      if (!s.tensors) {
+        const p = this.client!.listTensors(sessionId).then((l) => l.tensors);
+        s.tensors = p;
+        p.catch(() => {
+          if (s.tensors === p) s.tensors = undefined;
+        });
+      }
+      return s.tensors;
+    });
+  }
+
+  tensorSummary(sessionId: number, name: string, slice: DimSlice[] = []): Promise<TensorSummary> {
+    return this.paused(sessionId, "tensors", async () => {
+      const t = await this.client!.getTensor({ sessionId, name, slice, summaryOnly: true });
+      if (!t.summary) throw new DjinnError(13, `GetTensor(${name}) returned no summary`);
+      return { ...t.summary, shape: t.summary.shape.length ? t.summary.shape : t.sliceShape };
+    });
+  }
+
+  fetch(sessionId: number, name: string, slice: DimSlice[]): Promise<FetchedTensor> {
+    return this.paused(sessionId, "tensors", () => this.client!.getTensor({ sessionId, name, slice }));
+  }
+
+  write(
+    sessionId: number,
+    name: string,
+    slice: DimSlice[],
+    value: { scalar: number; add: boolean } | { data: Buffer; dtype: string; shape: number[] },
+  ): Promise<TensorSummary> {
+    return this.paused(sessionId, "tensors", async (s) => {
+      const req =
+        "scalar" in value
+          ? { sessionId, name, slice, hasScalar: true, scalar: value.scalar, mode: value.add ? 2 : 1 }
+          : { sessionId, name, slice, data: value.data, dtype: value.dtype, shape: value.shape, mode: 1 };
+      const out = await this.client!.setTensor(req);
+      s.tensors = undefined;
+      s.gen++;
+      return out;
+    });
+  }
+
+  evaluate(sessionId: number, expression: string): Promise<EvaluateResponse> {
+    return this.paused(sessionId, "expressions", async (s) => {
+      const r = await this.client!.evaluate({ sessionId, expression });
+      if (r.isTensor) s.tensors = undefined; // a new $N is in the catalog
+      return r;
+    });
+  }
+
+  logitLens(sessionId: number, topK: number, position?: number): Promise<TokenProb[]> {
+    return this.paused(sessionId, "the logit lens", async () => (await this.client!.logitLens({ sessionId, topK, position })).top);
+  }
+
+  // --------------------------------------------------------------- progress
+
+  private newProgressId(kind: string): string {
+    return `djinn-${kind}-${++this.progressSeq}`;
+  }
+
+  private startSwapProgress(s: RtSession, why: string): void {
+    if (this.swapProgress.has(s.id)) return;
+    const id = this.newProgressId("swapin");
+    this.swapProgress.set(s.id, id);
+    const gb = (s.info.kvBytes / 1e9).toFixed(3);
+    this.emit("progressStart", { id, title: `Bringing session ${s.id} back to the device`, message: `${gb} GB of KV from host memory (${why})` });
+  }
+
+  private endSwapProgress(sessionId: number, message?: string): void {
+    const id = this.swapProgress.get(sessionId);
+    if (!id) return;
+    this.swapProgress.delete(sessionId);
+    this.emit("progressEnd", { id, message });
+  }
+
+  // ----------------------------------------------------------------- events
+
+  private onEvent(e: Event): void {
+    const s = this.sessions.get(e.sessionId);
+    if (!s) {
+      if (this.early) {
+        const list = this.early.get(e.sessionId) ?? [];
+        if (list.length < 10_000) list.push(e);
+        this.early.set(e.sessionId, list);
+        return;
+      }
+      if (e.kind === EventKind.EVENT_KIND_CREATED && this.mode === "attach" && e.session && !this.creating) {
+        this.track(e.session, false);
+        void this.serial(() => this.push()).catch(() => undefined);
+      }
+      return;
+    }
+    s.lastEventAt = Date.now();
+    const info = e.session;
+    switch (e.kind) {
+      case EventKind.EVENT_KIND_STOPPED: {
+        if (!info) return;
+        if (s.info.state === SessionState.SESSION_STATE_PAUSED && samePlace(s.info, info) && s.stop) return; // already known
+        this.stopped(s, info, e.stopReason, e.text);
+        return;
+      }
+      case EventKind.EVENT_KIND_RESUMED: {
+        const byUs = s.expectResumes > 0;
+        if (byUs) s.expectResumes--;
+        if (s.info.state === SessionState.SESSION_STATE_PAUSED) this.markResumed(s, info, byUs);
+        return;
+      }
+      case EventKind.EVENT_KIND_SWAP_OUT:
+      case EventKind.EVENT_KIND_SWAP_IN: {
+        if (info) s.info = { ...s.info, kvLocation: info.kvLocation, lastSwapInMs: info.lastSwapInMs, lastSwapOutMs: info.lastSwapOutMs, swapIns: info.swapIns, swapOuts: info.swapOuts };
+        const direction = e.kind === EventKind.EVENT_KIND_SWAP_IN ? "in" : "out";
+        if (direction === "in") this.endSwapProgress(s.id, `${(e.bytes / 1e6).toFixed(1)} MB in ${e.ms.toFixed(2)} ms`);
+        this.emit("swap", { sessionId: s.id, direction, bytes: e.bytes, ms: e.ms });
+        this.emit("sessionChanged", { sessionId: s.id });
+        return;
+      }
+      case EventKind.EVENT_KIND_TOKEN: {
+        if (info) s.info = { ...info, state: s.info.state === SessionState.SESSION_STATE_PAUSED ? s.info.state : info.state };
+        this.emit("token", { sessionId: s.id, token: e.token, text: e.text, generated: info?.generatedText ?? "" });
+        return;
+      }
+      case EventKind.EVENT_KIND_FINISHED:
+      case EventKind.EVENT_KIND_CLOSED:
+      case EventKind.EVENT_KIND_ERROR: {
+        if (info) s.info = info;
+        if (e.kind === EventKind.EVENT_KIND_ERROR && info && info.state !== SessionState.SESSION_STATE_FAILED) {
+          this.emit("log", { text: `session ${s.id}: ${e.text}`, category: "stderr" });
+          return;
+        }
+        this.end(s, e.text);
+        return;
+      }
+      case EventKind.EVENT_KIND_WAITING:
+        this.emit("log", { text: `session ${s.id}: ${e.text}`, category: "console" });
+        return;
+      default:
+        return;
+    }
+  }
+
+  private stopped(s: RtSession, info: SessionInfo, reason: StopReason, text: string): void {
+    s.info = info;
+    s.epoch++;
+    s.gen++;
+    s.tensors = undefined;
+    s.stop = { reason, text, hitIds: info.hitBreakpointIds, time: Date.now() };
+    this.endSwapProgress(s.id);
+    this.emit("stopped", { sessionId: s.id, reason, text, hitIds: info.hitBreakpointIds });
+  }
+
+  private end(s: RtSession, text: string): void {
+    if (s.ended) return;
+    s.ended = true;
+    s.endText = text;
+    s.epoch++;
+    s.stop = undefined;
+    s.tensors = undefined;
+    this.endSwapProgress(s.id);
+    this.emit("sessionEnded", { sessionId: s.id, state: s.info.state, text });
+    if (this.mode === "launch" && !this.creating && [...this.sessions.values()].every((x) => !x.owned || x.ended)) {
+      this.emit("allEnded");
+    }
+  }
+
+  /** A safety net for events missed around subscription: sessions believed running are checked once a second. */
+  private async reconcile(): Promise<void> {
+    if (!this.client || this.disposed) return;
+    const now = Date.now();
+    const stale = this.list().filter((s) => s.info.state === SessionState.SESSION_STATE_RUNNING && now - s.lastEventAt > RECONCILE_MS);
+    for (const s of stale) {
+      const gen = s.gen;
+      let info: SessionInfo;
+      try {
+        info = await this.client.getSession(s.id);
+      } catch (e) {
+        if ((e as DjinnError).code === 5 && gen === s.gen) {
+          s.info = { ...s.info, state: SessionState.SESSION_STATE_CLOSED };
+          this.end(s, "closed");
+        }
+        continue;
+      }
+      if (gen !== s.gen || s.ended || Date.now() - s.lastEventAt < RECONCILE_MS) continue;
+      if (info.state === SessionState.SESSION_STATE_PAUSED) this.stopped(s, info, info.stopReason, "");
+      else if (sessionEnded(info)) {
+        s.info = info;
+        this.end(s, info.error || info.generatedText);
+      }
+    }
+  }
+
+  // -------------------------------------------------------------- teardown
+
+  /** Launch: closes the sessions this adapter created. */
+  async closeOwned(): Promise<void> {
+    if (!this.client) return;
+    const owned = [...this.sessions.values()].filter((s) => s.owned && !s.ended);
+    await Promise.all(owned.map((s) => this.client!.closeSession(s.id).catch(() => undefined)));
+  }
+
+  /** Stops everything this runtime started: the event stream, the connection, a local server. */
+  async dispose(): Promise<void> {
+    this.disposed = true;
+    if (this.reconcileTimer) clearInterval(this.reconcileTimer);
+    this.events?.cancel();
+    this.client?.close();
+    for (const id of [...this.swapProgress.keys()]) this.endSwapProgress(id);
+    const server = this.localServer;
+    this.localServer = undefined;
+    if (server) await server.stop();
+  }
+}
+
+function toWire(b: RtBreakpoint): Breakpoint {
+  return { id: b.id, layer: b.layer, point: b.point, condition: b.condition ?? "", hitCondition: b.hitCondition ?? "" };
+}
+
+function samePlace(a: SessionInfo, b: SessionInfo): boolean {
+  const p = a.position, q = b.position;
+  return !!p && !!q && p.layer === q.layer && p.point === q.point && p.tokenIndex === q.tokenIndex && a.generatedTokens.length === b.generatedTokens.length;
+}
+
+export function stateName(state: SessionState): string {
+  switch (state) {
+    case SessionState.SESSION_STATE_CREATED:
+      return "created";
+    case SessionState.SESSION_STATE_RUNNING:
+      return "running";
+    case SessionState.SESSION_STATE_PAUSED:
+      return "paused";
+    case SessionState.SESSION_STATE_FINISHED:
+      return "finished";
+    case SessionState.SESSION_STATE_CLOSED:
+      return "closed";
+    case SessionState.SESSION_STATE_FAILED:
+      return "failed";
+    default:
+      return "unknown";
+  }
+}

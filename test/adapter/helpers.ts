@@ -1,0 +1,208 @@
+// Shared pieces of the adapter tests: a DebugClient over stdio against dist/debugAdapter.js
+// that records every event (DebugClient.waitForEvent only sees events after the call), and
+// a launch sequence like VS Code's.
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { DebugClient } from "@vscode/debugadapter-testsupport";
+import type { DebugProtocol } from "@vscode/debugprotocol";
+import { DjinnClient, repoRoot, startLocalServer, type Event, type LocalServer } from "../../client";
+
+
+export type DC = InstanceType<typeof DebugClient>;
+export type Stopped = DebugProtocol.StoppedEvent & { body: { threadId: number } };
+
+/** setExpression (DebugClient 1.68 has no typed helper for it). */
+export async function setExpression(dc: DC, args: DebugProtocol.SetExpressionArguments): Promise<DebugProtocol.SetExpressionResponse> {
+  return (await dc.customRequest("setExpression", args)) as DebugProtocol.SetExpressionResponse;
+}
+
+/** readMemory (DebugClient 1.68 has no typed helper for it). */
+export async function readMemory(dc: DC, args: DebugProtocol.ReadMemoryArguments): Promise<DebugProtocol.ReadMemoryResponse> {
+  return (await dc.customRequest("readMemory", args)) as DebugProtocol.ReadMemoryResponse;
+}
+
+export const ADAPTER = join(repoRoot(), "dist", "debugAdapter.js");
+export const TIMEOUT = 60_000;
+
+/** Deterministic prompt token ids (like the server tests' prompt()). */
+export function promptTokens(seed: number, n = 12, vocab = 512): number[] {
+  let x = seed * 2654435761 + 12345;
+  return Array.from({ length: n }, () => {
+    x = (x * 1103515245 + 12345) % 2147483648;
+    return 3 + (x % (vocab - 3));
+  });
+}
+
+/** Records events of one type so a test can await "the next one matching X" without races. */
+export class Recorder {
+  readonly all: DebugProtocol.Event[] = [];
+  private pending: DebugProtocol.Event[] = [];
+  private waiters: Array<{ type: string; match: (e: any) => boolean; resolve: (e: any) => void }> = [];
+
+  constructor(dc: DC, types: string[]) {
+    for (const type of types) {
+      dc.on(type, (e: DebugProtocol.Event) => {
+        this.all.push(e);
+        const w = this.waiters.find((x) => x.type === e.event && x.match(e));
+        if (w) {
+          this.waiters = this.waiters.filter((x) => x !== w);
+          w.resolve(e);
+        } else {
+          this.pending.push(e);
+        }
+      });
+    }
+  }
+
+  next<T extends DebugProtocol.Event = DebugProtocol.Event>(type: string, match: (e: T) => boolean = () => true, timeoutMs = TIMEOUT): Promise<T> {
+    const i = this.pending.findIndex((e) => e.event === type && match(e as T));
+    if (i >= 0) return Promise.resolve(this.pending.splice(i, 1)[0] as T);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no '${type}' event matching within ${timeoutMs} ms; got: ${this.all.map((e) => e.event).join(", ")}`)), timeoutMs);
+      this.waiters.push({ type, match: match as (e: any) => boolean, resolve: (e) => (clearTimeout(t), resolve(e)) });
+    });
+  }
+
+  /** A stopped event of one thread. */
+  stopped(threadId?: number, timeoutMs = TIMEOUT): Promise<Stopped> {
+    return this.next<Stopped>("stopped", (e) => threadId === undefined || e.body.threadId === threadId, timeoutMs);
+  }
+
+  count(type: string): number {
+    return this.all.filter((e) => e.event === type).length;
+  }
+
+  drop(type: string): void {
+    this.pending = this.pending.filter((e) => e.event !== type);
+  }
+}
+
+export const EVENT_TYPES = ["stopped", "continued", "thread", "breakpoint", "output", "terminated", "progressStart", "progressEnd", "invalidated", "initialized", "exited"];
+
+export async function newClient(): Promise<{ dc: DC; ev: Recorder }> {
+  if (!existsSync(ADAPTER)) throw new Error(`${ADAPTER} is missing: run node esbuild.mjs first`);
+  const dc = new DebugClient("node", ADAPTER, "djinn", { env: { ...process.env, DJINN_CONNECT_TIMEOUT_MS: "3000" } }, !!process.env.DJINN_TEST_STDERR);
+  dc.defaultTimeout = TIMEOUT;
+  const ev = new Recorder(dc, EVENT_TYPES);
+  await dc.start();
+  return { dc, ev };
+}
+
+export interface Setup {
+  sourceBreakpoints?: { path: string; lines: number[]; conditions?: (string | undefined)[]; hitConditions?: (string | undefined)[] };
+  functionBreakpoints?: DebugProtocol.FunctionBreakpoint[];
+  exceptionFilters?: string[];
+  filterOptions?: DebugProtocol.ExceptionFilterOptions[];
+}
+
+export interface Configured {
+  source?: DebugProtocol.SetBreakpointsResponse;
+  functions?: DebugProtocol.SetFunctionBreakpointsResponse;
+}
+
+/** initialize -> breakpoints -> configurationDone -> launch (or attach), as VS Code does. */
+export async function start(dc: DC, ev: Recorder, request: "launch" | "attach", args: object, setup: Setup = {}): Promise<Configured> {
+  const init = await dc.initializeRequest({
+    adapterID: "djinn",
+    clientID: "djinn-tests",
+    linesStartAt1: true,
+    columnsStartAt1: true,
+    pathFormat: "path",
+    supportsProgressReporting: true,
+    supportsInvalidatedEvent: true,
+    supportsMemoryReferences: true,
+    supportsVariableType: true,
+  });
+  assert.ok(init.body?.supportsConfigurationDoneRequest);
+  await ev.next("initialized");
+  const out: Configured = {};
+  const main = request === "launch" ? dc.launchRequest(args as DebugProtocol.LaunchRequestArguments) : dc.attachRequest(args as DebugProtocol.AttachRequestArguments);
+  if (setup.sourceBreakpoints) {
+    const sb = setup.sourceBreakpoints;
+    out.source = await dc.setBreakpointsRequest({
+      source: { path: sb.path },
+      breakpoints: sb.lines.map((line, i) => ({ line, condition: sb.conditions?.[i], hitCondition: sb.hitConditions?.[i] })),
+    });
+  }
+  if (setup.functionBreakpoints) out.functions = await dc.setFunctionBreakpointsRequest({ breakpoints: setup.functionBreakpoints });
+  await dc.setExceptionBreakpointsRequest({ filters: setup.exceptionFilters ?? [], filterOptions: setup.filterOptions });
+  await dc.configurationDoneRequest();
+  await main;
+  return out;
+}
+
+export async function topFrame(dc: DC, threadId: number): Promise<DebugProtocol.StackFrame> {
+  const st = await dc.stackTraceRequest({ threadId });
+  assert.ok(st.body.stackFrames.length > 0, `thread ${threadId} has no frames`);
+  return st.body.stackFrames[0];
+}
+
+export async function scopeRef(dc: DC, frameId: number, name: string): Promise<number> {
+  const sc = await dc.scopesRequest({ frameId });
+  const s = sc.body.scopes.find((x) => x.name === name);
+  assert.ok(s, `scope ${name} in ${sc.body.scopes.map((x) => x.name).join(", ")}`);
+  return s.variablesReference;
+}
+
+export async function variable(dc: DC, ref: number, name: string): Promise<DebugProtocol.Variable> {
+  const vs = await dc.variablesRequest({ variablesReference: ref });
+  const v = vs.body.variables.find((x) => x.name === name);
+  assert.ok(v, `variable ${name} in ${vs.body.variables.map((x) => x.name).join(", ")}`);
+  return v;
+}
+
+/** Stop an adapter, whatever state it is in. */
+export async function stop(dc: DC | undefined): Promise<void> {
+  if (!dc) return;
+  const proc = (dc as unknown as { _adapterProcess?: { exitCode: number | null; signalCode: string | null } })._adapterProcess;
+  if (proc && (proc.exitCode !== null || proc.signalCode !== null)) return;
+  await Promise.race([dc.stop(), new Promise((r) => setTimeout(r, 10_000).unref())]);
+}
+
+/** A CPU tiny-40l server for a test file, plus a client and a buffered event stream. */
+export async function testServer(extraArgs: string[] = []): Promise<{ server: LocalServer; client: DjinnClient; events: Event[] }> {
+  const server = await startLocalServer({ model: "tiny-40l", device: "cpu", startTimeoutMs: 180_000, extraArgs });
+  const client = new DjinnClient(server.address);
+  await client.waitForReady(10_000);
+  const events: Event[] = [];
+  client.events({ sinceSeq: 0 }).on("event", (e) => events.push(e));
+  return { server, client, events };
+}
+
+export function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const tick = async () => {
+      try {
+        const v = await fn();
+        if (v !== undefined && v !== false) return resolve(v as T);
+      } catch (e) {
+        if (Date.now() > deadline) return reject(e);
+      }
+      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
+      setTimeout(tick, everyMs);
+    };
+    void tick();
+  });
+}
+
+/** Parses "f32[24, 128] μ=… σ=… min=… max=… ‖x‖=… nan=0" into numbers. */
+export function parseSummary(line: string): { dtype: string; shape: number[]; mean: number; std: number; min: number; max: number; norm: number; nan: number } {
+  const m = /^(\w+)\[([\d, ]*)\] μ=(\S+) σ=(\S+) min=(\S+) max=(\S+) ‖x‖=(\S+) nan=(\d+)/.exec(line);
+  assert.ok(m, `not a summary line: ${line}`);
+  return {
+    dtype: m[1],
+    shape: m[2] ? m[2].split(",").map((x) => Number(x.trim())) : [],
+    mean: Number(m[3]),
+    std: Number(m[4]),
+    min: Number(m[5]),
+    max: Number(m[6]),
+    norm: Number(m[7]),
+    nan: Number(m[8]),
+  };
+}
+
+export function close(a: number, b: number, rel = 1e-3): boolean {
+  return Math.abs(a - b) <= rel * Math.max(1e-6, Math.abs(a), Math.abs(b));
+}
