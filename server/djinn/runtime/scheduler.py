@@ -311,4 +311,3 @@ class Scheduler:
         self.hub.publish(ServerEvent(kind=kind, session_id=s.id, snapshot=self.snapshot(s), **kw))
 
 
-__all__ = ["Scheduler", "HOST", "DEVICE", "FAILED", "FINISHED", "CLOSED"]

@@ -10,7 +10,7 @@ import time
 import torch
 
 from ..inspect.expr import ExprError, evaluate
-from ..inspect.tensors import (SliceError, dtype_from_name, dtype_name, format_summary_line, from_bytes,
+from ..inspect.tensors import (SliceError, dtype_name, format_summary_line, from_bytes,
                                parse_slice, summarize, to_bytes)
 from .catalog import Entry, catalog, expression_env
 from .engine import Engine

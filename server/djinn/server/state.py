@@ -6,7 +6,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-import grpc
 import torch
 
 from .. import __version__
