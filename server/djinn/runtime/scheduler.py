@@ -23,7 +23,7 @@ from .host_pool import HostPool, HostPoolFull
 from .memory import Ledger
 from .session import CLOSED, FAILED, FINISHED, PAUSED, RUNNING, Session
 from .stops import check_stop
-from .swap import DEVICE, HOST, MOVING_IN, MOVING_OUT, NONE, SwapRecord, Swapper
+from .swap import DEVICE, MOVING_IN, MOVING_OUT, NONE, SwapRecord, Swapper
 
 _STOP_EVENT = {"step", "pause", "entry", "breakpoint", "nan", "inf", "norm_spike"}
 
