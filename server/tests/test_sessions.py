@@ -229,3 +229,22 @@ def test_logit_lens_and_tensor_catalog_at_each_sub_point():
         assert int(c.Evaluate(pb.EvaluateRequest(session_id=s.id, expression="argmax(logits[0])")).scalar) == first.token
         got, details = code(lambda: c.LogitLens(pb.LogitLensRequest(session_id=s.id, position=99)))
         assert got == grpc.StatusCode.OUT_OF_RANGE and "99" in details
+
+
+def test_reading_a_swapped_session_never_evicts_the_one_mid_pass():
+    # A budget that holds about two sessions: reading a paused, swapped-out session's tensors
+    # brings it back while others run; the worker must not evict the session it is running.
+    with running_server(budget="auto:0.3", plan_sessions=4, plan_context=32) as (c, st):
+        ids = [c.create(prompt(20 + i, 30), max_new=3, layers=(10,), context=32).id for i in range(4)]
+        finished, deadline = set(), time.monotonic() + 120
+        while len(finished) < 4 and time.monotonic() < deadline:
+            for sid in ids:
+                info = c.GetSession(pb.SessionRef(session_id=sid))
+                assert info.state != pb.SESSION_STATE_FAILED, info.error
+                if info.state == pb.SESSION_STATE_PAUSED:
+                    list(c.GetTensor(pb.GetTensorRequest(session_id=sid, name="hidden", summary_only=True)))
+                    c.Continue(pb.SessionRef(session_id=sid))
+                elif info.state == pb.SESSION_STATE_FINISHED:
+                    finished.add(sid)
+        assert finished == set(ids)
+        assert st.scheduler.totals["out"][0] > 0

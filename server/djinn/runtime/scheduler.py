@@ -25,7 +25,10 @@ from .session import CLOSED, FAILED, FINISHED, PAUSED, RUNNING, Session
 from .stops import check_stop
 from .swap import DEVICE, MOVING_IN, MOVING_OUT, NONE, SwapRecord, Swapper
 
-_STOP_EVENT = {"step", "pause", "entry", "breakpoint", "nan", "inf", "norm_spike"}
+
+
+class _Deferred(Exception):
+    """A command that must wait until the session mid-pass yields the worker."""
 
 
 class Scheduler:
@@ -40,6 +43,8 @@ class Scheduler:
         self._wake = threading.Event()
         self._stopping = False
         self._last: Session | None = None
+        self._running: Session | None = None   # the session whose pass is on the worker right now
+        self._deferred: list = []              # commands waiting for that pass to yield
         self.totals = {"out": [0, 0, 0.0], "in": [0, 0, 0.0]}   # count, bytes, ms
         ledger.bind(lambda: sum(s.memory.device_bytes() for s in list(self.sessions.values())))
         self.thread = threading.Thread(target=self._loop, name="djinn-gpu-worker", daemon=True)
@@ -118,9 +123,12 @@ class Scheduler:
         """Makes a paused session's tensors resident (swap-in) so they can be read or written."""
         if s.state != PAUSED:
             raise precondition(f"session {s.id} is {s.state}; tensors exist only while it is paused")
-        deadline = time.monotonic() + 60
         while not self._make_resident(s):
-            if not self._finish_flights(block=True) and time.monotonic() > deadline:
+            if self._in_flight():
+                self._finish_flights(block=True)
+            elif self._running is not None:
+                raise _Deferred()   # only the session mid-pass holds the room: retry when it yields
+            else:
                 raise unavailable(f"no room to bring session {s.id} back: the VRAM budget is held by sessions "
                                   "that cannot be swapped out right now")
         if s.memory.location == MOVING_IN:
@@ -170,17 +178,25 @@ class Scheduler:
         self._wake.clear()
 
     def _run_commands(self) -> None:
+        if self._running is None and self._deferred:
+            pending, self._deferred = self._deferred, []
+            for fn, fut in pending:
+                self._execute(fn, fut)
         while True:
             try:
                 fn, fut = self._commands.get_nowait()
             except queue.Empty:
                 return
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn())
-            except BaseException as e:  # noqa: BLE001 - handed to the waiting RPC handler
-                fut.set_exception(e)
+            if fut.set_running_or_notify_cancel():
+                self._execute(fn, fut)
+
+    def _execute(self, fn, fut: Future) -> None:
+        try:
+            fut.set_result(fn())
+        except _Deferred:
+            self._deferred.append((fn, fut))
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting RPC handler
+            fut.set_exception(e)
 
     def _pick(self) -> Session | None:
         with self.lock:
@@ -194,7 +210,7 @@ class Scheduler:
 
     def _run(self, s: Session) -> None:
         """Runs s until it stops, ends a pass, or finishes, serving commands between pieces."""
-        self._last = s
+        self._last, self._running = s, s
         eng = self.engine
         try:
             if not s.started:
@@ -211,9 +227,11 @@ class Scheduler:
                         return
                 if self._maybe_stop(s) or token is not None:
                     return
-                self._run_commands()   # may pause or close s
+                self._run_commands()   # may pause or close s (never evict it: see _victim)
         except Exception as e:  # noqa: BLE001 - one session's failure must not take the server down
             self._fail(s, e)
+        finally:
+            self._running = None
 
     def _maybe_stop(self, s: Session) -> bool:
         stop = check_stop(self.engine, s)
@@ -268,8 +286,11 @@ class Scheduler:
         return True
 
     def _victim(self, exclude: Session) -> Session | None:
+        """Who leaves the device: never `exclude`, nor the session mid-pass on the worker (a
+        command served between two of its pieces may need room for another session)."""
         with self.lock:
-            resident = [v for v in self.sessions.values() if v is not exclude and v.memory.location == DEVICE]
+            resident = [v for v in self.sessions.values()
+                        if v is not exclude and v is not self._running and v.memory.location == DEVICE]
         paused = sorted((v for v in resident if v.state == PAUSED), key=lambda v: v.paused_at)
         if paused:
             return paused[0]
