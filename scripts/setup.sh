@@ -46,4 +46,10 @@ if [ -f native/package.json ]; then
     echo "$h" > $stamp_dir/native
   fi
 fi
+# VS Code e2e harness: chromium, libkrb5-dev, ripgrep (apt, when missing) and code-server +
+# playwright-core in e2e/. Only the tests need it: DJINN_SETUP_SKIP_E2E=1 skips it.
+if [ "${DJINN_SETUP_SKIP_E2E:-0}" != 1 ]; then
+  say "VS Code e2e harness"
+  bash e2e/install.sh
+fi
 say "ready"

@@ -21,6 +21,9 @@ if [ -f native/package.json ]; then
   (cd native && npm run --silent test:ci) 2>&1 | tee "$logs/native.log" || rc=1
 fi
 
+echo "== VS Code extension (code-server 4.100.3 + headless chromium: extension-host tests, UI run, .vsix)"
+bash e2e/run.sh 2>&1 | tee "$logs/e2e.log" || rc=1
+
 # Sum the runners' own closing lines.
 passed=0; failed=0
 p=$(grep -Eo '[0-9]+ passed' "$logs/pytest.log" | tail -1 | grep -Eo '[0-9]+'); passed=$((passed + ${p:-0}))
@@ -30,6 +33,8 @@ for log in "$logs/node.log" "$logs/native.log"; do
   p=$(grep -E '^# pass ' "$log" | tail -1 | grep -Eo '[0-9]+'); passed=$((passed + ${p:-0}))
   f=$(grep -E '^# fail ' "$log" | tail -1 | grep -Eo '[0-9]+'); failed=$((failed + ${f:-0}))
 done
+l=$(grep -Eo '^[0-9]+ passed, [0-9]+ failed' "$logs/e2e.log" 2>/dev/null | tail -1)
+if [ -n "$l" ]; then passed=$((passed + $(echo "$l" | cut -d' ' -f1))); failed=$((failed + $(echo "$l" | cut -d' ' -f3))); else failed=$((failed + 1)); fi
 [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
 rm -rf "$logs"
 echo "$passed passed, $failed failed"

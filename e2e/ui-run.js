@@ -1,0 +1,222 @@
+// A person's run of the Djinn Debugger in code-server + headless chromium: open the model
+// outline, click the gutter at layers.10, start debugging, see layers.10 in CALL STACK with
+// 4 session threads, expand a tensor in VARIABLES, open the tensor viewer and the VRAM
+// panel (both must render data), run Exp 3 from the palette and read its report.
+// Screenshots go to $SHOTS (default /tmp/djinn-ui-shots); with UPDATE_DOC_SHOTS=1 the
+// README's copies in docs/images/ are replaced. Prints "N passed, N failed".
+const fs = require('fs'), os = require('os'), path = require('path');
+const { start, copyWorkspace } = require('./cs-launch');
+const EXT_DEV = path.resolve(process.env.EXT_DEV || path.join(__dirname, '..'));
+const FIXTURE = path.resolve(process.env.WS || path.join(EXT_DEV, 'test/fixtures/ws'));
+const WS = copyWorkspace(FIXTURE);
+const THEME = process.env.THEME || 'Default Dark Modern';
+const SHOTS = path.resolve(process.env.SHOTS || path.join(os.tmpdir(), 'djinn-ui-shots'));
+const DOC_SHOTS = path.join(EXT_DEV, 'docs/images');
+const CONFIG = 'Djinn: 4 sessions of tiny-40l';
+const OUTLINE = 'tiny-40l.djinn';
+const BP_LINE = fs.readFileSync(path.join(FIXTURE, OUTLINE), 'utf8').split('\n').findIndex((l) => /^layers\.10\s/.test(l)) + 1;
+
+let passed = 0, failed = 0;
+const t0 = Date.now();
+const secs = () => ((Date.now() - t0) / 1000).toFixed(1);
+async function step(name, fn) {
+  try { await fn(); passed++; console.log(`ok   ${name} (${secs()} s)`); }
+  catch (e) { failed++; console.log(`FAIL ${name}: ${e.message.split('\n')[0]}`); await shot(page, `fail-${passed + failed}`); }
+}
+let page;
+async function shot(p, name, docName) {
+  const file = path.join(SHOTS, `${name}.png`);
+  await p.screenshot({ path: file }).catch(() => {});
+  if (docName && process.env.UPDATE_DOC_SHOTS === '1' && fs.existsSync(file)) fs.copyFileSync(file, path.join(DOC_SHOTS, `${docName}.png`));
+}
+async function palette(text, timeout) {
+  const input = page.locator('.quick-input-widget input');
+  // F1 now and then is swallowed while the workbench settles: press it again until the box shows.
+  for (let i = 0; ; i++) {
+    await page.keyboard.press('Escape');
+    await page.keyboard.press('F1');
+    try { await input.waitFor({ state: 'visible', timeout: 3000 }); break; } catch (e) { if (i >= 4) throw e; }
+  }
+  await input.fill('>' + text);
+  // The row whose label starts with the text ("Preferences: Color Theme", not "...Browse Color Themes...").
+  const row = page.locator('.quick-input-list .monaco-list-row', { hasText: new RegExp('^' + text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) }).first();
+  await row.waitFor({ timeout });
+  await row.click();
+}
+/** Runs a palette command if it exists (layout helpers for the screenshots); never fails. */
+async function tryPalette(text) {
+  await palette(text, 3000).catch(async () => { await page.keyboard.press('Escape'); });
+}
+const closePanel = () => tryPalette('View: Hide Panel');
+/** The inner frame of the webview whose #app has data-view=view (or whose title matches). */
+async function webviewFrame(match, timeout = 30000) {
+  const end = Date.now() + timeout;
+  while (Date.now() < end) {
+    for (const f of page.frames()) {
+      try {
+        const ok = await f.evaluate((m) => {
+          const app = document.querySelector('#app');
+          return (app && app.dataset.view === m) || document.title.startsWith(m);
+        }, match);
+        if (ok) return f;
+      } catch (e) { }
+    }
+    await page.waitForTimeout(250);
+  }
+  throw new Error(`no webview '${match}'`);
+}
+async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') {
+  const end = Date.now() + timeout;
+  while (Date.now() < end) {
+    if (await frame.evaluate(fn, arg).catch(() => false)) return;
+    await page.waitForTimeout(200);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+(async () => {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const cs = await start({ port: +(process.env.PORT || 8098), ws: WS, extDev: EXT_DEV, logFile: path.join(SHOTS, 'code-server.log'), viewport: { width: 1600, height: 1000 },
+    userSettings: { 'workbench.colorTheme': process.env.THEME || 'Default Dark Modern', 'editor.minimap.enabled': false } });
+  page = cs.page;
+  page.setDefaultTimeout(20000);
+  try {
+    await page.goto(cs.url);
+    await step('workbench loads and the extension activates (status-bar item)', async () => {
+      await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
+      await page.locator('.statusbar-item', { hasText: 'Djinn' }).first().waitFor({ timeout: 60000 });
+    });
+
+    // An extension-development window ignores the configured colour theme: pick it as a person would.
+    await step(`colour theme ${THEME} (the panels follow it)`, async () => {
+      await palette('Preferences: Color Theme');
+      const label = THEME.replace(/^Default /, '');
+      await page.locator('.quick-input-list .monaco-list-row', { hasText: label }).first().waitFor();
+      await page.locator('.quick-input-list .monaco-list-row', { hasText: new RegExp(`^${label}`) }).first().click();
+      await page.waitForFunction((t) => document.querySelector('.monaco-workbench').className.includes(t), /Light/.test(THEME) ? ' vs ' : 'vs-dark');
+    });
+
+    await step('Djinn: Open Model Outline opens the outline with syntax colouring', async () => {
+      await palette('Djinn: Open Model Outline');
+      await page.locator('.tab', { hasText: OUTLINE }).first().waitFor();
+      await page.locator('.monaco-editor .view-line', { hasText: 'embed_tokens' }).first().waitFor();
+    });
+
+    await step(`a click in the gutter at layers.10 (line ${BP_LINE}) sets a breakpoint`, async () => {
+      await page.locator('.monaco-editor').first().click();
+      await page.keyboard.press('Control+G');
+      await page.keyboard.type(String(BP_LINE));
+      await page.keyboard.press('Enter');
+      const ln = page.locator('.monaco-editor .margin-view-overlays .line-numbers', { hasText: new RegExp(`^${BP_LINE}$`) }).first();
+      await ln.waitFor();
+      const lb = await ln.boundingBox();
+      const margin = await page.locator('.monaco-editor .margin').first().boundingBox();
+      await page.mouse.move(margin.x + 9, lb.y + lb.height / 2);
+      await page.mouse.click(margin.x + 9, lb.y + lb.height / 2);
+      await page.locator('.monaco-editor .codicon-debug-breakpoint, .monaco-editor .codicon-debug-breakpoint-unverified').first().waitFor();
+      await page.locator('.monaco-editor .view-line', { hasText: 'layers.10 ' }).first().waitFor();
+      await shot(page, '01-outline-breakpoint', 'vscode-outline');
+    });
+
+    await step('start debugging: CALL STACK shows layers.10 and 4 session threads', async () => {
+      await palette('Debug: Select and Start Debugging');
+      await page.locator('.quick-input-list .monaco-list-row', { hasText: CONFIG }).first().waitFor();
+      await page.keyboard.type(CONFIG); // not fill(): the picker's box holds a prefix
+      await page.keyboard.press('Enter');
+      await page.locator('.debug-toolbar').waitFor({ state: 'visible', timeout: 60000 });
+      const threads = page.locator('.debug-call-stack .monaco-list-row', { hasText: /session \d+ .*paused @ layers\.10/ });
+      const end = Date.now() + 60000;
+      while ((await threads.count()) < 4) { if (Date.now() > end) throw new Error(`${await threads.count()} paused session threads`); await page.waitForTimeout(250); }
+      await page.locator('.debug-call-stack .monaco-list-row', { hasText: /^layers\.10 · input/ }).first().waitFor();
+      // A wider side bar, so the thread names ("session 1 (prompt 1) · paused @ layers.10 · KV on host") show.
+      const sb = await page.locator('.part.sidebar').boundingBox();
+      if (sb) {
+        await page.mouse.move(sb.x + sb.width + 1, sb.y + 200);
+        await page.mouse.down();
+        await page.mouse.move(sb.x + 520, sb.y + 200, { steps: 8 });
+        await page.mouse.up();
+      }
+      await page.mouse.move(700, 5);
+      await page.waitForTimeout(300);
+      await shot(page, '02-callstack', 'vscode-callstack');
+    });
+
+    await step('expand a tensor (hidden) in VARIABLES', async () => {
+      const hidden = page.locator('.debug-variables .monaco-list-row', { hasText: /^hidden/ }).first();
+      await hidden.waitFor();
+      await hidden.locator('.monaco-tl-twistie').click();
+      await page.locator('.debug-variables .monaco-list-row', { hasText: /^\[0\]/ }).first().waitFor();
+      await page.mouse.move(5, 450);
+      await shot(page, '03-variables', 'vscode-debugging');
+    });
+
+    await step('View Tensor from the Variables context menu: heatmap, histogram, values on hover', async () => {
+      const hidden = page.locator('.debug-variables .monaco-list-row', { hasText: /^hidden/ }).first();
+      await hidden.click({ button: 'right' });
+      const item = page.getByRole('menuitem', { name: 'View Tensor' }).first();
+      await item.waitFor();
+      // The workbench's context menu (in a shadow root) takes the keyboard more reliably than a synthetic click.
+      await item.hover();
+      await page.keyboard.press('Enter');
+      const f = await webviewFrame('tensor');
+      await waitInFrame(f, () => document.body.dataset.nonblank === 'true', null, 30000, 'a non-blank heatmap');
+      await waitInFrame(f, () => document.querySelectorAll('#histogram canvas').length > 0, null, 10000, 'the histogram');
+      await closePanel();
+      await page.waitForTimeout(500);
+      const box = await f.locator('#heatmap').boundingBox();
+      await page.mouse.move(box.x + box.width * 0.4, box.y + box.height * 0.5);
+      await waitInFrame(f, () => /hidden\[.*\] = /.test(document.querySelector('#readout').textContent), null, 5000, 'a value on hover');
+      await shot(page, '04-tensor-viewer', 'vscode-tensor-viewer');
+    });
+
+    await step('Djinn: Show VRAM Panel renders live telemetry and the session strip', async () => {
+      await palette('Djinn: Show VRAM Panel');
+      const f = await webviewFrame('vram');
+      await waitInFrame(f, () => document.body.dataset.status === 'live' && Number(document.body.dataset.points) >= 5 && Number(document.body.dataset.sessions) === 4, null, 30000, 'live samples of 4 sessions');
+      await waitInFrame(f, () => document.querySelectorAll('#chart canvas').length > 0, null, 5000, 'the chart');
+      await page.mouse.move(5, 450);
+      await tryPalette('View: Toggle Maximize Editor Group');
+      await page.waitForTimeout(1500);
+      await shot(page, '05-vram-panel', 'vscode-vram-panel');
+      await tryPalette('View: Toggle Maximize Editor Group');
+    });
+
+    await step('stop debugging', async () => {
+      await page.keyboard.press('Shift+F5');
+      await page.locator('.debug-toolbar').waitFor({ state: 'hidden', timeout: 30000 });
+    });
+
+    await step('Djinn: Run Exp 3 from the palette: progress, VRAM panel live, report at the end', async () => {
+      await palette('Djinn: Run Exp 3 Memory-Pressure Test');
+      await page.locator('.notifications-toasts .notification-toast', { hasText: 'Djinn Exp 3' }).first().waitFor({ timeout: 30000 });
+      const f = await webviewFrame('vram');
+      await waitInFrame(f, () => document.body.dataset.status === 'live' && Number(document.body.dataset.swaps) >= 10, null, 60000, 'swaps during Exp 3');
+      await shot(page, '06-exp3-running', 'vscode-exp3-running');
+      const report = await webviewFrame('Exp 3 report', 180000);
+      await waitInFrame(report, () => document.querySelector('#status')?.textContent === 'SUCCESS', null, 5000, 'status SUCCESS');
+      await closePanel();
+      await tryPalette('View: Toggle Maximize Editor Group');
+      await page.waitForTimeout(800);
+      await shot(page, '07-exp3-report', 'vscode-exp3-report');
+      await tryPalette('View: Toggle Maximize Editor Group');
+      const results = fs.readdirSync(path.join(WS, 'exp3-results'));
+      if (results.length !== 1) throw new Error(`exp3-results holds ${results.length} runs`);
+    });
+
+    await step('after Developer: Reload Window the VRAM panel comes back with its chart', async () => {
+      await page.waitForTimeout(2500); // the panel saves its history every 2 s
+      await palette('Developer: Reload Window');
+      await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
+      await page.locator('.tab', { hasText: 'Djinn VRAM' }).first().waitFor({ timeout: 60000 });
+      await page.locator('.tab', { hasText: 'Djinn VRAM' }).first().click();
+      const f = await webviewFrame('vram', 60000);
+      await waitInFrame(f, () => Number(document.body.dataset.points) > 0 && document.querySelectorAll('#chart canvas').length > 0, null, 30000, 'the restored chart');
+    });
+  } finally {
+    await cs.stop();
+    fs.rmSync(WS, { recursive: true, force: true });
+  }
+  console.log(`screenshots: ${SHOTS}`);
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+})().catch((e) => { console.error(e); process.exit(2); });

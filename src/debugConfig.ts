@@ -1,0 +1,136 @@
+// The djinn DebugConfigurationProvider: initial configurations for a new launch.json,
+// dynamic ones for "Run and Debug" (no launch.json needed), and filling what a
+// configuration leaves out (model, python, outline, token, a running server).
+import { basename, dirname, join } from "node:path";
+import * as vscode from "vscode";
+import { parseOutline } from "../debug-adapter/outline";
+import type { ServerManager } from "./serverManager";
+import { resolveServerPython } from "./python";
+import { settings } from "./settings";
+
+/** Attributes that configure a local server: the adapter refuses them together with `server`. */
+export const LOCAL_ONLY = ["device", "dtype", "vramBudgetGb", "hostPoolGb", "pythonPath", "env", "serverArgs"];
+
+export function initialConfigurations(): vscode.DebugConfiguration[] {
+  return [
+    {
+      type: "djinn",
+      request: "launch",
+      name: "Djinn: 4 sessions of tiny-40l (local)",
+      model: "tiny-40l",
+      sessions: 4,
+      prompt: "The quick brown fox",
+      maxNewTokens: 4,
+      contextTokens: 64,
+      breakpoints: [],
+      outlinePath: "${workspaceFolder}/tiny-40l.djinn",
+    },
+    { type: "djinn", request: "attach", name: "Djinn: attach to a running server", server: "127.0.0.1:5556" },
+  ];
+}
+
+export class DjinnConfigurationProvider implements vscode.DebugConfigurationProvider {
+  constructor(private readonly context: vscode.ExtensionContext, private readonly servers: ServerManager) {}
+
+  provideDebugConfigurations(folder: vscode.WorkspaceFolder | undefined): vscode.DebugConfiguration[] {
+    void folder;
+    return initialConfigurations();
+  }
+
+  /** Fills what is missing; returns undefined (with a message) when nothing sensible can be done. */
+  async resolveDebugConfiguration(folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration): Promise<vscode.DebugConfiguration | undefined> {
+    const s = settings();
+    const editor = vscode.window.activeTextEditor;
+    const outlineEditor = editor?.document.languageId === "djinn-model" ? editor.document : undefined;
+    // F5 without a launch.json: debug the outline in the editor (or the default model).
+    if (!config.type && !config.request && !config.name) {
+      const model = (outlineEditor && parseOutline(outlineEditor.getText()).model) || s.defaultModel;
+      config = { type: "djinn", request: "launch", name: `Djinn: ${model}`, model, sessions: 4, maxNewTokens: 4 };
+    }
+    if (config.type !== "djinn") return config;
+    const request = config.request ?? "launch";
+    config.request = request;
+    config.name ??= "Djinn";
+    const palette = this.servers.current;
+
+    if (request === "attach") {
+      config.server ??= s.address || palette?.address;
+      if (!config.server) {
+        const address = await vscode.window.showInputBox({ title: "Djinn: attach to which server?", prompt: "host:port of a running Djinn server", placeHolder: "127.0.0.1:5556", ignoreFocusOut: true });
+        if (!address) return undefined;
+        config.server = address.trim();
+      }
+      if (!config.token && s.token) config.token = s.token;
+      this.fillOutline(folder, config, outlineEditor);
+      return config;
+    }
+
+    // launch: a model for a local server, or a running server's address.
+    if (!config.server && !config.model) {
+      if (palette) {
+        config.server = palette.address;
+        if (palette.token && !config.token) config.token = palette.token;
+      } else if (s.address) {
+        config.server = s.address;
+      } else {
+        config.model = (outlineEditor && parseOutline(outlineEditor.getText()).model) || s.defaultModel;
+      }
+    }
+    if (config.server) {
+      if (!config.token && s.token) config.token = s.token;
+      for (const k of LOCAL_ONLY) {
+        if (config[k] !== undefined) {
+          void vscode.window.showErrorMessage(`Djinn: '${k}' configures a local server, but 'server' (${config.server}) names a running one: remove one of them from '${config.name}'.`);
+          return undefined;
+        }
+      }
+    } else {
+      config.pythonPath ??= resolveServerPython(this.context);
+      if (config.vramBudgetGb === undefined && typeof s.vramBudgetGb === "number") config.vramBudgetGb = s.vramBudgetGb;
+      if (config.hostPoolGb === undefined && s.hostPoolGb > 0) config.hostPoolGb = s.hostPoolGb;
+      if (config.device === undefined && s.device !== "auto") config.device = s.device;
+      if (s.token && !config.token) config.token = s.token;
+    }
+    this.fillOutline(folder, config, outlineEditor);
+    return config;
+  }
+
+  private fillOutline(folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration, outlineEditor?: vscode.TextDocument): void {
+    if (config.outlinePath) return;
+    if (outlineEditor && !outlineEditor.isUntitled) {
+      config.outlinePath = outlineEditor.uri.fsPath;
+      config.cwd ??= dirname(outlineEditor.uri.fsPath);
+      return;
+    }
+    if (folder) {
+      const name = String(config.model ?? this.servers.current?.info.model?.name ?? "model").replace(/[\\/]+$/, "");
+      config.outlinePath = join(folder.uri.fsPath, `${basename(name)}.djinn`);
+      config.cwd ??= folder.uri.fsPath;
+    }
+  }
+}
+
+/** "Run and Debug" > Djinn: configurations without a launch.json. */
+export class DjinnDynamicProvider implements vscode.DebugConfigurationProvider {
+  constructor(private readonly servers: ServerManager) {}
+
+  async provideDebugConfigurations(folder: vscode.WorkspaceFolder | undefined): Promise<vscode.DebugConfiguration[]> {
+    const s = settings();
+    const out: vscode.DebugConfiguration[] = [];
+    const palette = this.servers.current;
+    if (palette) {
+      const model = palette.info.model?.name ?? "model";
+      out.push({ type: "djinn", request: "launch", name: `Djinn: 4 sessions on ${palette.address} (${model})`, server: palette.address, sessions: 4, maxNewTokens: 4 });
+      out.push({ type: "djinn", request: "attach", name: `Djinn: attach to ${palette.address}`, server: palette.address });
+    }
+    if (s.address && s.address !== palette?.address) out.push({ type: "djinn", request: "attach", name: `Djinn: attach to ${s.address}`, server: s.address });
+    const outlines = folder ? await vscode.workspace.findFiles(new vscode.RelativePattern(folder, "**/*.djinn"), "**/node_modules/**", 10) : [];
+    for (const uri of outlines) {
+      const text = (await vscode.workspace.fs.readFile(uri)).toString();
+      const model = parseOutline(text).model ?? s.defaultModel;
+      out.push({ type: "djinn", request: "launch", name: `Djinn: debug ${basename(uri.fsPath)} (${model}, local)`, model, sessions: 4, maxNewTokens: 4, outlinePath: uri.fsPath });
+    }
+    out.push({ type: "djinn", request: "launch", name: `Djinn: ${s.defaultModel} (local, 4 sessions)`, model: s.defaultModel, sessions: 4, maxNewTokens: 4 });
+    return out;
+  }
+}

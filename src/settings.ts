@@ -1,0 +1,41 @@
+// The djinn.* settings, read fresh each time (they can change while the extension runs).
+import * as vscode from "vscode";
+
+export type Device = "auto" | "cpu" | "cuda";
+
+export interface DjinnSettings {
+  address: string;
+  token: string;
+  pythonPath: string;
+  device: Device;
+  defaultModel: string;
+  vramBudgetGb: number | string;
+  hostPoolGb: number;
+  planSessions: number;
+  planContext: number;
+  telemetryIntervalMs: number;
+  exp3OutputFolder: string;
+  inlineAdapter: boolean;
+}
+
+export function settings(): DjinnSettings {
+  const c = vscode.workspace.getConfiguration("djinn");
+  const budget = c.get<number | string>("vramBudgetGb", "auto:0.33");
+  return {
+    address: (c.get<string>("server.address") ?? "").trim(),
+    // The environment wins over an empty setting: secrets need not live in settings.json.
+    token: (c.get<string>("server.token") ?? "").trim() || process.env.DJINN_TOKEN || "",
+    pythonPath: (c.get<string>("server.pythonPath") ?? "").trim(),
+    device: (c.get<string>("server.device") as Device) ?? "auto",
+    defaultModel: (c.get<string>("defaultModel") ?? "").trim() || "tiny-40l",
+    vramBudgetGb: typeof budget === "string" && /^\d+(\.\d+)?$/.test(budget.trim()) ? Number(budget) : budget,
+    hostPoolGb: c.get<number>("hostPoolGb", 2),
+    planSessions: c.get<number>("plan.sessions", 8),
+    planContext: c.get<number>("plan.contextTokens", 256),
+    telemetryIntervalMs: Math.max(20, c.get<number>("telemetryIntervalMs", 200)),
+    exp3OutputFolder: (c.get<string>("exp3.outputFolder") ?? "").trim() || "exp3-results",
+    inlineAdapter: c.get<boolean>("debugAdapter.inline", true),
+  };
+}
+
+export const isAutoBudget = (b: number | string | undefined): b is string => typeof b === "string" && b.startsWith("auto:");

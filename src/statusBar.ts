@@ -1,0 +1,84 @@
+// The status-bar item: server state and VRAM used / budget; a click opens the VRAM panel.
+import * as vscode from "vscode";
+import type { Monitor, MonitorStatus, Sample } from "./monitor";
+
+const gb = (b: number) => (b / 1e9).toFixed(b >= 10e9 ? 1 : b >= 1e9 ? 2 : 3);
+
+export class StatusBar implements vscode.Disposable {
+  private readonly item = vscode.window.createStatusBarItem("djinn.status", vscode.StatusBarAlignment.Left, 50);
+  private readonly subs: vscode.Disposable[] = [];
+  private lastDraw = 0;
+  private pending?: NodeJS.Timeout;
+
+  constructor(private readonly monitor: Monitor) {
+    this.item.name = "Djinn server and VRAM";
+    this.item.command = "djinn.showVramPanel";
+    this.subs.push(monitor.onStatus(() => this.draw()), monitor.onSample(() => this.throttled()));
+    this.draw();
+    this.item.show();
+  }
+
+  /** The text shown now (tests read it). */
+  get text(): string {
+    return this.item.text;
+  }
+
+  private throttled(): void {
+    const wait = 500 - (Date.now() - this.lastDraw);
+    if (wait <= 0) return this.draw();
+    if (!this.pending) this.pending = setTimeout(() => ((this.pending = undefined), this.draw()), wait);
+  }
+
+  private draw(): void {
+    this.lastDraw = Date.now();
+    const st: MonitorStatus = this.monitor.status;
+    const s: Sample | undefined = this.monitor.samples[this.monitor.samples.length - 1];
+    const item = this.item;
+    item.backgroundColor = undefined;
+    switch (st.state) {
+      case "idle":
+        item.text = "$(circle-slash) Djinn";
+        item.tooltip = new vscode.MarkdownString(`**Djinn**: no server.\n\nStart one with *Djinn: Start Local Server*, connect with *Djinn: Connect to Server*, or start debugging.`);
+        return;
+      case "connecting":
+        item.text = "$(sync~spin) Djinn";
+        item.tooltip = st.message;
+        return;
+      case "gone":
+        item.text = "$(error) Djinn: server gone";
+        item.tooltip = st.message;
+        item.backgroundColor = new vscode.ThemeColor("statusBarItem.errorBackground");
+        return;
+      case "live": {
+        const info = st.info!;
+        if (!s) {
+          item.text = `$(server) Djinn ${info.model}`;
+          item.tooltip = st.message;
+          return;
+        }
+        const used = s.accounted;
+        const paused = s.sessions.filter((x) => x[1] === "paused").length;
+        const onHost = s.sessions.filter((x) => x[2] === "host").length;
+        item.text = `$(server) Djinn ${info.model} · VRAM ${gb(used)}/${gb(s.budget)} GB`;
+        if (s.budget > 0 && used / s.budget > 0.95) item.backgroundColor = new vscode.ThemeColor("statusBarItem.warningBackground");
+        const md = new vscode.MarkdownString(undefined, true);
+        md.appendMarkdown(`**Djinn** · ${st.target?.label} \`${st.target?.address}\`\n\n`);
+        md.appendMarkdown(`${info.model} (${info.dtype}) on ${info.deviceName || info.device}\n\n`);
+        md.appendMarkdown(`| | GB |\n|---|---:|\n`);
+        md.appendMarkdown(`| budget | ${gb(s.budget)} |\n| accounted (weights + workspace + resident KV) | ${gb(s.accounted)} |\n`);
+        md.appendMarkdown(`| weights | ${gb(s.weights)} |\n| resident KV | ${gb(s.residentKv)} |\n| swapped KV (host) | ${gb(s.swappedKv)} |\n`);
+        if (s.nvml > 0) md.appendMarkdown(`| NVML used | ${gb(s.nvml)} |\n`);
+        md.appendMarkdown(`\n${s.sessions.length} sessions, ${paused} paused, ${onHost} with KV on the host · ${s.swapOuts} swap-outs, ${s.swapIns} swap-ins\n\n`);
+        md.appendMarkdown(`Click to open the VRAM panel.`);
+        item.tooltip = md;
+        return;
+      }
+    }
+  }
+
+  dispose(): void {
+    clearTimeout(this.pending);
+    for (const d of this.subs) d.dispose();
+    this.item.dispose();
+  }
+}

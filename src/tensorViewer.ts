@@ -1,0 +1,296 @@
+// The tensor viewer (webview, script in media/tensor/): for a tensor of a paused session,
+// the header (dtype, shape, server-computed stats, NaN/Inf counts), a heatmap of a 2-D slice
+// with a slice picker, a histogram and values on hover. Only the slice shown is fetched, in
+// the tensor's own dtype, and decoded here by the native codec (or its fallback).
+import * as vscode from "vscode";
+import { DjinnClient, type TensorSummary } from "../client";
+import * as codec from "../native/codec";
+import type { DebugTracker } from "./debugTracker";
+import { defaultView, normalizeView, parseTensorExpression, picture, planSlice, type Picture, type SliceView } from "./tensorSlice";
+import { webviewShell } from "./webviewHtml";
+
+export const TENSOR_VIEW_TYPE = "djinn.tensor";
+const HOVER_INLINE_MAX = 1 << 18;
+
+export interface TensorRef {
+  session: vscode.DebugSession;
+  /** the Djinn session (= DAP thread id) */
+  threadId: number;
+  /** catalog name or $N */
+  name: string;
+  /** leading indices fixed by the variable (hidden[0] -> [0]) */
+  prefix: number[];
+  /** what the variable was called in the editor */
+  expression: string;
+}
+
+export interface TensorRendered {
+  rows: number;
+  cols: number;
+  nonBlank: boolean;
+  at: number;
+}
+
+interface Endpoint {
+  address: string;
+  token?: string;
+}
+
+/** gRPC clients by server address, shared by the open viewers. */
+class Clients implements vscode.Disposable {
+  private readonly map = new Map<string, DjinnClient>();
+  get(e: Endpoint): DjinnClient {
+    const key = `${e.address}|${e.token ?? ""}`;
+    let c = this.map.get(key);
+    if (!c) {
+      c = new DjinnClient(e.address, { token: e.token, deadlineMs: 60_000 });
+      this.map.set(key, c);
+    }
+    return c;
+  }
+  dispose(): void {
+    for (const c of this.map.values()) c.close();
+    this.map.clear();
+  }
+}
+
+export class TensorViewers implements vscode.Disposable {
+  private readonly viewers = new Map<string, TensorViewer>();
+  private readonly clients = new Clients();
+  private readonly subs: vscode.Disposable[] = [];
+  private readonly renderedEmitter = new vscode.EventEmitter<{ key: string; r: TensorRendered }>();
+  readonly onDidRender = this.renderedEmitter.event;
+
+  constructor(private readonly extensionUri: vscode.Uri, private readonly tracker: DebugTracker, private readonly log: (line: string) => void) {
+    this.subs.push(
+      tracker.onStopped(({ session, threadId }) => {
+        for (const v of this.viewers.values()) if (v.ref.session.id === session.id && (threadId === undefined || v.ref.threadId === threadId)) void v.refresh("the session stopped again");
+      }),
+      tracker.onResumed(({ session, threadId }) => {
+        for (const v of this.viewers.values()) if (v.ref.session.id === session.id && (threadId === undefined || v.ref.threadId === threadId)) v.markStale(`session ${v.ref.threadId} resumed: these values are from its previous stop; they refresh at its next stop`);
+      }),
+      tracker.onThreadExited(({ session, threadId }) => {
+        for (const v of this.viewers.values()) if (v.ref.session.id === session.id && v.ref.threadId === threadId) v.markStale(`session ${threadId} has ended`);
+      }),
+      vscode.debug.onDidTerminateDebugSession((s) => {
+        for (const v of this.viewers.values()) if (v.ref.session.id === s.id) v.markStale("the debug session has ended");
+      }),
+    );
+  }
+
+  get open(): TensorViewer[] {
+    return [...this.viewers.values()];
+  }
+
+  async show(ref: TensorRef): Promise<TensorViewer> {
+    const key = `${ref.session.id}:${ref.threadId}:${ref.expression}`;
+    const existing = this.viewers.get(key);
+    if (existing) {
+      existing.reveal();
+      await existing.refresh();
+      return existing;
+    }
+    const endpoint = await endpointOf(ref.session);
+    const viewer = new TensorViewer(this.extensionUri, ref, () => this.clients.get(endpoint), this.log, (r) => this.renderedEmitter.fire({ key, r }));
+    this.viewers.set(key, viewer);
+    viewer.onDispose(() => this.viewers.delete(key));
+    await viewer.refresh();
+    return viewer;
+  }
+
+  dispose(): void {
+    for (const v of this.viewers.values()) v.dispose();
+    for (const s of this.subs) s.dispose();
+    this.clients.dispose();
+    this.renderedEmitter.dispose();
+  }
+}
+
+/** The server of a djinn debug session: the adapter says where (djinn/serverInfo). */
+export async function endpointOf(session: vscode.DebugSession): Promise<Endpoint> {
+  const r = await session.customRequest("djinn/serverInfo");
+  if (!r?.address) throw new Error(`the debug session '${session.name}' has no Djinn server yet`);
+  const token = typeof session.configuration.token === "string" && session.configuration.token ? session.configuration.token : undefined;
+  return { address: r.address, token };
+}
+
+export class TensorViewer {
+  private readonly panel: vscode.WebviewPanel;
+  private ready: Promise<void>;
+  private markReady!: () => void;
+  private summary?: TensorSummary;
+  private view?: SliceView;
+  private pic?: Picture;
+  private seq = 0;
+  private disposed = false;
+  private readonly disposeFns: Array<() => void> = [];
+  lastRendered?: TensorRendered;
+
+  constructor(
+    extensionUri: vscode.Uri,
+    readonly ref: TensorRef,
+    private readonly client: () => DjinnClient,
+    private readonly log: (line: string) => void,
+    private readonly rendered: (r: TensorRendered) => void,
+  ) {
+    this.ready = new Promise((r) => (this.markReady = r));
+    this.panel = vscode.window.createWebviewPanel(TENSOR_VIEW_TYPE, `Tensor ${ref.expression} · session ${ref.threadId}`, vscode.ViewColumn.Beside, {
+      enableScripts: true,
+      retainContextWhenHidden: true,
+      localResourceRoots: [vscode.Uri.joinPath(extensionUri, "dist", "webview"), vscode.Uri.joinPath(extensionUri, "media")],
+    });
+    this.panel.iconPath = vscode.Uri.joinPath(extensionUri, "media", "tensor.svg");
+    this.panel.webview.html = webviewShell(this.panel.webview, extensionUri, {
+      title: `Tensor ${ref.expression}`,
+      script: "tensor",
+      styles: ["common.css", "tensor.css"],
+      body: `<div id="app" data-view="tensor"></div>`,
+    });
+    this.panel.webview.onDidReceiveMessage((m) => void this.onMessage(m));
+    this.panel.onDidDispose(() => {
+      this.disposed = true;
+      for (const fn of this.disposeFns) fn();
+    });
+  }
+
+  get title(): string {
+    return this.panel.title;
+  }
+
+  onDispose(fn: () => void): void {
+    this.disposeFns.push(fn);
+  }
+
+  reveal(): void {
+    this.panel.reveal(undefined, false);
+  }
+
+  markStale(message: string): void {
+    void this.post({ type: "stale", message });
+  }
+
+  /** Re-reads the summary and the slice shown (a new stop, or the first time). */
+  async refresh(why?: string): Promise<void> {
+    const seq = ++this.seq;
+    try {
+      const summary = await this.client().getTensorSummary(this.ref.threadId, this.ref.name);
+      if (seq !== this.seq || this.disposed) return;
+      const sameShape = this.summary && this.summary.shape.join(",") === summary.shape.join(",");
+      this.summary = summary;
+      this.view = sameShape && this.view ? this.view : defaultView(summary.shape, this.ref.prefix);
+      await this.post({ type: "tensor", header: this.header(summary), view: this.view, note: why });
+      await this.fetch(seq);
+    } catch (e) {
+      if (seq !== this.seq || this.disposed) return;
+      const msg = e instanceof Error ? ((e as { details?: string }).details || e.message) : String(e);
+      this.log(`tensor viewer ${this.ref.expression}: ${msg}`);
+      await this.post({ type: "error", message: `Cannot read ${this.ref.expression} of session ${this.ref.threadId}: ${msg}` });
+    }
+  }
+
+  private header(s: TensorSummary) {
+    return {
+      expression: this.ref.expression,
+      name: this.ref.name,
+      sessionId: this.ref.threadId,
+      debugSession: this.ref.session.name,
+      dtype: s.dtype,
+      shape: s.shape,
+      numel: s.numel,
+      min: s.min,
+      max: s.max,
+      mean: s.mean,
+      std: s.std,
+      l2: s.l2Norm,
+      nan: s.nanCount,
+      inf: s.infCount,
+      description: s.description,
+      computeMs: s.computeMs,
+      writable: s.writable,
+      codec: codec.codecBackend,
+      codecLine: codec.describeCodec(),
+    };
+  }
+
+  private async fetch(seq: number): Promise<void> {
+    const s = this.summary!;
+    const view = normalizeView(s.shape, this.view!);
+    this.view = view;
+    const plan = planSlice(s.shape, view);
+    const t0 = Date.now();
+    const got = await this.client().getTensor({ sessionId: this.ref.threadId, name: this.ref.name, slice: plan.slice });
+    const fetchMs = Date.now() - t0;
+    if (seq !== this.seq || this.disposed) return;
+    const pic = picture(new Uint8Array(got.data.buffer, got.data.byteOffset, got.data.byteLength), got.dtype, plan, got.sliceShape);
+    this.pic = pic;
+    const inline = pic.values.length <= HOVER_INLINE_MAX;
+    await this.post({
+      type: "slice",
+      view,
+      rows: pic.rows,
+      cols: pic.cols,
+      stride: plan.stride,
+      sliceShape: got.sliceShape,
+      dtype: got.dtype,
+      image: pic.image,
+      imgRows: pic.imgRows,
+      imgCols: pic.imgCols,
+      values: inline ? pic.values : undefined,
+      stats: pic.stats,
+      hist: pic.hist,
+      fetch: { bytes: got.data.byteLength, ms: fetchMs, chunks: got.chunks, decodeMs: pic.decodeMs, codec: codec.codecBackend },
+    });
+  }
+
+  private async onMessage(m: { type: string; [k: string]: unknown }): Promise<void> {
+    switch (m.type) {
+      case "ready":
+        this.markReady();
+        break;
+      case "view": {
+        if (!this.summary) return;
+        this.view = normalizeView(this.summary.shape, m.view as SliceView);
+        const seq = ++this.seq;
+        try {
+          await this.fetch(seq);
+        } catch (e) {
+          await this.post({ type: "error", message: `Cannot read this slice: ${(e as { details?: string }).details || (e as Error).message}` });
+        }
+        break;
+      }
+      case "hover": {
+        const p = this.pic;
+        const r = Number(m.r);
+        const c = Number(m.c);
+        if (!p || r < 0 || c < 0 || r >= p.rows || c >= p.cols) return;
+        await this.post({ type: "hover", r, c, value: p.values[r * p.cols + c] });
+        break;
+      }
+      case "refresh":
+        await this.refresh();
+        break;
+      case "rendered":
+        this.lastRendered = { rows: Number(m.rows), cols: Number(m.cols), nonBlank: !!m.nonBlank, at: Date.now() };
+        this.rendered(this.lastRendered);
+        break;
+    }
+  }
+
+  private async post(msg: unknown): Promise<void> {
+    if (this.disposed) return;
+    await this.ready;
+    if (!this.disposed) await this.panel.webview.postMessage(msg);
+  }
+
+  dispose(): void {
+    this.panel.dispose();
+  }
+}
+
+/** A variable of the Variables view -> what the viewer shows. */
+export function tensorOfVariable(variable: { name?: string; evaluateName?: string; value?: string }): { name: string; prefix: number[]; expression: string } | undefined {
+  const expr = variable.evaluateName ?? variable.name;
+  if (!expr) return undefined;
+  const p = parseTensorExpression(expr);
+  return p ? { ...p, expression: expr } : undefined;
+}

@@ -1,0 +1,69 @@
+import * as assert from "node:assert";
+import { join } from "node:path";
+import * as vscode from "vscode";
+import { parseExp3Yaml } from "../../src/exp3Config";
+import { api, workspaceDir } from "./helpers";
+
+describe("Djinn extension: debug configurations", () => {
+  const folder = () => vscode.workspace.workspaceFolders![0];
+
+  it("offers initial configurations for a new launch.json", async () => {
+    const a = await api();
+    const configs = (await a.configProvider.provideDebugConfigurations(folder())) as vscode.DebugConfiguration[];
+    assert.ok(configs.some((c) => c.type === "djinn" && c.request === "launch" && c.model));
+    assert.ok(configs.some((c) => c.type === "djinn" && c.request === "attach" && c.server));
+  });
+
+  it("fills an empty configuration (F5 without launch.json): model, python, outline", async () => {
+    const a = await api();
+    const c = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "", name: "", request: "" }))!;
+    assert.strictEqual(c.type, "djinn");
+    assert.strictEqual(c.request, "launch");
+    assert.strictEqual(c.model, "tiny-40l");
+    assert.ok(typeof c.pythonPath === "string" && c.pythonPath.length > 0, "pythonPath filled");
+    assert.strictEqual(c.outlinePath, join(workspaceDir(), "tiny-40l.djinn"));
+  });
+
+  it("keeps what is given and fills only what is missing", async () => {
+    const a = await api();
+    const c = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "djinn", request: "launch", name: "x", model: "tiny-4l", sessions: 2, pythonPath: "/usr/bin/python3" }))!;
+    assert.strictEqual(c.model, "tiny-4l");
+    assert.strictEqual(c.sessions, 2);
+    assert.strictEqual(c.pythonPath, "/usr/bin/python3");
+    assert.strictEqual(c.outlinePath, join(workspaceDir(), "tiny-4l.djinn"));
+  });
+
+  it("refuses local-server attributes together with a server address", async () => {
+    const a = await api();
+    const c = await a.configProvider.resolveDebugConfiguration(folder(), { type: "djinn", request: "launch", name: "x", server: "127.0.0.1:5556", device: "cuda" });
+    assert.strictEqual(c, undefined);
+  });
+
+  it("fills an attach configuration's server from the settings", async () => {
+    const a = await api();
+    const cfg = vscode.workspace.getConfiguration("djinn");
+    await cfg.update("server.address", "127.0.0.1:5999", vscode.ConfigurationTarget.Workspace);
+    try {
+      const c = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "djinn", request: "attach", name: "x" }))!;
+      assert.strictEqual(c.server, "127.0.0.1:5999");
+    } finally {
+      await cfg.update("server.address", undefined, vscode.ConfigurationTarget.Workspace);
+    }
+  });
+
+  it("offers dynamic configurations, one per outline in the workspace", async () => {
+    const a = await api();
+    const configs = (await a.dynamicProvider.provideDebugConfigurations(folder())) as vscode.DebugConfiguration[];
+    const outline = configs.find((c) => String(c.outlinePath ?? "").endsWith("tiny-40l.djinn"));
+    assert.ok(outline, JSON.stringify(configs.map((c) => c.name)));
+    assert.strictEqual(outline!.model, "tiny-40l");
+  });
+
+  it("reads exp3.yaml and names a bad key", () => {
+    const f = parseExp3Yaml("sessions: 3\nmodel: tiny-40l\nbudget_gb: auto:0.33\nbreakpoints: [10, 20]\nout: r\n");
+    assert.deepStrictEqual(f.args, { sessions: 3, model: "tiny-40l", budgetGb: "auto:0.33", breakpoints: [10, 20] });
+    assert.strictEqual(f.out, "r");
+    assert.throws(() => parseExp3Yaml("sesions: 3\n"), /unknown key 'sesions'/);
+    assert.throws(() => parseExp3Yaml("context: -1\n"), /'context' must be a non-negative integer/);
+  });
+});
