@@ -12,7 +12,7 @@ rc=0
 echo "== server (pytest)"
 (cd server && PYTHONPATH=. ../.venv/bin/python -m pytest tests -q -p no:cacheprovider) 2>&1 | tee "$logs/pytest.log" || rc=1
 
-echo "== client and Exp 3 (node --test, real server on the CPU)"
+echo "== client, Exp 3 and debug adapter (node --test, real servers on the CPU)"
 (node esbuild.mjs --tests >/dev/null && node --test --test-concurrency=1 out/test/) 2>&1 | tee "$logs/node.log" || rc=1
 
 if [ -f native/package.json ]; then
