@@ -6,33 +6,8 @@
 import * as vscode from "vscode";
 import { DjinnClient, EventKind, KvLocation, SessionState, StopPoint, type Event, type ServerInfo, type TelemetrySample } from "../client";
 
-/** What the webview draws: one compact telemetry sample (bytes, unix seconds). */
-export interface Sample {
-  t: number;
-  budget: number;
-  weights: number;
-  workspace: number;
-  residentKv: number;
-  swappedKv: number;
-  accounted: number;
-  nvml: number;
-  allocReserved: number;
-  hostPoolUsed: number;
-  hostPool: number;
-  swapOuts: number;
-  swapIns: number;
-  /** [id, state name, kv location name, layer, point] */
-  sessions: Array<[number, string, string, number, string]>;
-}
-
-export interface SwapMark {
-  t: number;
-  dir: "out" | "in";
-  sessionId: number;
-  bytes: number;
-  ms: number;
-  gbps: number;
-}
+export type { Sample, SwapMark } from "../media/shared/vramMessages";
+import type { Sample, SwapMark } from "../media/shared/vramMessages";
 
 export interface Target {
   /** unique per source, e.g. "local", "connection", "debug:<id>", "exp3" */

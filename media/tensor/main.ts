@@ -30,19 +30,8 @@ interface View {
   colDim: number;
   index: number[];
 }
-interface Stats {
-  min: number;
-  max: number;
-  mean: number;
-  std: number;
-  l2Norm: number;
-  absMax: number;
-  nanCount: number;
-  posInfCount: number;
-  negInfCount: number;
-  zeroCount: number;
-  count: number;
-}
+// The codec's own statistics type (native/api.ts has no imports, so the webview can use it).
+type Stats = import("../../native/api").TensorStats;
 interface SliceMsg {
   view: View;
   rows: number;

@@ -6,30 +6,7 @@ import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { el, fmtBytes, fmtGb, onThemeChange, themeColor, vscodeApi } from "../shared/vscode";
 
-interface Sample {
-  t: number;
-  budget: number;
-  weights: number;
-  workspace: number;
-  residentKv: number;
-  swappedKv: number;
-  accounted: number;
-  nvml: number;
-  allocReserved: number;
-  hostPoolUsed: number;
-  hostPool: number;
-  swapOuts: number;
-  swapIns: number;
-  sessions: Array<[number, string, string, number, string]>;
-}
-interface SwapMark {
-  t: number;
-  dir: "out" | "in";
-  sessionId: number;
-  bytes: number;
-  ms: number;
-  gbps: number;
-}
+import type { Sample, SwapMark } from "../shared/vramMessages";
 interface Status {
   state: "idle" | "connecting" | "live" | "gone";
   target?: { id: string; address: string; label: string };
