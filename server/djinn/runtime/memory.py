@@ -17,7 +17,7 @@ class Nvml:
     """NVML device-used reading; absent (0) on CPU-only hosts or without nvidia-ml-py."""
 
     def __init__(self, device: torch.device):
-        self.handle = None
+        self.handle, self.uuid = None, ""
         if device.type != "cuda":
             return
         try:
@@ -25,7 +25,10 @@ class Nvml:
 
             pynvml.nvmlInit()
             index = device.index if device.index is not None else torch.cuda.current_device()
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            # By UUID: torch's index counts CUDA_VISIBLE_DEVICES, NVML's counts every GPU of the host.
+            uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
+            self.uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}" if uuid else ""
+            self.handle = pynvml.nvmlDeviceGetHandleByUUID(self.uuid) if self.uuid else None
             self._info = pynvml.nvmlDeviceGetMemoryInfo
         except Exception:  # noqa: BLE001 - NVML is optional; its absence is reported as 0
             self.handle = None

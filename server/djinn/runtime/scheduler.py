@@ -1,11 +1,15 @@
 """The one GPU worker: runs every session's forward pass, swaps, and client commands.
 
-All model work happens on this thread. RPC handlers hand it closures (`call`) and wait for
-the result; they never touch the GPU. Policy:
-- keep running the session that ran last until it stops or ends a pass (few swaps);
-- then prefer a runnable session that is already resident;
+All model work happens on this thread. RPC handlers hand it closures (`submit`/`call`) and
+wait for the result; they never touch the GPU. Policy:
+- fair turns: a turn ends when the session stops, ends a forward pass, or has run for the
+  quantum while another session is runnable; the next turn goes to the runnable session
+  served least recently (so nobody waits behind another's long generation);
 - to make room, swap out paused sessions, least recently paused first, then idle running
-  ones; if nothing can go, the session waits (a `waiting` event), it never runs out of memory.
+  ones; if nothing can go, the session waits (a `waiting` event), it never runs out of memory;
+- a device fault (a CUDA error poisons the whole context) fails every session, says why
+  once, and stops all GPU work; the server then exits so its supervisor restarts it;
+- housekeeping (leases) runs between pieces of model work, at most every `every` seconds.
 """
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ from concurrent.futures import Future
 import torch
 
 from .engine import Engine
-from .errors import exhausted, not_found, precondition, unavailable
+from .errors import DjinnError, exhausted, not_found, precondition, unavailable
 from .events import EventHub, ServerEvent
+from .faults import is_device_fault
 from .host_pool import HostPool, HostPoolFull
 from .memory import Ledger
 from .session import CLOSED, FAILED, FINISHED, PAUSED, RUNNING, Session
@@ -33,7 +38,7 @@ class _Deferred(Exception):
 
 class Scheduler:
     def __init__(self, engine: Engine, swapper: Swapper, pool: HostPool, ledger: Ledger, hub: EventHub,
-                 swap_policy: str = "pressure", snapshot=None):
+                 swap_policy: str = "pressure", snapshot=None, quantum_ms: float = 50.0):
         self.engine, self.swapper, self.pool, self.ledger, self.hub = engine, swapper, pool, ledger, hub
         self.swap_policy = swap_policy
         self.snapshot = snapshot or (lambda s: None)
@@ -46,6 +51,11 @@ class Scheduler:
         self._running: Session | None = None   # the session whose pass is on the worker right now
         self._deferred: list = []              # commands waiting for that pass to yield
         self.totals = {"out": [0, 0, 0.0], "in": [0, 0, 0.0]}   # count, bytes, ms
+        self.quantum = quantum_ms / 1e3
+        self.device_error = ""                 # set once the device failed: no more GPU work
+        self.on_device_failed = lambda reason: None
+        self._chores: list = []                # [fn, every_s, next_due]
+        self._turns = 0                        # turn counter: who was served least recently
         ledger.bind(lambda: sum(s.memory.device_bytes() for s in list(self.sessions.values())))
         self.thread = threading.Thread(target=self._loop, name="djinn-gpu-worker", daemon=True)
 
@@ -58,12 +68,27 @@ class Scheduler:
         self._wake.set()
         self.thread.join(timeout=10)
 
-    def call(self, fn, timeout: float = 120.0):
-        """Runs fn() on the worker thread between two pieces of model work; returns its result."""
+    def submit(self, fn) -> Future:
+        """Queues fn() for the worker thread (run between two pieces of model work). A future
+        cancelled before the worker reaches it is skipped (its client went away)."""
+        self.check_device()
         fut: Future = Future()
         self._commands.put((fn, fut))
         self._wake.set()
-        return fut.result(timeout=timeout)
+        return fut
+
+    def check_device(self) -> None:
+        if self.device_error:
+            raise unavailable(f"the device failed ({self.device_error}); this server takes no more GPU work "
+                              "and is shutting down: reconnect once it has been restarted")
+
+    def call(self, fn, timeout: float = 120.0):
+        """Runs fn() on the worker thread between two pieces of model work; returns its result."""
+        return self.submit(fn).result(timeout=timeout)
+
+    def every(self, seconds: float, fn) -> None:
+        """Runs fn() on the worker thread about every `seconds` (leases, retirement)."""
+        self._chores.append([fn, seconds, 0.0])
 
     def get(self, session_id: int) -> Session:
         s = self.sessions.get(session_id)
@@ -73,6 +98,7 @@ class Scheduler:
 
     def add(self, s: Session) -> None:
         """Registers a new session: reserves its host region (so it can always be swapped out)."""
+        self.check_device()
         need = self.ledger.fixed + s.memory.total_bytes
         if need > self.ledger.budget:
             raise exhausted(f"a session of context {s.context} needs {s.memory.total_bytes / 1e9:.3f} GB of KV and "
@@ -109,7 +135,7 @@ class Scheduler:
             self._complete(s, block=True)
         self.swapper.free(s.memory)
 
-    def close(self, s: Session) -> None:
+    def close(self, s: Session, why: str = "") -> None:
         self._release(s)
         s.state = CLOSED
         with self.lock:
@@ -117,7 +143,46 @@ class Scheduler:
         if self._last is s:
             self._last = None
         self.ledger.note()
-        self._publish("closed", s)
+        self._publish("closed", s, text=why)
+
+    def retire(self, s: Session) -> None:
+        """Forgets an ended session (its memory is already free)."""
+        with self.lock:
+            self.sessions.pop(s.id, None)
+        if self._last is s:
+            self._last = None
+
+    # ------------------------------------------------------------ device faults (worker thread)
+    def _device_failed(self, e: BaseException) -> None:
+        """Once: every live session fails with the reason, one device_failed event, no more GPU work."""
+        if self.device_error:
+            return
+        self.device_error = reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        with self.lock:
+            live = [s for s in self.sessions.values() if s.alive]
+        for s in live:
+            s.state, s.error, s.ended_at = FAILED, f"device failed: {reason}", time.monotonic()
+            s.memory.flight = None    # nothing on the device can be trusted or waited for now
+            self._publish("error", s, text=s.error)
+        self.hub.publish(ServerEvent(kind="device_failed", session_id=0, text=(
+            f"the device failed ({reason}); {len(live)} session(s) failed with it; the server takes no more GPU "
+            "work and exits so that it can be restarted")))
+        self._drain_after_fault()
+        self.on_device_failed(reason)
+
+    def _drain_after_fault(self) -> None:
+        """Refuses every queued command (UNAVAILABLE) and waits; nothing touches the device."""
+        pending, self._deferred = self._deferred, []
+        for fn, fut in pending:
+            self._execute(fn, fut)
+        while True:
+            try:
+                fn, fut = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if fut.set_running_or_notify_cancel():
+                self._execute(fn, fut)
+        self._idle(0.05)
 
     def bring_back(self, s: Session) -> None:
         """Makes a paused session's tensors resident (swap-in) so they can be read or written."""
@@ -138,13 +203,20 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stopping:
             try:
+                if self.device_error:
+                    self._drain_after_fault()
+                    continue
                 self._iteration()
             except Exception as e:  # noqa: BLE001 - the worker must outlive any one failure
+                if is_device_fault(e):
+                    self._device_failed(e)
+                    continue
                 self.hub.publish(ServerEvent(kind="error", session_id=0, text=f"worker: {type(e).__name__}: {e}"))
                 self._idle(0.01)
 
     def _iteration(self) -> None:
         self._run_commands()
+        self._chores_due()
         self._finish_flights(block=False)
         s = self._pick()
         if s is None:
@@ -152,7 +224,7 @@ class Scheduler:
             return
         try:
             resident = self._make_resident(s)
-        except torch.OutOfMemoryError as e:
+        except torch.OutOfMemoryError as e:  # (a device fault propagates to _loop)
             # The allocator disagrees with the ledger (fragmentation): make room and retry.
             victim = self._victim(exclude=s)
             if victim is None:
@@ -162,13 +234,19 @@ class Scheduler:
             self._finish_flights(block=True)
             return
         except Exception as e:  # noqa: BLE001
+            if is_device_fault(e):
+                raise
             self._fail(s, e)
             return
         if not resident:
             if not self._in_flight() and not s.waiting:
                 s.waiting = True
                 self._publish("waiting", s, text="waiting for VRAM: every resident session is busy")
-            self._idle(0.002)
+            other = self._pick(resident_only=True)
+            if other is not None:
+                self._run(other)   # it waits for room; whoever is already resident goes on meanwhile
+            else:
+                self._idle(0.002)
             return
         s.waiting = False
         self._run(s)
@@ -191,27 +269,49 @@ class Scheduler:
                 self._execute(fn, fut)
 
     def _execute(self, fn, fut: Future) -> None:
+        if self.device_error:
+            fut.set_exception(unavailable(f"the device failed ({self.device_error}); no more GPU work"))
+            return
         try:
             fut.set_result(fn())
         except _Deferred:
             self._deferred.append((fn, fut))
+        except DjinnError as e:
+            fut.set_exception(e)
         except BaseException as e:  # noqa: BLE001 - handed to the waiting RPC handler
+            if is_device_fault(e):
+                fut.set_exception(unavailable(f"the device failed: {type(e).__name__}: {e}"))
+                raise   # to _loop: every session fails, the server stops taking GPU work
             fut.set_exception(e)
 
-    def _pick(self) -> Session | None:
+    def _chores_due(self) -> None:
+        now = time.monotonic()
+        for chore in self._chores:
+            if now >= chore[2]:
+                chore[2] = now + chore[1]
+                chore[0]()
+
+    def _pick(self, resident_only: bool = False) -> Session | None:
+        """The runnable session served least recently (never-served ones first, oldest first)."""
         with self.lock:
-            running = [s for s in self.sessions.values() if s.state == RUNNING]
+            running = [s for s in self.sessions.values() if s.state == RUNNING
+                       and (not resident_only or s.memory.location == DEVICE)]
         if not running:
             return None
-        if self._last is not None and self._last.state == RUNNING and self._last in running:
-            return self._last
-        resident = [s for s in running if s.memory.location in (DEVICE, MOVING_IN)]
-        return min(resident or running, key=lambda s: (s.last_run, s.id))
+        return min(running, key=lambda s: (s.turn, s.id))
+
+    def _others_runnable(self, s: Session) -> bool:
+        with self.lock:
+            return any(v is not s and v.state == RUNNING for v in self.sessions.values())
 
     def _run(self, s: Session) -> None:
-        """Runs s until it stops, ends a pass, or finishes, serving commands between pieces."""
+        """One turn of s: until it stops, ends a pass, finishes, or has used its quantum while
+        another session is runnable. Commands are served between pieces."""
         self._last, self._running = s, s
+        self._turns += 1
+        s.turn = self._turns
         eng = self.engine
+        t0 = time.monotonic()
         try:
             if not s.started:
                 eng.begin(s)
@@ -228,7 +328,11 @@ class Scheduler:
                 if self._maybe_stop(s) or token is not None:
                     return
                 self._run_commands()   # may pause or close s (never evict it: see _victim)
+                if s.last_run - t0 >= self.quantum and self._others_runnable(s):
+                    return             # its turn is up mid-pass; it stays RUNNING, resumes here later
         except Exception as e:  # noqa: BLE001 - one session's failure must not take the server down
+            if is_device_fault(e):
+                raise
             self._fail(s, e)
         finally:
             self._running = None
@@ -239,12 +343,13 @@ class Scheduler:
             return False
         reason, hits, message = stop
         s.state, s.stop_reason, s.hit_ids, s.paused_at = PAUSED, reason, hits, time.monotonic()
-        self._publish("stopped", s, stop_reason=reason, text=message)
+        self._publish("stopped", s, stop_reason=reason, text=message, hits=tuple(hits))
         if self.swap_policy == "eager":
             self._swap_out(s)
         return True
 
     def _finish(self, s: Session) -> None:
+        s.ended_at = time.monotonic()
         self._release(s)
         self.ledger.note()
         self._publish("finished", s, text=s.text)
@@ -252,7 +357,7 @@ class Scheduler:
             self._last = None
 
     def _fail(self, s: Session, e: Exception) -> None:
-        s.state, s.error = FAILED, f"{type(e).__name__}: {e}"
+        s.state, s.error, s.ended_at = FAILED, f"{type(e).__name__}: {e}", time.monotonic()
         try:
             self._release(s)
         except Exception:  # noqa: BLE001 - the session is already failed; free what can be freed
@@ -329,6 +434,6 @@ class Scheduler:
         self._publish("swap_" + rec.direction, s, nbytes=rec.nbytes, ms=rec.ms)
 
     def _publish(self, kind: str, s: Session, **kw) -> None:
-        self.hub.publish(ServerEvent(kind=kind, session_id=s.id, snapshot=self.snapshot(s), **kw))
+        self.hub.publish(ServerEvent(kind=kind, session_id=s.id, snapshot=self.snapshot(s), owner=s.owner, **kw))
 
 

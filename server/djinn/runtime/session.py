@@ -49,8 +49,12 @@ class Session:
     prompt: str = ""
     label: str = ""
     stop_on_entry: bool = False
-    breakpoints: list[BreakpointSpec] = field(default_factory=list)
-    traps: TrapSpec = field(default_factory=TrapSpec)
+    # Breakpoints per client: (user, client id) -> that client's set. A stop checks them all.
+    breakpoints: dict[tuple[str, str], list[BreakpointSpec]] = field(default_factory=dict)
+    traps: TrapSpec = field(default_factory=TrapSpec)       # what every client asked for, merged
+    client_traps: dict = field(default_factory=dict)         # (user, client) -> TrapSpec
+    owner: str = ""                        # the user who created it
+    creator: tuple[str, str] = ("", "")    # (user, client id) that created it
     id: int = field(default_factory=lambda: next(_ids))
     state: str = CREATED
     created_at: float = field(default_factory=time.time)
@@ -73,13 +77,21 @@ class Session:
     step_from_pass: int = 0
     pause_requested: bool = False
     stop_reason: str = ""
-    hit_ids: list[int] = field(default_factory=list)
+    hit_ids: list[tuple[tuple[str, str], int]] = field(default_factory=list)   # (client, breakpoint id)
     paused_at: float = 0.0       # for least-recently-paused eviction
     last_run: float = 0.0
+    turn: int = 0                # the scheduler's turn number when it last ran (fair turns)
     error: str = ""
     results: dict = field(default_factory=dict)   # "$N" -> tensors from Evaluate, dropped on resume
     result_counter: int = 0
     waiting: bool = False
+
+    # Leases: the clients holding it (created, listed or touched it); when none is connected the
+    # session is kept until lease_expires_at, then closed. Finished ones retire after a grace.
+    holders: set = field(default_factory=set)
+    touched: float = field(default_factory=time.monotonic)
+    ended_at: float = 0.0
+    lease_expires_at: float = 0.0          # unix seconds; 0 = held
 
     # Swap statistics (measured)
     swap_outs: int = 0

@@ -12,6 +12,7 @@ import torch
 from ..inspect.expr import ExprError, evaluate
 from .catalog import expression_env
 from .engine import Engine
+from .faults import is_device_fault
 from .session import ATTN, LAYER, MLP, BreakpointSpec, Session
 
 _HIT = re.compile(r"^\s*(==|>=|<=|>|<|%)?\s*(\d+)\s*$")
@@ -65,22 +66,25 @@ def check_stop(engine: Engine, s: Session) -> tuple[str, list[int], str] | None:
         return trap
     hits, message = [], ""
     env = None
-    for bp in s.breakpoints:
-        if bp.layer != s.layer or bp.point != s.point:
-            continue
-        if bp.condition:
-            env = env or expression_env(engine, s)
-            try:
-                if not _truthy(evaluate(bp.condition, env)):
-                    continue
-            except (ExprError, ValueError, RuntimeError) as e:
-                # A broken condition stops the session and says why, as other debuggers do.
-                hits.append(bp.id)
-                message = f"breakpoint {bp.id}: condition error: {e}"
+    for client, bps in list(s.breakpoints.items()):
+        for bp in bps:
+            if bp.layer != s.layer or bp.point != s.point:
                 continue
-        bp.hits += 1
-        if parse_hit_condition(bp.hit_condition)(bp.hits):
-            hits.append(bp.id)
+            if bp.condition:
+                env = env or expression_env(engine, s)
+                try:
+                    if not _truthy(evaluate(bp.condition, env)):
+                        continue
+                except (ExprError, ValueError, RuntimeError) as e:
+                    if is_device_fault(e):
+                        raise
+                    # A broken condition stops the session and says why, as other debuggers do.
+                    hits.append((client, bp.id))
+                    message = f"breakpoint {bp.id}: condition error: {e}"
+                    continue
+            bp.hits += 1
+            if parse_hit_condition(bp.hit_condition)(bp.hits):
+                hits.append((client, bp.id))
     return ("breakpoint", hits, message) if hits else None
 
 

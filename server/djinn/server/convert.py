@@ -17,23 +17,25 @@ REASON_TO_PB = {"": pb.STOP_REASON_UNSPECIFIED, "breakpoint": pb.STOP_REASON_BRE
 EVENT_TO_PB = {"created": pb.EVENT_KIND_CREATED, "stopped": pb.EVENT_KIND_STOPPED, "resumed": pb.EVENT_KIND_RESUMED,
                "swap_out": pb.EVENT_KIND_SWAP_OUT, "swap_in": pb.EVENT_KIND_SWAP_IN, "token": pb.EVENT_KIND_TOKEN,
                "finished": pb.EVENT_KIND_FINISHED, "closed": pb.EVENT_KIND_CLOSED, "error": pb.EVENT_KIND_ERROR,
-               "waiting": pb.EVENT_KIND_WAITING}
+               "waiting": pb.EVENT_KIND_WAITING, "device_failed": pb.EVENT_KIND_DEVICE_FAILED}
 STEP_FROM_PB = {pb.STEP_KIND_UNSPECIFIED: "layer", pb.STEP_KIND_SUBLAYER: "sublayer", pb.STEP_KIND_LAYER: "layer",
                 pb.STEP_KIND_TOKEN: "token"}
 
 
-def session_info(s: Session) -> pb.SessionInfo:
-    """A snapshot; built on the worker thread when an event happens, or on request."""
+def session_info(s: Session, viewer=None) -> pb.SessionInfo:
+    """A snapshot; built on the worker thread when an event happens, or on request. The hit
+    breakpoint ids are the viewer's own ((user, client) key); none without a viewer."""
     pos = pb.Position(layer=s.layer, point=POINT_TO_PB[s.point],
                       phase=pb.PHASE_PREFILL if s.pass_index == 0 else pb.PHASE_DECODE, token_index=s.pass_index,
                       input_pos=s.input_pos, num_tokens=int(s.pass_tokens.shape[0]) if s.pass_tokens is not None else 0)
     m = s.memory
     return pb.SessionInfo(
         id=s.id, label=s.label, state=STATE_TO_PB[s.state], position=pos, stop_reason=REASON_TO_PB.get(s.stop_reason, 0),
-        hit_breakpoint_ids=s.hit_ids, kv_location=KV_TO_PB[m.location], kv_bytes=m.total_bytes, context=s.context,
+        hit_breakpoint_ids=[i for key, i in s.hit_ids if key == viewer], kv_location=KV_TO_PB[m.location], kv_bytes=m.total_bytes, context=s.context,
         prompt_tokens=s.prompt_tokens, generated_tokens=s.generated, generated_text=s.text,
         max_new_tokens=s.max_new_tokens, last_swap_out_ms=s.last_swap_out_ms, last_swap_in_ms=s.last_swap_in_ms,
-        swap_outs=s.swap_outs, swap_ins=s.swap_ins, error=s.error, created_at=s.created_at, prompt=s.prompt)
+        swap_outs=s.swap_outs, swap_ins=s.swap_ins, error=s.error, created_at=s.created_at, prompt=s.prompt,
+        owner=s.owner, lease_expires_at=s.lease_expires_at)
 
 
 def breakpoints_from_pb(bps) -> list[BreakpointSpec]:

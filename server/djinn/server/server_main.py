@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import signal
 import sys
-import threading
-from concurrent import futures
+
+EXIT_DEVICE_FAILED = 3
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="djinn-server", description="Djinn: pause LLM forward passes mid-way, many "
                                 "sessions on one GPU under a VRAM budget, KV of paused sessions swapped to pinned host memory.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for remote clients)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; anything but loopback "
+                   "needs --tokens-file or --token)")
     p.add_argument("--port", type=int, default=5556, help="port (0 = pick a free one; the ready line says which)")
     p.add_argument("--model", default="tiny-40l", help="named config (llama-2-13b, llama-2-7b, tiny-40l, tiny-4l) with "
                    "random weights, or a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)")
@@ -30,59 +32,150 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--swap-policy", default="pressure", choices=["pressure", "eager"],
                    help="pressure: swap paused sessions out only when room is needed; eager: at every stop")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights of a named config")
-    p.add_argument("--token", default=os.environ.get("DJINN_TOKEN", ""), help="require this x-djinn-token on every call")
+    g = p.add_argument_group("users and security")
+    g.add_argument("--token", default=os.environ.get("DJINN_TOKEN", ""),
+                   help="one-user shorthand: require this x-djinn-token on every call (default $DJINN_TOKEN)")
+    g.add_argument("--tokens-file", default="", help="one 'NAME TOKEN [admin]' per line: users, their tokens, admins")
+    g.add_argument("--tls-cert", default="", help="PEM certificate chain: serve TLS (with --tls-key)")
+    g.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
+    g.add_argument("--max-request-mb", type=float, default=64, help="largest request accepted, in MiB (bigger ones are "
+                   "refused before they are read)")
+    g.add_argument("--max-sessions-per-user", type=int, default=0, help="live sessions a user may hold (0 = no limit)")
+    g = p.add_argument_group("sharing")
+    g.add_argument("--lease-s", type=float, default=900, help="a disconnected client's sessions are kept this long, "
+                   "then closed and their memory freed")
+    g.add_argument("--retire-s", type=float, default=300, help="an ended session is forgotten this long after it ended "
+                   "or was last touched")
+    g.add_argument("--quantum-ms", type=float, default=50, help="fair turns: a session runs at most one forward pass, or "
+                   "this long, while another session is runnable")
+    g.add_argument("--expr-max-elements", type=int, default=1 << 30, help="elements one expression may touch")
+    g.add_argument("--expr-max-ms", type=float, default=2000, help="wall time one expression may take")
+    g.add_argument("--subscriber-queue", type=int, default=10_000, help="events a stream may fall behind before it is "
+                   "told it lagged (it resubscribes with since_seq)")
+    g.add_argument("--replay-mb", type=float, default=64, help="events kept for since_seq replays, in MB")
     p.add_argument("--no-allocator-cap", action="store_true", help="do not cap the CUDA allocator to the budget")
-    p.add_argument("--workers", type=int, default=64, help="gRPC handler threads (each open stream holds one)")
+    p.add_argument("--test-fault-injection", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def _loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(a) -> str:
+    """'' when the listening setup is acceptable, else why not."""
+    if not _loopback(a.host) and not (a.token or a.tokens_file):
+        return (f"--host {a.host} is reachable from other machines: give --tokens-file (or --token) so that "
+                "nobody can use the server without a token, and preferably --tls-cert/--tls-key")
+    if bool(a.tls_cert) != bool(a.tls_key):
+        return "--tls-cert and --tls-key go together"
+    return ""
+
+
+def grpc_options(max_request_mb: float) -> list:
+    mb = int(max_request_mb * (1 << 20))
+    return [("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", 256 << 20),
+            # clients ping every 10 s so a dead tunnel is noticed in seconds: allow it
+            ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.max_pings_without_data", 0)]
+
+
+async def serve(a, state, log=print) -> int:
+    """Serves until SIGTERM/SIGINT (0) or a device failure (EXIT_DEVICE_FAILED)."""
+    import asyncio
+
+    import grpc
+
+    from ..v1 import djinn_pb2_grpc as pb_grpc
+    from .auth import AuthInterceptor
+    from .service import DjinnService
+
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    code = {"rc": 0}
+
+    def device_failed(reason: str) -> None:   # worker thread
+        def stop():
+            code["rc"] = EXIT_DEVICE_FAILED
+            print(f"djinn: the device failed ({reason}); every session was failed and the server exits "
+                  f"with code {EXIT_DEVICE_FAILED} so that it can be restarted", file=sys.stderr, flush=True)
+            loop.call_later(2.0, done.set)    # time for the streams to deliver the events
+        loop.call_soon_threadsafe(stop)
+    state.scheduler.on_device_failed = device_failed
+
+    server = grpc.aio.server(interceptors=[AuthInterceptor(state.users)], options=grpc_options(a.max_request_mb))
+    pb_grpc.add_DjinnServicer_to_server(DjinnService(state, loop), server)
+    bind = f"{a.host}:{a.port}"
+    if a.tls_cert:
+        with open(a.tls_cert, "rb") as c, open(a.tls_key, "rb") as k:
+            port = server.add_secure_port(bind, grpc.ssl_server_credentials([(k.read(), c.read())]))
+    else:
+        port = server.add_insecure_port(bind)
+    if port == 0:
+        print(f"djinn: cannot listen on {bind}", file=sys.stderr)
+        return 2
+    await server.start()
+    address = f"{a.host}:{port}"
+    ready = dict(address=address, model=a.model, device=str(state.device), device_name=state.device_name(),
+                 dtype=str(state.dtype).replace("torch.", ""), budget_bytes=state.ledger.budget,
+                 weights_bytes=state.ledger.weights, workspace_bytes=state.ledger.workspace,
+                 host_pool_bytes=state.pool.nbytes, startup_seconds=state.startup_seconds, pid=os.getpid(),
+                 tls=bool(a.tls_cert), auth=state.users.required)
+    log("DJINN_READY " + json.dumps(ready))
+    log(state.summary_line(address))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, done.set)
+        except (NotImplementedError, RuntimeError):   # not the main thread (tests)
+            pass
+    await done.wait()
+    state.stopping = True
+    await server.stop(grace=1)
+    return code["rc"]
 
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    why = check_exposure(a)
+    if why:
+        print(f"djinn: refusing to start: {why}", file=sys.stderr)
+        return 2
     if a.device != "cpu":
         # Fewer fragmentation surprises under a hard allocator cap.
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    import grpc
-
-    from ..v1 import djinn_pb2_grpc as pb_grpc
-    from .service import DjinnService
-    from .state import Options, ServerState
+    import asyncio
 
     import torch
+
+    from .state import Options, ServerState
+
     cuda = a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
     opts = Options(model=a.model, device=a.device, gpu=a.gpu, dtype=a.dtype,
                    budget=a.vram_budget_gb or ("80" if cuda else "8"), plan_sessions=a.plan_sessions,
                    plan_context=a.plan_context, host_pool_gb=a.host_pool_gb, max_context=a.max_context,
-                   swap_policy=a.swap_policy, seed=a.seed, token=a.token, cap_allocator=not a.no_allocator_cap)
+                   swap_policy=a.swap_policy, seed=a.seed, token=a.token, tokens_file=a.tokens_file,
+                   cap_allocator=not a.no_allocator_cap, lease_s=a.lease_s, retire_s=a.retire_s,
+                   quantum_ms=a.quantum_ms, expr_max_elements=a.expr_max_elements, expr_max_ms=a.expr_max_ms,
+                   subscriber_queue=a.subscriber_queue, replay_mb=a.replay_mb,
+                   max_sessions_per_user=a.max_sessions_per_user, fault_injection=a.test_fault_injection,
+                   tls=bool(a.tls_cert))
     try:
         state = ServerState(opts)
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"djinn: cannot start: {e}", file=sys.stderr)
         return 2
-    mb = 256 << 20
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=a.workers, thread_name_prefix="djinn-rpc"),
-                         options=[("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", mb)])
-    pb_grpc.add_DjinnServicer_to_server(DjinnService(state), server)
-    port = server.add_insecure_port(f"{a.host}:{a.port}")
-    if port == 0:
-        print(f"djinn: cannot listen on {a.host}:{a.port}", file=sys.stderr)
-        return 2
-    server.start()
-    address = f"{a.host}:{port}"
-    ready = dict(address=address, model=a.model, device=str(state.device), device_name=state.device_name(),
-                 dtype=str(state.dtype).replace("torch.", ""), budget_bytes=state.ledger.budget,
-                 weights_bytes=state.ledger.weights, workspace_bytes=state.ledger.workspace,
-                 host_pool_bytes=state.pool.nbytes, startup_seconds=state.startup_seconds, pid=os.getpid())
-    print("DJINN_READY " + json.dumps(ready), flush=True)
-    print(state.summary_line(address), flush=True)
-
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
-    state.stopping = True
-    server.stop(grace=1).wait(3)
+    rc = asyncio.run(serve(a, state, log=lambda line: print(line, flush=True)))
+    if rc == EXIT_DEVICE_FAILED:
+        sys.stdout.flush()
+        os._exit(rc)      # the CUDA context is poisoned: do not wait on it while shutting down
     state.shutdown()
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

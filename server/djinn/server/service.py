@@ -1,70 +1,127 @@
-"""The gRPC service: validates requests, hands work to the GPU worker, maps errors to statuses."""
+"""The gRPC service (asyncio): who is calling, which sessions they may see, handing work to
+the GPU worker, mapping every error to a specific status.
+
+Handlers never touch the GPU: they queue closures on the worker (`_work`) and await them, so
+an open stream or a slow call costs a coroutine, not a thread. Ownership is decided in one
+place (`_session`, `Identity.may_see`): another user's session is NOT_FOUND, as if absent.
+"""
 from __future__ import annotations
 
+import asyncio
 import functools
-import queue
+import sys
 import time
+import traceback
 
 import grpc
 
-from ..runtime import tensor_ops
-from ..runtime.errors import DjinnError, invalid
-from ..runtime.session import Session
+from ..inspect.tensors import iter_chunks
+from ..runtime import faults, tensor_ops
+from ..runtime.errors import DjinnError, invalid, not_found
+from ..runtime.session import Session, TrapSpec
 from ..runtime.stops import validate_breakpoint
 from ..runtime.swap import SessionMemory
-from ..inspect.tensors import iter_chunks
 from ..v1 import djinn_pb2 as pb
 from ..v1 import djinn_pb2_grpc as pb_grpc
 from . import convert
+from .auth import Identity
 from .state import ServerState
+from .streams import Fanout
 
 MAX_CHUNK = 1 << 20
+FAULT_EXPRESSION = "__device_fault__"   # only with --test-fault-injection (the language forbids '__')
+
+
+async def _abort(context, code: str, message: str):
+    await context.abort(getattr(grpc.StatusCode, code, grpc.StatusCode.INTERNAL), message)
+
+
+def _internal(fn_name: str, e: BaseException) -> str:
+    print(f"djinn: internal error in {fn_name}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    return f"internal error in {fn_name}: {type(e).__name__}: {e}"
 
 
 def rpc(fn):
-    """Turns runtime errors into gRPC statuses with their message; never a crash."""
+    """Every failure becomes a specific status with its message; never UNKNOWN, never a crash."""
     @functools.wraps(fn)
-    def wrapper(self, request, context):
+    async def wrapper(self, request, context):
         try:
-            self.state.check_token(context)
-            return fn(self, request, context)
+            return await fn(self, request, context)
         except DjinnError as e:
-            context.abort(getattr(grpc.StatusCode, e.code), str(e))
-        except TimeoutError:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the GPU worker did not answer in time")
+            await _abort(context, e.code, str(e))
+        except (TimeoutError, asyncio.TimeoutError):
+            await _abort(context, "DEADLINE_EXCEEDED", "the GPU worker did not answer in time")
+        except Exception as e:  # noqa: BLE001 - a bug must still answer with a status that says what
+            await _abort(context, "INTERNAL", _internal(fn.__name__, e))
     return wrapper
 
 
 def stream_rpc(fn):
     @functools.wraps(fn)
-    def wrapper(self, request, context):
+    async def wrapper(self, request, context):
         try:
-            self.state.check_token(context)
-            yield from fn(self, request, context)
+            async for msg in fn(self, request, context):
+                yield msg
         except DjinnError as e:
-            context.abort(getattr(grpc.StatusCode, e.code), str(e))
+            await _abort(context, e.code, str(e))
+        except (TimeoutError, asyncio.TimeoutError):
+            await _abort(context, "DEADLINE_EXCEEDED", "the GPU worker did not answer in time")
+        except Exception as e:  # noqa: BLE001
+            await _abort(context, "INTERNAL", _internal(fn.__name__, e))
     return wrapper
 
 
+def _merge_traps(traps) -> TrapSpec:
+    spikes = [t.norm_spike for t in traps if t.norm_spike > 0]
+    return TrapSpec(nan=any(t.nan for t in traps), inf=any(t.inf for t in traps), norm_spike=min(spikes, default=0.0))
+
+
 class DjinnService(pb_grpc.DjinnServicer):
-    def __init__(self, state: ServerState):
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop | None = None):
         self.state = state
         self.sched = state.scheduler
         self.engine = state.engine
+        self.users, self.clients = state.users, state.clients
+        self.fanout = Fanout(state.hub, loop or asyncio.get_event_loop(), state.opts.subscriber_queue)
 
-    def _paused(self, session_id: int) -> Session:
-        """The session, brought back to the device if it was swapped out (worker thread)."""
-        s = self.sched.get(session_id)
-        self.sched.bring_back(s)
+    # ------------------------------------------------------------ who, and what they may touch
+    def _who(self, context) -> Identity:
+        who = self.users.identify(context.invocation_metadata())
+        self.clients.seen(who.key)
+        return who
+
+    def _session(self, who: Identity, session_id: int) -> Session:
+        s = self.sched.sessions.get(session_id)
+        if s is None or not who.may_see(s.owner):
+            raise not_found(f"no session {session_id}" + ("" if session_id else " (session ids start at 1)"))
+        self._hold(who, s)
         return s
+
+    def _hold(self, who: Identity, s: Session) -> None:
+        if who.user == s.owner:      # an admin looking does not keep someone's session alive
+            s.holders.add(who.key)
+        s.touched = time.monotonic()
+
+    async def _work(self, fn, timeout: float = 120.0):
+        return await asyncio.wait_for(asyncio.wrap_future(self.sched.submit(fn)), timeout)
+
+    async def _paused_work(self, who: Identity, session_id: int, fn):
+        s = self._session(who, session_id)
+
+        def work():
+            self.sched.bring_back(s)
+            return fn(s)
+        return await self._work(work)
 
     # ------------------------------------------------------------ info and sessions
     @rpc
-    def GetInfo(self, request, context):
-        return self.state.info()
+    async def GetInfo(self, request, context):
+        return self.state.info(self._who(context))
 
     @rpc
-    def CreateSession(self, r, context):
+    async def CreateSession(self, r, context):
+        who = self._who(context)
+        self.sched.check_device()
         args, tok = self.engine.args, self.engine.tokenizer
         if r.prompt_tokens:
             tokens = list(r.prompt_tokens)
@@ -72,6 +129,8 @@ class DjinnService(pb_grpc.DjinnServicer):
             if bad:
                 raise invalid(f"prompt token {bad[0]} is outside the vocabulary 0..{args.vocab_size - 1}")
         elif r.prompt:
+            if len(r.prompt) > 1_000_000:
+                raise invalid(f"prompt of {len(r.prompt)} characters; the limit is 1000000")
             tokens = tok.encode(r.prompt)
         else:
             raise invalid("a session needs a prompt (text) or prompt_tokens")
@@ -79,44 +138,65 @@ class DjinnService(pb_grpc.DjinnServicer):
         if max_new < 1 or max_new > 100_000:
             raise invalid(f"max_new_tokens must be in 1..100000, got {max_new}")
         need = len(tokens) + max_new - 1      # the last token is sampled, never fed back
+        if r.context < 0:
+            raise invalid(f"context must be >= 0 (0 = prompt + max_new_tokens), got {r.context}")
         context_len = r.context or need
         if context_len > self.engine.max_context:
             raise invalid(f"context {context_len} exceeds the server's --max-context {self.engine.max_context}")
         if need > context_len:
             raise invalid(f"prompt of {len(tokens)} tokens plus {max_new} new tokens needs a context of {need}, "
                           f"but the session asked for {context_len}")
+        if len(r.label) > 200:
+            raise invalid(f"label of {len(r.label)} characters; the limit is 200")
         bps = convert.breakpoints_from_pb(r.breakpoints)
         for b in bps:
             why = validate_breakpoint(b, args.n_layers)
             if why:
                 raise invalid(f"breakpoint {b.id}: {why}")
+        quota = self.state.opts.max_sessions_per_user
+        if quota:
+            with self.sched.lock:
+                mine = sum(1 for s in self.sched.sessions.values() if s.owner == who.user and s.alive)
+            if mine >= quota:
+                raise DjinnError("RESOURCE_EXHAUSTED", f"user '{who.user}' already has {mine} live sessions, the "
+                                 f"limit (--max-sessions-per-user {quota}); close some first")
         mem = SessionMemory(kv_shape=(args.n_layers, 2, args.n_kv_heads, context_len, args.head_dim),
                             dtype=self.engine.dtype, act_capacity=self.state.act_bytes(context_len))
+        traps = convert.traps_from_pb(r.traps)
         s = Session(prompt_tokens=tokens, max_new_tokens=max_new, context=context_len, memory=mem,
-                    prompt=r.prompt, label=r.label, stop_on_entry=r.stop_on_entry, breakpoints=bps,
-                    traps=convert.traps_from_pb(r.traps))
+                    prompt=r.prompt, label=r.label, stop_on_entry=r.stop_on_entry, breakpoints={who.key: bps},
+                    traps=traps, owner=who.user, creator=who.key)
+        s.client_traps[who.key] = traps
+        s.holders.add(who.key)
         self.sched.add(s)
-        return convert.session_info(s)
+        return convert.session_info(s, who.key)
 
     @rpc
-    def ListSessions(self, request, context):
+    async def ListSessions(self, request, context):
+        who = self._who(context)
         with self.sched.lock:
-            sessions = list(self.sched.sessions.values())
-        return pb.ListSessionsResponse(sessions=[convert.session_info(s) for s in sessions])
+            sessions = [s for s in self.sched.sessions.values() if who.may_see(s.owner)]
+        for s in sessions:
+            self._hold(who, s)     # listing is how a client (re-)attaches
+        return pb.ListSessionsResponse(sessions=[convert.session_info(s, who.key) for s in sessions])
 
     @rpc
-    def GetSession(self, r, context):
-        return convert.session_info(self.sched.get(r.session_id))
+    async def GetSession(self, r, context):
+        who = self._who(context)
+        return convert.session_info(self._session(who, r.session_id), who.key)
 
     @rpc
-    def CloseSession(self, r, context):
-        s = self.sched.get(r.session_id)
-        self.sched.call(lambda: self.sched.close(s))
-        return convert.session_info(s)
+    async def CloseSession(self, r, context):
+        who = self._who(context)
+        s = self._session(who, r.session_id)
+        why = "closed by its owner" if who.user == s.owner else f"closed by admin '{who.user}'"
+        await self._work(lambda: self.sched.close(s, why=why) if s.id in self.sched.sessions else None)
+        return convert.session_info(s, who.key)
 
     @rpc
-    def SetBreakpoints(self, r, context):
-        s = self.sched.get(r.session_id)
+    async def SetBreakpoints(self, r, context):
+        who = self._who(context)
+        s = self._session(who, r.session_id)
         bps = convert.breakpoints_from_pb(r.breakpoints)
         statuses, valid = [], []
         for b in bps:
@@ -125,55 +205,78 @@ class DjinnService(pb_grpc.DjinnServicer):
                                                 point=convert.POINT_TO_PB[b.point]))
             if not why:
                 valid.append(b)
+        traps = convert.traps_from_pb(r.traps)
 
         def apply():
-            old = {(b.id, b.layer, b.point, b.condition, b.hit_condition): b.hits for b in s.breakpoints}
+            mine = s.breakpoints.get(who.key, [])
+            old = {(b.id, b.layer, b.point, b.condition, b.hit_condition): b.hits for b in mine}
             for b in valid:   # an unchanged breakpoint keeps its hit count
                 b.hits = old.get((b.id, b.layer, b.point, b.condition, b.hit_condition), 0)
-            s.breakpoints = valid
-            s.traps = convert.traps_from_pb(r.traps)
-        self.sched.call(apply)
+            s.breakpoints[who.key] = valid   # this client's set only: other windows keep theirs
+            s.client_traps[who.key] = traps
+            s.traps = _merge_traps(s.client_traps.values())
+        await self._work(apply)
         return pb.SetBreakpointsResponse(breakpoints=statuses)
+
+    @rpc
+    async def Detach(self, r, context):
+        who = self._who(context)
+
+        def work():
+            removed, closed = 0, []
+            with self.sched.lock:
+                sessions = list(self.sched.sessions.values())
+            for s in sessions:
+                removed += len(s.breakpoints.pop(who.key, None) or ())
+                if s.client_traps.pop(who.key, None) is not None:
+                    s.traps = _merge_traps(s.client_traps.values())
+                s.holders.discard(who.key)
+                if r.terminate and s.creator == who.key and s.alive:
+                    self.sched.close(s, why="its client detached with terminate")
+                    closed.append(s.id)
+            return pb.DetachResponse(closed_session_ids=closed, breakpoints_removed=removed)
+        return await self._work(work)
 
     # ------------------------------------------------------------ execution control
     @rpc
-    def Continue(self, r, context):
-        s = self.sched.get(r.session_id)
-        self.sched.call(lambda: self.sched.resume(s))
-        return convert.session_info(s)
+    async def Continue(self, r, context):
+        who = self._who(context)
+        s = self._session(who, r.session_id)
+        await self._work(lambda: self.sched.resume(s))
+        return convert.session_info(s, who.key)
 
     @rpc
-    def Step(self, r, context):
-        s = self.sched.get(r.session_id)
+    async def Step(self, r, context):
+        who = self._who(context)
+        s = self._session(who, r.session_id)
         kind = convert.STEP_FROM_PB.get(r.kind)
         if kind is None:
             raise invalid(f"unknown step kind {r.kind}")
-        self.sched.call(lambda: self.sched.resume(s, kind))
-        return convert.session_info(s)
+        await self._work(lambda: self.sched.resume(s, kind))
+        return convert.session_info(s, who.key)
 
     @rpc
-    def Pause(self, r, context):
-        s = self.sched.get(r.session_id)
-        self.sched.call(lambda: self.sched.pause(s))
-        return convert.session_info(s)
+    async def Pause(self, r, context):
+        who = self._who(context)
+        s = self._session(who, r.session_id)
+        await self._work(lambda: self.sched.pause(s))
+        return convert.session_info(s, who.key)
 
     # ------------------------------------------------------------ tensors
     @rpc
-    def ListTensors(self, r, context):
-        def work():
-            s = self._paused(r.session_id)
-            return tensor_ops.list_tensors(self.engine, s)
-        return pb.TensorList(tensors=[convert.tensor_summary(d) for d in self.sched.call(work)])
+    async def ListTensors(self, r, context):
+        tensors = await self._paused_work(self._who(context), r.session_id,
+                                          lambda s: tensor_ops.list_tensors(self.engine, s))
+        return pb.TensorList(tensors=[convert.tensor_summary(d) for d in tensors])
 
     @stream_rpc
-    def GetTensor(self, r, context):
+    async def GetTensor(self, r, context):
         if r.chunk_bytes < 0 or r.chunk_bytes > MAX_CHUNK:
             raise invalid(f"chunk_bytes must be in 1..{MAX_CHUNK} (0 = {MAX_CHUNK}), got {r.chunk_bytes}")
-
-        def work():
-            s = self._paused(r.session_id)
-            return tensor_ops.get_tensor(self.engine, s, r.name, convert.dims(r.slice), r.summary_only)
-        summ, shape, dtype, data = self.sched.call(work)
+        dims = convert.dims(r.slice)
+        summ, shape, dtype, data = await self._paused_work(
+            self._who(context), r.session_id,
+            lambda s: tensor_ops.get_tensor(self.engine, s, r.name, dims, r.summary_only))
         first = True
         for offset, chunk in iter_chunks(data, r.chunk_bytes or MAX_CHUNK):
             msg = pb.TensorChunk(offset=offset, data=bytes(chunk), total_bytes=len(data))
@@ -185,24 +288,24 @@ class DjinnService(pb_grpc.DjinnServicer):
             yield msg
 
     @rpc
-    def SetTensor(self, r, context):
+    async def SetTensor(self, r, context):
         mode = "add" if r.mode == pb.WRITE_MODE_ADD else "replace"
-
-        def work():
-            s = self._paused(r.session_id)
-            return tensor_ops.set_tensor(self.engine, s, r.name, convert.dims(r.slice), mode, r.dtype, list(r.shape),
-                                         r.data, r.scalar if r.has_scalar else None)
-        return convert.tensor_summary(self.sched.call(work))
+        dims, shape = convert.dims(r.slice), list(r.shape)
+        scalar = r.scalar if r.has_scalar else None
+        d = await self._paused_work(self._who(context), r.session_id, lambda s: tensor_ops.set_tensor(
+            self.engine, s, r.name, dims, mode, r.dtype, shape, r.data, scalar))
+        return convert.tensor_summary(d)
 
     @rpc
-    def Evaluate(self, r, context):
+    async def Evaluate(self, r, context):
         if len(r.expression) > 2000:
             raise invalid(f"expression of {len(r.expression)} characters; the limit is 2000")
-
-        def work():
-            s = self._paused(r.session_id)
-            return tensor_ops.evaluate_expression(self.engine, s, r.expression)
-        d = self.sched.call(work)
+        who = self._who(context)
+        if self.state.opts.fault_injection and r.expression.strip() == FAULT_EXPRESSION:
+            self._session(who, r.session_id)
+            await self._work(lambda: faults.inject(self.engine.device))
+        d = await self._paused_work(who, r.session_id,
+                                    lambda s: tensor_ops.evaluate_expression(self.engine, s, r.expression))
         resp = pb.EvaluateResponse(value=d.get("value", ""), is_tensor=d.get("is_tensor", False),
                                    result_name=d.get("result_name", ""), scalar=d.get("scalar", 0.0),
                                    is_bool=d.get("is_bool", False), compute_ms=d["compute_ms"])
@@ -211,33 +314,63 @@ class DjinnService(pb_grpc.DjinnServicer):
         return resp
 
     @rpc
-    def LogitLens(self, r, context):
-        def work():
-            s = self._paused(r.session_id)
-            return tensor_ops.logit_lens(self.engine, s, r.top_k, r.tensor, r.position if r.HasField("position") else -1)
-        return pb.LogitLensResponse(top=[pb.TokenProb(**d) for d in self.sched.call(work)])
+    async def LogitLens(self, r, context):
+        pos = r.position if r.HasField("position") else -1
+        top = await self._paused_work(self._who(context), r.session_id, lambda s: tensor_ops.logit_lens(
+            self.engine, s, r.top_k, r.tensor, pos))
+        return pb.LogitLensResponse(top=[pb.TokenProb(**d) for d in top])
 
     # ------------------------------------------------------------ streams
-    @stream_rpc
-    def Events(self, r, context):
-        q = self.state.hub.subscribe(r.since_seq)
-        try:
-            while context.is_active() and not self.state.stopping:
-                try:
-                    ev = q.get(timeout=0.25)
-                except queue.Empty:
-                    continue
-                if r.session_id and ev.session_id != r.session_id:
-                    continue
-                yield convert.event(ev)
-        finally:
-            self.state.hub.unsubscribe(q)
+    def _wire(self, ev, who: Identity) -> pb.Event:
+        if ev.wire is None:
+            ev.wire = convert.event(ev)
+        if not ev.hits:
+            return ev.wire
+        msg = pb.Event()
+        msg.CopyFrom(ev.wire)   # this client's breakpoint ids only
+        msg.session.hit_breakpoint_ids.extend(i for key, i in ev.hits if key == who.key)
+        return msg
+
+    def _lagged(self, seq: int, why: str) -> pb.Event:
+        return pb.Event(seq=seq, time=time.time(), kind=pb.EVENT_KIND_LAGGED, text=why)
 
     @stream_rpc
-    def Telemetry(self, r, context):
+    async def Events(self, r, context):
+        who = self._who(context)
+        if r.session_id:
+            self._session(who, r.session_id)
+        with self.clients.streaming(who.key):
+            sub, replay, missing = self.fanout.subscribe(who, r.session_id, r.since_seq)
+            try:
+                if missing:
+                    yield self._lagged(r.since_seq, f"events after seq {r.since_seq} are no longer all retained: "
+                                                    "subscribe again with since_seq and re-list the sessions")
+                    return
+                for ev in replay:
+                    yield self._wire(ev, who)
+                while not self.state.stopping:
+                    while sub.queue:
+                        yield self._wire(sub.queue.popleft(), who)
+                    if sub.lagged_at is not None:
+                        yield self._lagged(sub.lagged_at, f"this subscriber fell {sub.limit} events behind: "
+                                                          f"subscribe again with since_seq={sub.lagged_at}")
+                        return
+                    sub.wake.clear()
+                    try:
+                        await asyncio.wait_for(sub.wake.wait(), 0.5)
+                    except asyncio.TimeoutError:
+                        pass
+            finally:
+                self.fanout.unsubscribe(sub)
+
+    @stream_rpc
+    async def Telemetry(self, r, context):
+        who = self._who(context)
         interval = max(r.interval_ms or 100.0, 10.0) / 1e3
-        next_t = time.monotonic()
-        while context.is_active() and not self.state.stopping:
-            yield self.state.telemetry_sample()
-            next_t += interval
-            time.sleep(max(0.0, next_t - time.monotonic()))
+        loop = asyncio.get_running_loop()
+        with self.clients.streaming(who.key):
+            next_t = loop.time()
+            while not self.state.stopping:
+                yield self.state.telemetry_sample(who)
+                next_t = max(next_t + interval, loop.time())
+                await asyncio.sleep(next_t - loop.time())

@@ -12,11 +12,13 @@ from .. import __version__
 from ..model.build import build_model
 from ..model.llama import module_tree
 from ..runtime.engine import Engine
-from ..runtime.errors import DjinnError
 from ..runtime.events import EventHub
 from ..runtime.host_pool import HostPool
 from ..runtime.memory import Ledger, Nvml, allocator_stats
 from ..runtime.scheduler import Scheduler
+from .auth import Identity, Users
+from .clients import Clients
+from .leases import Leases
 from ..runtime.session import FINISHED, Session
 from ..runtime.swap import HOST, SessionMemory, Swapper
 from ..v1 import djinn_pb2 as pb
@@ -39,7 +41,18 @@ class Options:
     swap_policy: str = "pressure"
     seed: int = 0
     token: str = ""
+    tokens_file: str = ""
     cap_allocator: bool = True
+    lease_s: float = 900.0           # a disconnected client's sessions are kept this long
+    retire_s: float = 300.0          # an ended session is forgotten this long after it ended (or was touched)
+    quantum_ms: float = 50.0         # fair turns: the longest a session runs while another is runnable
+    expr_max_elements: int = 1 << 30
+    expr_max_ms: float = 2000.0
+    subscriber_queue: int = 10_000   # events a stream subscriber may fall behind before it is told it lagged
+    replay_mb: float = 64.0          # the events replay buffer, in MB
+    max_sessions_per_user: int = 0   # 0 = no limit
+    fault_injection: bool = False    # tests only: Evaluate("__device_fault__") injects a device fault
+    tls: bool = False
 
 
 def pick_device(opts: Options) -> torch.device:
@@ -67,10 +80,17 @@ class ServerState:
         if cuda:
             torch.cuda.set_device(self.device)
         self.nvml = Nvml(self.device)
+        self.users = Users.from_options(opts.token, opts.tokens_file)
+        self.clients = Clients()
         model, tokenizer, args = build_model(opts.model, self.device, self.dtype, opts.seed)
         self.args = args
         max_ctx = opts.max_context or min(args.max_context, 2048 if cuda else 1024)
         self.engine = Engine(model, tokenizer, self.device, self.dtype, max_ctx)
+        try:
+            from ..inspect.expr import Limits
+            self.engine.expr_limits = Limits(max_elements=opts.expr_max_elements, max_ms=opts.expr_max_ms)
+        except ImportError:   # an expression language without limits
+            pass
         self.itemsize = torch.empty((), dtype=self.dtype).element_size()
         self.modules = module_tree(model)
 
@@ -94,9 +114,12 @@ class ServerState:
         region = self._kv_bytes(opts.plan_context) + self.act_bytes(opts.plan_context)
         self.pool = HostPool(int(pool_gb * GB), pin=cuda, chunk_bytes=region * max(1, int(8 * GB // region)))
         self.pool_seconds = time.perf_counter() - tp
-        self.hub = EventHub()
+        self.hub = EventHub(keep_bytes=int(opts.replay_mb * 1e6))
         self.scheduler = Scheduler(self.engine, Swapper(self.device, self.pool), self.pool, ledger, self.hub,
-                                   opts.swap_policy, snapshot=convert.session_info)
+                                   opts.swap_policy, snapshot=convert.session_info, quantum_ms=opts.quantum_ms)
+        self.leases = Leases(self.scheduler, self.clients, opts.lease_s, opts.retire_s)
+        self.scheduler.every(min(0.5, max(0.05, opts.lease_s / 4)), self.leases.tick)
+        self._samples: dict[tuple[str, bool], tuple[float, pb.TelemetrySample]] = {}
         self.scheduler.start()
         self.nvml_peak = self.nvml.used()
         self._sampler = threading.Thread(target=self._sample_peaks, daemon=True, name="djinn-nvml")
@@ -142,10 +165,6 @@ class ServerState:
             time.sleep(0.02)
 
     # ------------------------------------------------------------ answers
-    def check_token(self, context) -> None:
-        if self.opts.token and dict(context.invocation_metadata()).get("x-djinn-token") != self.opts.token:
-            raise DjinnError("UNAUTHENTICATED", "missing or wrong x-djinn-token")
-
     def device_name(self) -> str:
         if self.device.type == "cuda":
             return torch.cuda.get_device_name(self.device)
@@ -158,8 +177,9 @@ class ServerState:
             pass
         return platform.processor() or platform.machine()
 
-    def info(self) -> pb.ServerInfo:
+    def info(self, who: Identity | None = None) -> pb.ServerInfo:
         a, L = self.args, self.ledger
+        who = who or Identity("", True)
         return pb.ServerInfo(
             server_version=__version__,
             model=pb.ModelConfig(name=self.opts.model, n_layers=a.n_layers, dim=a.dim, n_heads=a.n_heads,
@@ -170,18 +190,29 @@ class ServerState:
                                  host_pool_bytes=self.pool.nbytes, kv_bytes_per_token=a.kv_bytes_per_token(self.itemsize),
                                  device_total_bytes=self.nvml.total(), allocator_capped=self.allocator_capped),
             modules=[pb.ModuleNode(**m) for m in self.modules], swap_policy=self.opts.swap_policy,
-            torch_version=torch.__version__, startup_seconds=self.startup_seconds, event_seq=self.hub.last_seq)
+            torch_version=torch.__version__, startup_seconds=self.startup_seconds, event_seq=self.hub.last_seq,
+            user=who.user, admin=who.admin, client_id=who.client, lease_seconds=self.opts.lease_s, tls=self.opts.tls,
+            device_error=self.scheduler.device_error)
 
-    def telemetry_sample(self) -> pb.TelemetrySample:
+    def telemetry_sample(self, who: Identity | None = None) -> pb.TelemetrySample:
+        """Device totals plus the caller's own sessions (an admin's: all). Built at most every
+        10 ms per (user, admin), so hundreds of subscribers cost a few samples per tick."""
+        who = who or Identity("", True)
+        key, now = (who.user, who.admin), time.monotonic()
+        cached = self._samples.get(key)
+        if cached and now - cached[0] < 0.01:
+            return cached[1]
         sched, L = self.scheduler, self.ledger
-        sessions = list(sched.sessions.values())
+        with sched.lock:
+            sessions = list(sched.sessions.values())
         resident = sum(s.memory.device_bytes() for s in sessions)
         swapped = sum(s.memory.total_bytes for s in sessions if s.memory.location == HOST)
         alloc = allocator_stats(self.device)
         nv = self.nvml.used()
         self.nvml_peak = max(self.nvml_peak, nv)
         accounted = L.fixed + resident
-        return pb.TelemetrySample(
+        connected, streams = self.clients.counts()
+        sample = pb.TelemetrySample(
             time=time.time(), budget_bytes=L.budget, weights_bytes=L.weights, workspace_bytes=L.workspace + L.overhead,
             resident_kv_bytes=resident, swapped_kv_bytes=swapped, accounted_bytes=accounted,
             allocator_allocated_bytes=alloc["allocated"], allocator_reserved_bytes=alloc["reserved"],
@@ -189,8 +220,13 @@ class ServerState:
             host_pool_bytes=self.pool.nbytes, swap_outs=sched.totals["out"][0], swap_ins=sched.totals["in"][0],
             sessions=[pb.SessionMemory(session_id=s.id, state=convert.STATE_TO_PB[s.state],
                                        kv_location=convert.KV_TO_PB[s.memory.location], kv_bytes=s.memory.total_bytes,
-                                       layer=s.layer, point=convert.POINT_TO_PB[s.point]) for s in sessions],
-            accounted_peak_bytes=max(L.peak, accounted), nvml_peak_bytes=self.nvml_peak)
+                                       layer=s.layer, point=convert.POINT_TO_PB[s.point])
+                      for s in sessions if who.may_see(s.owner)],
+            accounted_peak_bytes=max(L.peak, accounted), nvml_peak_bytes=self.nvml_peak,
+            auth_failures=self.users.failures, clients_connected=connected, open_streams=streams,
+            device_error=sched.device_error)
+        self._samples[key] = (now, sample)
+        return sample
 
     def summary_line(self, address: str) -> str:
         L = self.ledger
