@@ -3,12 +3,16 @@
 Hand-written tokenizer + recursive-descent parser -> Node tree -> evaluation with torch ops.
 No eval/exec/compile and no getattr on user text: every operator and function is an explicit
 table entry, so anything outside the grammar is an ExprError, never Python behaviour.
+Every index is checked against its dim before it reaches a kernel (on CUDA an out-of-range
+gather is a device-side assert that poisons the context of every session), and the work of one
+expression is bounded by Limits (elements touched, wall time).
 """
 from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from math import prod
 from typing import Callable, Iterator, Mapping
 
@@ -19,12 +23,54 @@ MAX_LEN = 2000          # characters of source
 MAX_NEST = 64           # parentheses, brackets, call arguments and prefix operators
 MAX_TREE = 256          # node depth: keeps evaluation recursion far below Python's limit
 MAX_ELEMENTS = 1 << 28  # 256M elements for any tensor an operator would create
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1  # plain integers are 64-bit, like tensors'
+
+
+@dataclass
+class Limits:
+    """Work one expression may do: elements read and written, summed over every operation
+    (a matmul counts its multiply-adds), and wall time, checked between nodes."""
+    max_elements: int = 1 << 30
+    max_ms: float = 2000.0
+    max_result_bytes: int = 256 << 20  # a session's stored $N results, all together (host memory)
 
 
 class ExprError(ValueError):
     def __init__(self, msg: str, col: int | None = None):
         super().__init__(msg if col is None else f"{msg} (column {col})")
         self.msg, self.col = msg, col
+
+    def at(self, col: int):
+        """Adds the column in place, so subclasses (ExprLimit) keep their type and fields."""
+        self.col, self.args = col, (f"{self.msg} (column {col})",)
+        return self
+
+
+class ExprLimit(ExprError):
+    """A Limits bound was reached: `limit` is 'elements', 'time' or 'memory', `value` its bound."""
+    def __init__(self, msg: str, limit: str, value, col: int | None = None):
+        super().__init__(msg, col)
+        self.limit, self.value = limit, value
+
+
+@dataclass(frozen=True)
+class Lazy:
+    """An env value loaded only when the expression uses it; `elements` (the work of loading,
+    e.g. the logit lens' projection) is charged to the budget before it is loaded."""
+    load: Callable[[], object]
+    elements: int = 0
+
+    def __call__(self):
+        return self.load()
+
+
+def is_device_fault(e: BaseException) -> bool:
+    """A CUDA error (device-side assert, illegal access...): not the expression's fault, and the
+    context is gone, so it must reach the server as itself, never as an ExprError."""
+    accel = getattr(torch, "AcceleratorError", None)
+    return (accel is not None and isinstance(e, accel)) or isinstance(e, RuntimeError) and \
+        not isinstance(e, torch.OutOfMemoryError) and any(m in str(e) for m in (
+            "CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS"))
 
 
 # ------------------------------------------------------------------------------ tokenizer
@@ -69,8 +115,14 @@ def tokenize(src: str) -> list[Tok]:
         if kind == "num":
             if i < len(src) and (src[i].isalnum() or src[i] in "_$"):
                 raise ExprError(f"invalid number '{text}{src[i]}'", col)
-            toks.append(Tok("num", float(text) if any(ch in text for ch in ".eE")
-                            else int(text), col))
+            if any(ch in text for ch in ".eE"):
+                toks.append(Tok("num", float(text), col))  # past float range: inf, as Python
+                continue
+            if len(text) > 19 or int(text) > INT_MAX:
+                raise ExprError(f"integer literal {text[:24]}{'...' if len(text) > 24 else ''} "
+                                "is too large: integers are 64-bit (at most 9223372036854775807); "
+                                "write a float such as 1e30", col)
+            toks.append(Tok("num", int(text), col))
         elif kind == "name":
             if "__" in text:
                 raise ExprError(f"names containing '__' are not allowed: '{text}'", col)
@@ -92,6 +144,7 @@ class Node:
     col: int
     args: tuple  # operator names, values, child Nodes, or tuples of child Nodes
     depth: int = 1
+    text: str = field(default="", compare=False)  # source of an index item, for messages
 
 
 def _children(args: tuple) -> Iterator[Node]:
@@ -122,7 +175,7 @@ _HINTS = {"=": "assignment is not allowed (use '==' to compare)",
 
 class _Parser:
     def __init__(self, src: str):
-        self.toks, self.i, self.nest = tokenize(src), 0, 0
+        self.src, self.toks, self.i, self.nest = src, tokenize(src), 0, 0
 
     def peek(self, k: int = 0) -> Tok:
         return self.toks[min(self.i + k, len(self.toks) - 1)]
@@ -202,8 +255,9 @@ class _Parser:
                 while len(parts) < 3 and self.take(":"):
                     end = self.at(":") or self.at(",") or self.at("]")
                     parts.append(None if end else self.expr())
-                items.append(parts[0] if len(parts) == 1 else
-                             _node("slice", t.col, *parts, *[None] * (3 - len(parts))))
+                item = parts[0] if len(parts) == 1 else \
+                    _node("slice", t.col, *parts, *[None] * (3 - len(parts)))
+                items.append(replace(item, text=self.src[t.col - 1:self.peek().col - 1].strip()))
             if not self.take(","):
                 self.expect("]")
                 return tuple(items)
@@ -274,6 +328,7 @@ def names_used(src: str) -> set[str]:
 
 _LOWP = (torch.bfloat16, torch.float16)
 _CAUGHT = (RuntimeError, TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError)
+_META = {"shape", "numel"}  # read metadata only: no elements charged
 
 
 def _kind(v) -> str:
@@ -301,23 +356,66 @@ def _int(d, what: str = "dim"):
     raise ExprError(f"{what} must be an integer, got a {_kind(d)}")
 
 
+def _dim(x, d):
+    """A dim of x, checked here so the message is ours (a 0-d tensor takes 0 and -1, as torch)."""
+    x, d = _t(x), _int(d)
+    n = max(x.dim(), 1)
+    if d is not None and not -n <= d < n:
+        raise ExprError(f"dim {d} out of range for shape {list(x.shape)} (valid {-n}..{n - 1})")
+    return d
+
+
+def _int64(v, what: str):
+    """Plain integers stay in int64 like tensor integers: no bignums, nothing float() rejects."""
+    if isinstance(v, int) and not INT_MIN <= v <= INT_MAX:
+        raise ExprError(f"integer overflow: {what} does not fit in 64 bits; use a float operand "
+                        f"(e.g. 2.0 ** 100) for float arithmetic")
+    return v
+
+
 def _check_size(shape, what: str):
     if (n := prod(shape)) > MAX_ELEMENTS:
         raise ExprError(f"{what} would create {n:,} elements (shape {list(shape)}); "
                         f"the limit is {MAX_ELEMENTS:,}")
 
 
-def _bcast(what: str, *vals):
+def _bcast(what: str, *vals) -> tuple:
     shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else () for v in vals]
-    _check_size(torch.broadcast_shapes(*shapes), what)
+    _check_size(out := tuple(torch.broadcast_shapes(*shapes)), what)
+    return out
+
+
+def _numel(*vals) -> int:
+    return sum(v.numel() for v in vals if isinstance(v, torch.Tensor))
+
+
+def _out_bound(vals) -> int:
+    """Elements a call may write: its tensors' broadcast (elementwise ops, reductions, topk)."""
+    shapes = [tuple(v.shape) for v in vals if isinstance(v, torch.Tensor)]
+    try:
+        return prod(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        return max(map(prod, shapes), default=0)
+
+
+def _check_bounds(k: torch.Tensor, size: int, dim: int, it: Node):
+    """An integer-tensor index, checked on its own device before the gather: on CUDA an
+    out-of-range gather is a device-side assert that kills every session's context."""
+    if k.numel() == 0:
+        return
+    lo, hi = torch.stack([k.amin(), k.amax()]).tolist()  # one reduction pair, one copy back
+    if lo < -size or hi >= size:
+        valid = f"valid {-size}..{size - 1}" if size else "the dim is empty"
+        raise ExprError(f"index tensor '{it.text}' has value {lo if lo < -size else hi} out of "
+                        f"range for dim {dim} with size {size} ({valid})", it.col)
 
 
 def _reduce(f, conv=_f32):
-    return lambda x, dim=None: f(conv(x)) if dim is None else f(conv(x), dim=_int(dim))
+    return lambda x, dim=None: f(conv(x)) if dim is None else f(conv(x), dim=_dim(x, dim))
 
 
 def _topk(x, k, dim=-1):
-    x, k, dim = _t(x), _int(k, "k"), _int(dim)
+    x, k, dim = _t(x), _int(k, "k"), _dim(x, dim)
     if not 1 <= k <= (x.shape[dim] if x.dim() else 1):
         raise ExprError(f"topk: k={k} out of range for dim {dim} of shape {list(x.shape)}")
     return torch.topk(x, k, dim=dim).values
@@ -329,6 +427,11 @@ def _clamp(x, lo, hi):
         # torch.clamp takes two numbers or two tensors (on x's device), not a mix
         lo, hi = _t(lo, x), _t(hi, x)
     return torch.clamp(_t(x), lo, hi)
+
+
+def _cos_sim(a, b, dim=-1):
+    shape = _bcast("cos_sim", a, b)
+    return F.cosine_similarity(_f32(a), _f32(b), dim=_dim(torch.empty(shape, device="meta"), dim))
 
 
 _X, _XD = ("x",), ("x", "dim")
@@ -347,14 +450,13 @@ _FUNCS: dict[str, tuple[Callable, tuple[str, ...], int]] = {
         "abs": torch.abs, "sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log,
         "isnan": torch.isnan, "isinf": torch.isinf, "zeros_like": torch.zeros_like,
         "ones_like": torch.ones_like, "numel": torch.numel}.items()},
-    "softmax": (lambda x, dim=-1: torch.softmax(_f32(x), _int(dim)), _XD, 1),
-    "log_softmax": (lambda x, dim=-1: torch.log_softmax(_f32(x), _int(dim)), _XD, 1),
+    "softmax": (lambda x, dim=-1: torch.softmax(_f32(x), _dim(x, dim)), _XD, 1),
+    "log_softmax": (lambda x, dim=-1: torch.log_softmax(_f32(x), _dim(x, dim)), _XD, 1),
     "topk": (_topk, ("x", "k", "dim"), 2),
     "shape": (lambda x: torch.tensor(_t(x).shape, dtype=torch.int64), _X, 1),
     "float": (lambda x: x.float() if isinstance(x, torch.Tensor) else float(_t(x)), _X, 1),
     "clamp": (_clamp, ("x", "lo", "hi"), 3),
-    "cos_sim": (lambda a, b, dim=-1: _bcast("cos_sim", a, b) or F.cosine_similarity(
-        _f32(a), _f32(b), dim=_int(dim)), ("a", "b", "dim"), 2),
+    "cos_sim": (_cos_sim, ("a", "b", "dim"), 2),
 }
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
@@ -362,7 +464,7 @@ _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.t
         ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
 
 
-def _binop(op: str, a, b):
+def _binop(op: str, a, b, charge=lambda n, what: None):
     tensors = isinstance(a, torch.Tensor), isinstance(b, torch.Tensor)
     if isinstance(a, str) or isinstance(b, str):
         if any(tensors):
@@ -375,12 +477,17 @@ def _binop(op: str, a, b):
             raise ExprError("'@' needs two tensors")
         meta = torch.empty(a.shape, device="meta") @ torch.empty(b.shape, device="meta")
         _check_size(meta.shape, "'@'")
+        charge(a.numel() + b.numel() + meta.numel() * a.shape[-1], "'@'")  # multiply-adds
     elif any(tensors):
-        _bcast(f"'{op}'", a, b)
-    elif op == "**" and isinstance(a, int) and isinstance(b, int) and \
-            not 0 <= b * a.bit_length() <= 4096:
-        a = float(a)  # a huge integer power would hang building a bignum
-    return _OPS[op](a, b)
+        charge(_numel(a, b) + prod(_bcast(f"'{op}'", a, b)), f"'{op}'")
+    elif op == "**" and type(a) is int and type(b) is int and b > 0 and \
+            (abs(a).bit_length() - 1) * b > 63:  # |a| ** b >= 2 ** 64: refuse before the bignum
+        _int64(1 << 64, f"{a} ** {b}")
+    out = _OPS[op](a, b)
+    if isinstance(out, complex):
+        raise ExprError(f"'{op}' of {a} and {b} is a complex number; only real numbers are "
+                        "supported")
+    return _int64(out, f"{a} {op} {b}")
 
 
 def _is_int_tensor(k) -> bool:
@@ -388,17 +495,36 @@ def _is_int_tensor(k) -> bool:
 
 
 class _Eval:
-    def __init__(self, env: Mapping[str, object]):
-        self.env, self.cache = env, {}
+    def __init__(self, env: Mapping[str, object], limits: Limits):
+        self.env, self.cache, self.limits, self.used = env, {}, limits, 0
+        self.deadline = time.perf_counter() + limits.max_ms / 1e3
+
+    def charge(self, n: int, what: str):
+        """Counts elements before the work that touches them, so a refused op never runs."""
+        self.used += int(n)
+        if self.used > (cap := self.limits.max_elements):
+            raise ExprLimit(f"{what} would bring this expression's work to {self.used:,} "
+                            f"elements; the limit is {cap:,}", "elements", cap)
+
+    def clock(self):
+        if time.perf_counter() > self.deadline:
+            raise ExprLimit(f"expression ran past the time limit of {self.limits.max_ms:g} ms",
+                            "time", self.limits.max_ms)
 
     def ev(self, n: Node):
         try:
-            return self.handlers[n.kind](self, n)
+            self.clock()  # between nodes: a kernel already launched is not interrupted
+            out = self.handlers[n.kind](self, n)
+            self.clock()
+            return out
         except ExprError as e:
-            if e.col is None:
-                raise ExprError(e.msg, n.col) from None
-            raise
+            raise e if e.col is not None else e.at(n.col)
+        except torch.OutOfMemoryError as e:
+            raise ExprLimit(f"out of memory: {str(e).strip().splitlines()[0][:200]}", "memory",
+                            0, n.col) from None
         except _CAUGHT as e:
+            if is_device_fault(e):
+                raise
             what = {"bin": f"'{n.args[0]}'", "cmp": f"'{n.args[0]}'", "call": f"{n.args[0]}()",
                     "name": f"loading '{n.args[0]}'"}.get(n.kind, n.kind)
             msg = "numeric overflow" if isinstance(e, OverflowError) else \
@@ -415,20 +541,23 @@ class _Eval:
             raise ExprError(f"unknown name '{name}'; available: "
                             f"{', '.join(avail[:40]) or '(none)'}{more}")
         v = self.env[name]
+        if isinstance(v, Lazy):
+            self.charge(v.elements, f"loading '{name}'")
         if callable(v) and not isinstance(v, torch.Tensor):
             v = v()  # lazy: only names the expression uses are materialized, once
         if not isinstance(v, (torch.Tensor, bool, int, float, str)):
             raise ExprError(f"'{name}' has unsupported type {type(v).__name__}")
-        self.cache[name] = v
+        self.cache[name] = _int64(v, f"'{name}'")
         return v
 
     def unary(self, n: Node):
         v = self.ev(n.args[0])
+        self.charge(2 * _numel(v), f"'{n.kind}'")
         if n.kind == "not":
             return torch.logical_not(v) if isinstance(v, torch.Tensor) else not v
         if isinstance(v, str):
             raise ExprError("unary '-' and '+' do not apply to a string")
-        return -v if n.kind == "neg" else +v
+        return _int64(-v if n.kind == "neg" else +v, f"-({v})")
 
     def logic(self, n: Node):
         # A scalar left side short-circuits like Python (so the right side's lazy tensors
@@ -438,12 +567,13 @@ class _Eval:
             return is_or
         b = self.ev(n.args[2])
         if not isinstance(a, torch.Tensor):
+            self.charge(2 * _numel(b), f"'{n.kind}'")
             return b.bool() if isinstance(b, torch.Tensor) else bool(b)
-        _bcast(f"'{n.kind}'", a, _t(b))
+        self.charge(_numel(a, b) + prod(_bcast(f"'{n.kind}'", a, _t(b))), f"'{n.kind}'")
         return (torch.logical_or if is_or else torch.logical_and)(a, _t(b))
 
     def binary(self, n: Node):
-        return _binop(n.args[0], self.ev(n.args[1]), self.ev(n.args[2]))
+        return _binop(n.args[0], self.ev(n.args[1]), self.ev(n.args[2]), self.charge)
 
     def index(self, n: Node):
         v, items = self.ev(n.args[0]), n.args[1]
@@ -457,18 +587,41 @@ class _Eval:
                 torch.bool else 1 for k in idx]
         if sum(used) > v.dim():
             raise ExprError(f"too many indices: tensor has {v.dim()} dims, got {sum(used)}")
-        dim = 0
-        for k, u, it in zip(idx, used, items):
-            if isinstance(k, int) and not -v.shape[dim] <= k < v.shape[dim]:
-                raise ExprError(f"index {k} out of range for dim {dim} with size "
-                                f"{v.shape[dim]}", it.col)
-            dim += v.dim() - sum(used) if k is ... else u
-        if any(map(_is_int_tensor, idx)) and not any(u > 1 for u in used):
+        dim, gather, mask = 0, False, False
+        for i, (k, u, it) in enumerate(zip(idx, used, items)):
+            if k is ...:
+                dim += v.dim() - sum(used)
+                continue
+            size = v.shape[dim] if u == 1 else 0
+            if isinstance(k, int):
+                if not -size <= k < size:
+                    raise ExprError(f"index {k} out of range for dim {dim} with size {size}",
+                                    it.col)
+            elif isinstance(k, slice):  # clamp like Python, before torch warns about it
+                idx[i] = slice(*(b if b is None else max(-size, min(b, size)) for b in
+                                 (k.start, k.stop)), k.step and min(k.step, max(size, 1)))
+            elif k.dtype == torch.bool:
+                if tuple(k.shape) != tuple(v.shape[dim:dim + u]):
+                    raise ExprError(f"boolean mask '{it.text}' has shape {list(k.shape)} but "
+                                    f"the dims it covers ({dim}..{dim + u - 1}) have shape "
+                                    f"{list(v.shape[dim:dim + u])}", it.col)
+                self.charge(k.numel() + 2 * v.numel(), "a boolean mask index")
+                idx[i], mask = k.to(v.device), True
+            else:
+                self.charge(k.numel(), f"checking index tensor '{it.text}'")
+                _check_bounds(k, size, dim, it)
+                idx[i], gather = k.to(v.device), True
+            dim += u
+        if gather and not mask:
             # integer-tensor (gather) indexing can grow the result: size it on meta first
             meta = torch.empty(v.shape, device="meta")[tuple(
                 k.to("meta") if isinstance(k, torch.Tensor) else k for k in idx)]
             _check_size(meta.shape, "indexing")
-        return v[tuple(idx)]
+            self.charge(2 * meta.numel(), "indexing")
+        out = v[tuple(idx)]
+        if not (gather or mask):
+            self.charge(out.numel(), "indexing")  # a view: nothing ran yet, so charge after
+        return out
 
     def index_item(self, it: Node):
         if it.kind == "ellipsis":
@@ -481,6 +634,8 @@ class _Eval:
         k = self.ev(it)
         if _is_int_tensor(k) and k.dtype != torch.bool and k.dim() == 0:
             k = k.item()  # x[argmax(y)]: behaves like a plain integer (and gets bounds-checked)
+        if _is_int_tensor(k) and k.dtype not in (torch.int64, torch.int32, torch.bool):
+            k = k.long()  # torch would read uint8 as a mask and refuse int8/int16
         if _is_int_tensor(k) or isinstance(k, int) and not isinstance(k, bool):
             return k
         raise ExprError(f"an index must be an integer, slice, '...' or an integer/bool "
@@ -509,6 +664,8 @@ class _Eval:
             bound[k] = self.ev(kw.args[1])
         if missing := [p for p in params[:required] if p not in bound]:
             raise ExprError(f"missing argument '{missing[0]}'; signature: {sig}")
+        if name not in _META:
+            self.charge(_numel(*bound.values()) + _out_bound(bound.values()), f"{name}()")
         out = fn(**bound)
         if not isinstance(bound[params[0]], torch.Tensor) and isinstance(out, torch.Tensor) \
                 and out.dim() == 0:
@@ -520,8 +677,11 @@ class _Eval:
                 "bin": binary, "cmp": binary, "index": index, "call": call}
 
 
-def evaluate(src: str, env: Mapping[str, object]) -> object:
-    """Evaluate `src` over `env` (tensors, lazy zero-arg callables, numbers, strings)."""
+def evaluate(src: str, env: Mapping[str, object], limits: Limits | None = None) -> object:
+    """Evaluate `src` over `env` (tensors, lazy zero-arg callables, numbers, strings).
+
+    Raises ExprError for anything wrong with the expression, ExprLimit (a subclass) when it
+    would exceed `limits`; device faults (CUDA errors) pass through unchanged."""
     tree = parse(src)
     with torch.no_grad():  # never build autograd graphs over model activations
-        return _Eval(env).ev(tree)
+        return _Eval(env, limits or Limits()).ev(tree)

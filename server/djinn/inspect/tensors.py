@@ -16,6 +16,7 @@ _NAMES = {v: k for k, v in DTYPES.items()}
 _SHORT = {"bfloat16": "bf16", "float16": "f16", "float32": "f32", "float64": "f64", "int8": "i8",
           "int16": "i16", "int32": "i32", "int64": "i64", "uint8": "u8", "bool": "bool"}
 MAX_CHUNK = 1 << 20  # 1 MiB per streamed chunk
+SUMMARY_CHUNK = 1 << 24  # elements a summary reduces at once (16M: 64 MB per float32 temporary)
 
 
 def dtype_name(t_dtype: torch.dtype) -> str:
@@ -30,11 +31,29 @@ def dtype_from_name(s: str) -> torch.dtype:
         raise ValueError(f"unknown dtype {s!r}; expected one of {', '.join(DTYPES)}") from None
 
 
+def _chunk_stats(c: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """[finite count, sum, M2 about the chunk's own mean, min, max, l2, nan, inf] of a 1-D chunk."""
+    f = c if c.dtype == torch.float64 else c.float()
+    isnan, isinf = torch.isnan(f), torch.isinf(f)
+    finite = ~(isnan | isinf)
+    n = finite.sum()
+    zero = torch.zeros((), dtype=f.dtype, device=f.device)
+    # torch.where instead of boolean masking: masking needs the count on the host (a sync).
+    fz = torch.where(finite, f, zero)
+    s = fz.sum()
+    m2 = torch.where(finite, f - s / n, zero).square().sum()  # two-pass within the chunk: no cancellation
+    lo, hi = torch.where(finite, f, math.inf).amin(), torch.where(finite, f, -math.inf).amax()
+    return torch.stack([x.to(acc) for x in (n, s, m2, lo, hi, torch.linalg.vector_norm(fz),
+                                             isnan.sum(), isinf.sum())])
+
+
 def summarize(t: torch.Tensor) -> dict:
     """Statistics over the finite values, computed on t's device; one device->host copy.
 
     Values are taken in float32 (float64 stays float64); std is the sample std (n-1), like
-    torch.std. Statistics with no finite values are NaN (l2_norm is 0.0).
+    torch.std. Statistics with no finite values are NaN (l2_norm is 0.0). Reduced in chunks of
+    SUMMARY_CHUNK elements, so the float32 temporaries stay bounded (a 2048 x 32000 logits
+    tensor would otherwise need several 262 MB copies); chunks combine in float64.
     """
     out = {"dtype": dtype_name(t.dtype), "shape": list(t.shape), "numel": t.numel()}
     if t.numel() == 0:
@@ -42,25 +61,19 @@ def summarize(t: torch.Tensor) -> dict:
         return {**out, "min": nan, "max": nan, "mean": nan, "std": nan, "l2_norm": 0.0,
                 "nan_count": 0, "inf_count": 0}
     with torch.no_grad():
-        f = t.detach()
-        f = f if f.dtype == torch.float64 else f.float()
-        isnan, isinf = torch.isnan(f), torch.isinf(f)
-        finite = ~(isnan | isinf)
-        n = finite.sum()
-        zero = torch.zeros((), dtype=f.dtype, device=f.device)
-        # torch.where instead of boolean masking: masking needs the count on the host (a sync).
-        fz = torch.where(finite, f, zero)
-        mean = fz.sum() / n                               # 0/0 = nan when nothing is finite
-        var = torch.where(finite, f - mean, zero).square().sum() / (n - 1)
-        nan = torch.full((), float("nan"), dtype=f.dtype, device=f.device)
-        lo = torch.where(n > 0, torch.where(finite, f, math.inf).amin(), nan)
-        hi = torch.where(n > 0, torch.where(finite, f, -math.inf).amax(), nan)
         # float64 keeps counts exact past 2**24; MPS has no float64.
-        acc = torch.float32 if f.device.type == "mps" else torch.float64
-        std = torch.where(n > 1, var.sqrt(), nan)
-        stats = torch.stack([s.to(acc) for s in (lo, hi, mean, std,
-                             torch.linalg.vector_norm(fz), isnan.sum(), isinf.sum())])
-        vals = stats.tolist()  # the only device->host transfer
+        acc = torch.float32 if t.device.type == "mps" else torch.float64
+        parts = torch.stack([_chunk_stats(c, acc) for c in t.detach().reshape(-1).split(SUMMARY_CHUNK)])
+        n, sums, m2, lo, hi, l2, nans, infs = parts.unbind(1)
+        N = n.sum()
+        mean = sums.sum() / N                                   # 0/0 = nan when nothing is finite
+        # Chan et al.: M2 = sum of the chunks' M2 + n_c (mean_c - mean)^2 (empty chunks add 0)
+        m2 = m2.sum() + torch.where(n > 0, n * (sums / n - mean).square(), 0).sum()
+        nan = torch.full((), float("nan"), dtype=acc, device=t.device)
+        std = torch.where(N > 1, (m2 / (N - 1)).sqrt(), nan)
+        lo, hi = torch.where(N > 0, lo.amin(), nan), torch.where(N > 0, hi.amax(), nan)
+        vals = torch.stack([lo, hi, mean, std, l2.square().sum().sqrt(), nans.sum(),
+                            infs.sum()]).tolist()  # the only device->host transfer
     keys = ("min", "max", "mean", "std", "l2_norm", "nan_count", "inf_count")
     out.update(zip(keys, vals))
     out["nan_count"], out["inf_count"] = int(vals[5]), int(vals[6])

@@ -1,7 +1,9 @@
 """The tensors a paused session offers, by name, and what each one means.
 
 Entries are lazy where computing them costs work (q/k/v before attention ran, the logit
-lens): nothing is computed unless a client asks for it.
+lens): nothing is computed unless a client asks for it. `$N` results are host copies (never
+views of the KV buffer or activations, never device memory): expressions get them back on the
+session's device, and only when they use them.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from ..inspect.expr import Lazy
 from .engine import Engine
 from .session import ATTN, LAYER, MLP, Session
 
@@ -20,6 +23,7 @@ class Entry:
     writable: bool
     description: str
     lazy: bool = False   # computed only when asked for (listing shows no statistics)
+    cost: int = 0        # elements read and written to compute it: charged to an expression's limit
 
 
 def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
@@ -28,6 +32,8 @@ def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
     layer = model.layers[L]
     mod = s.module_name()
     T = s.pass_tokens.shape[0]
+    a = engine.args
+    qkv_cost = T * a.dim + (a.dim + T) * (a.n_heads + 2 * a.n_kv_heads) * a.head_dim
     out: dict[str, Entry] = {}
     where = {LAYER: f"input of layers.{L}", ATTN: f"input of layers.{L} (attention not yet added)",
              MLP: f"residual after layers.{L} attention (MLP not yet added)"}[point]
@@ -40,7 +46,7 @@ def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
             return f
         for i, n in enumerate("qkv"):
             out[n] = Entry(torch.no_grad()(lazy_qkv(i)), False, f"{n} of layers.{L} from the current input [heads, tokens, head_dim]",
-                           lazy=True)
+                           lazy=True, cost=qkv_cost)
         end = s.input_pos
     else:
         end = s.input_pos + T
@@ -53,16 +59,19 @@ def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
     out["k_cache"] = Entry(lambda: kv[L, 0, :, :end], False, f"KV cache keys of layers.{L}, positions 0..{end - 1}")
     out["v_cache"] = Entry(lambda: kv[L, 1, :, :end], False, f"KV cache values of layers.{L}, positions 0..{end - 1}")
     out["logits"] = Entry(torch.no_grad()(lambda: model.logits(acts["hidden"])), False,
-                          f"logit lens at {mod}: lm_head(norm(hidden)) [tokens, vocab], fp32", lazy=True)
+                          f"logit lens at {mod}: lm_head(norm(hidden)) [tokens, vocab], fp32", lazy=True,
+                          cost=T * a.dim + (a.dim + T) * a.vocab_size)
     out["tokens"] = Entry(lambda: s.pass_tokens, False, "input tokens of this pass")
     for name, t in s.results.items():
-        out[name] = Entry(lambda t=t: t, False, "evaluation result")
+        out[name] = Entry(lambda t=t: t, False, "evaluation result (a host copy)")
     return out
 
 
 def expression_env(engine: Engine, s: Session) -> dict:
     """Names for Evaluate and breakpoint conditions: lazy tensors plus the position scalars."""
-    env: dict = {name: e.get for name, e in catalog(engine, s).items()}
+    env: dict = {name: Lazy(e.get, e.cost) for name, e in catalog(engine, s).items()}
+    for name, t in s.results.items():  # back on the device only if the expression uses it
+        env[name] = Lazy(lambda t=t: t.to(engine.device), t.numel())
     env.update(token=s.pass_index, pos=s.input_pos, layer=s.layer, session=s.id, phase=s.phase,
                point=s.point, ntokens=int(s.pass_tokens.shape[0]), generated=len(s.generated))
     return env

@@ -2,6 +2,8 @@
 
 Summaries are computed on the device with one transfer of a few scalars; slices copy only
 the region asked for; writes check shape and dtype and change the rest of the pass.
+Evaluate never lets an exception other than a DjinnError out (device faults excepted: those
+must reach the server as themselves), and stores its results on the host, bounded.
 """
 from __future__ import annotations
 
@@ -9,12 +11,12 @@ import time
 
 import torch
 
-from ..inspect.expr import ExprError, evaluate
+from ..inspect.expr import ExprError, ExprLimit, Limits, evaluate, is_device_fault
 from ..inspect.tensors import (SliceError, dtype_name, format_summary_line, from_bytes,
                                parse_slice, summarize, to_bytes)
 from .catalog import Entry, catalog, expression_env
 from .engine import Engine
-from .errors import invalid, not_found, out_of_range, precondition
+from .errors import DjinnError, exhausted, invalid, not_found, out_of_range, precondition
 from .session import Session
 
 
@@ -85,21 +87,50 @@ def set_tensor(engine: Engine, s: Session, name: str, dims, mode: str, dtype: st
     return summary(name, t, e)
 
 
+MiB = 1 << 20
+_HOW = {"elements": "raise it with the server flag --expr-max-elements, or work on a slice",
+        "time": "raise it with the server flag --expr-max-ms, or work on a slice",
+        "memory": "work on a slice"}
+
+
 def evaluate_expression(engine: Engine, s: Session, expression: str) -> dict:
     t0 = time.perf_counter()
+    limits = getattr(engine, "expr_limits", None) or Limits()
     try:
         with torch.no_grad():
-            value = evaluate(expression, expression_env(engine, s))
+            value = evaluate(expression, expression_env(engine, s), limits)
+            out = _result(s, expression, value, limits)
+    except DjinnError:
+        raise
+    except ExprLimit as e:
+        raise exhausted(f"expression: {e}; {_HOW[e.limit]}") from None
     except ExprError as e:
         raise invalid(f"expression: {e}") from None
-    except (RuntimeError, IndexError, TypeError) as e:
-        raise invalid(f"expression failed: {e}") from None
+    except torch.OutOfMemoryError as e:
+        raise exhausted(f"expression: out of memory ({str(e).splitlines()[0][:200]}); {_HOW['memory']}") from None
+    except Exception as e:  # noqa: BLE001 - last resort: the common cases above are specific
+        if is_device_fault(e):
+            raise
+        raise invalid(f"expression failed: {type(e).__name__}: {e}") from None
+    out["compute_ms"] = (time.perf_counter() - t0) * 1e3
+    return out
+
+
+def _result(s: Session, expression: str, value, limits: Limits) -> dict:
     out: dict = {}
     if isinstance(value, torch.Tensor) and value.numel() != 1:
+        held = sum(t.numel() * t.element_size() for t in s.results.values())
+        size = value.numel() * value.element_size()
+        if held + size > limits.max_result_bytes:
+            raise exhausted(f"this result ({size / MiB:.1f} MiB) would bring session {s.id}'s stored results to "
+                            f"{(held + size) / MiB:.1f} MiB; the limit is {limits.max_result_bytes / MiB:g} MiB: "
+                            "resume the session (that drops its results) or evaluate a slice")
+        rname = f"${s.result_counter + 1}"
+        summ = summary(rname, value, None)   # on the device, before the copy
+        # A host copy: a view would keep its base alive (k_cache's is the whole KV buffer, past a
+        # swap-out), and device memory held here is memory the VRAM budget does not see.
+        s.results[rname] = value.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
         s.result_counter += 1
-        rname = f"${s.result_counter}"
-        s.results[rname] = value
-        summ = summary(rname, value, None)
         summ["description"] = expression
         out.update(is_tensor=True, summary=summ, result_name=rname, value=format_summary_line(summ))
     else:
@@ -111,7 +142,6 @@ def evaluate_expression(engine: Engine, s: Session, expression: str) -> dict:
             out.update(scalar=float(value), value=f"{value:.6g}" if isinstance(value, float) else str(value))
         else:
             out.update(value=str(value))
-    out["compute_ms"] = (time.perf_counter() - t0) * 1e3
     return out
 
 
