@@ -88,6 +88,7 @@ def set_tensor(engine: Engine, s: Session, name: str, dims, mode: str, dtype: st
 
 
 MiB = 1 << 20
+_size = lambda n: f"{n / MiB:.1f} MiB" if n >= MiB else f"{n:,} bytes"  # noqa: E731
 _HOW = {"elements": "raise it with the server flag --expr-max-elements, or work on a slice",
         "time": "raise it with the server flag --expr-max-ms, or work on a slice",
         "memory": "work on a slice"}
@@ -122,8 +123,8 @@ def _result(s: Session, expression: str, value, limits: Limits) -> dict:
         held = sum(t.numel() * t.element_size() for t in s.results.values())
         size = value.numel() * value.element_size()
         if held + size > limits.max_result_bytes:
-            raise exhausted(f"this result ({size / MiB:.1f} MiB) would bring session {s.id}'s stored results to "
-                            f"{(held + size) / MiB:.1f} MiB; the limit is {limits.max_result_bytes / MiB:g} MiB: "
+            raise exhausted(f"this result ({_size(size)}) would bring session {s.id}'s stored results to "
+                            f"{_size(held + size)}; the limit is {_size(limits.max_result_bytes)}: "
                             "resume the session (that drops its results) or evaluate a slice")
         rname = f"${s.result_counter + 1}"
         summ = summary(rname, value, None)   # on the device, before the copy
