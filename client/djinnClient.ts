@@ -1,6 +1,8 @@
 // Typed promise API over the generated grpc-js client for djinn.v1.Djinn.
 // Shared by the exp3 driver, the debug adapter and the extension: no `vscode` import.
-import { credentials, Metadata, status, type CallOptions, type ClientUnaryCall, type ServiceError } from "@grpc/grpc-js";
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { credentials, Metadata, status, type CallOptions, type ChannelCredentials, type ClientUnaryCall, type ServiceError } from "@grpc/grpc-js";
 import {
   DjinnClient as GeneratedClient,
   CreateSessionRequest,
@@ -13,6 +15,7 @@ import {
   StepRequest,
   TelemetryRequest,
   type DeepPartial,
+  type DetachResponse,
   type EvaluateResponse,
   type Event,
   type ListSessionsResponse,
@@ -30,11 +33,56 @@ import { GrpcStream, type DjinnStream } from "./stream";
 
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 export const TOKEN_METADATA_KEY = "x-djinn-token";
+export const CLIENT_METADATA_KEY = "x-djinn-client";
+/** What the server accepts as a client id (x-djinn-client). */
+export const CLIENT_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
+
+/** Keepalive pings: a dead connection (a dropped SSH tunnel, a sleeping laptop) shows in seconds. */
+export const KEEPALIVE_OPTIONS = {
+  "grpc.keepalive_time_ms": 10_000,
+  "grpc.keepalive_timeout_ms": 5_000,
+  "grpc.keepalive_permit_without_calls": 1,
+} as const;
+
+export interface TlsOptions {
+  /** PEM file of the CA (or the self-signed certificate) that signed the server's certificate; default: the system's roots. */
+  caFile?: string;
+  /** The name the server's certificate was issued for, when it differs from the address's host (e.g. through an SSH tunnel). */
+  serverName?: string;
+}
 
 export interface DjinnClientOptions {
   /** Sent as gRPC metadata `x-djinn-token` on every call. */
   token?: string;
+  /**
+   * Sent as `x-djinn-client` on every call: breakpoints, presence and leases are per (user, client).
+   * Default: a new random UUID per DjinnClient. At most 64 of [A-Za-z0-9._:-].
+   */
+  clientId?: string;
+  /** Shorthand for `tls: { caFile }`. */
+  caFile?: string;
+  /** Connect with TLS (the server runs with --tls-cert/--tls-key); without it (and caFile) the channel is plain. */
+  tls?: TlsOptions;
   /** Deadline of each unary call; 0 = none. Default 120 s. */
+  deadlineMs?: number;
+  /** Keepalive pings (KEEPALIVE_OPTIONS); default true. */
+  keepalive?: boolean;
+}
+
+/** What Detach did; `emulated` when the server predates Detach (UNIMPLEMENTED) and the client did what it could itself. */
+export interface DetachResult extends DetachResponse {
+  emulated: boolean;
+}
+
+export interface DetachOptions {
+  /** Also close the sessions this client created. */
+  terminate: boolean;
+  /**
+   * For a server without Detach (UNIMPLEMENTED): the sessions to close with CloseSession when
+   * terminating (the old behaviour: the caller closed what it created).
+   */
+  fallbackSessionIds?: number[];
+  /** Deadline of the call (and of the fallback's calls); default the client's. */
   deadlineMs?: number;
 }
 
@@ -53,8 +101,36 @@ export type TelemetryStream = DjinnStream<TelemetrySample, "sample">;
 type Callback<Res> = (error: ServiceError | null, response: Res) => void;
 type UnaryFn<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: Callback<Res>) => ClientUnaryCall;
 
+/** The channel credentials and options of DjinnClientOptions (exported for tests). */
+export function channelSetup(opts: DjinnClientOptions): { credentials: ChannelCredentials; options: Record<string, string | number>; tls: boolean } {
+  const tls: TlsOptions | undefined = opts.tls || opts.caFile ? { ...opts.tls, caFile: opts.tls?.caFile ?? opts.caFile } : undefined;
+  const options: Record<string, string | number> = {
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+  };
+  if (opts.keepalive !== false) Object.assign(options, KEEPALIVE_OPTIONS);
+  if (!tls) return { credentials: credentials.createInsecure(), options, tls: false };
+  let ca: Buffer | undefined;
+  if (tls.caFile) {
+    try {
+      ca = readFileSync(tls.caFile);
+    } catch (e) {
+      throw new DjinnError(status.INVALID_ARGUMENT, `cannot read the CA file ${tls.caFile}: ${(e as Error).message}`);
+    }
+  }
+  if (tls.serverName) {
+    options["grpc.ssl_target_name_override"] = tls.serverName;
+    options["grpc.default_authority"] = tls.serverName;
+  }
+  return { credentials: credentials.createSsl(ca), options, tls: true };
+}
+
 export class DjinnClient {
   readonly address: string;
+  /** x-djinn-client of every call. */
+  readonly clientId: string;
+  /** The channel uses TLS. */
+  readonly tls: boolean;
   private readonly raw: GeneratedClient;
   private readonly token?: string;
   private readonly deadlineMs: number;
@@ -63,10 +139,14 @@ export class DjinnClient {
     this.address = address;
     this.token = opts.token;
     this.deadlineMs = opts.deadlineMs ?? 120_000;
-    this.raw = new GeneratedClient(address, credentials.createInsecure(), {
-      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-    });
+    const id = opts.clientId ?? randomUUID();
+    if (!CLIENT_ID_RE.test(id)) {
+      throw new DjinnError(status.INVALID_ARGUMENT, `client id ${JSON.stringify(id)}: at most 64 of [A-Za-z0-9._:-]`);
+    }
+    this.clientId = id;
+    const setup = channelSetup(opts);
+    this.tls = setup.tls;
+    this.raw = new GeneratedClient(address, setup.credentials, setup.options);
   }
 
   // ------------------------------------------------------------ connection
@@ -87,8 +167,9 @@ export class DjinnClient {
 
   // ----------------------------------------------------------------- unary
 
-  getInfo(): Promise<ServerInfo> {
-    return this.unary("getInfo", {});
+  /** `deadlineMs`: this call's deadline instead of the client's (a quick liveness probe). */
+  getInfo(deadlineMs?: number): Promise<ServerInfo> {
+    return this.unary("getInfo", {}, deadlineMs);
   }
 
   createSession(req: DeepPartial<CreateSessionRequest>): Promise<SessionInfo> {
@@ -138,6 +219,37 @@ export class DjinnClient {
 
   logitLens(req: DeepPartial<LogitLensRequest>): Promise<LogitLensResponse> {
     return this.unary("logitLens", LogitLensRequest.fromPartial(req));
+  }
+
+  /**
+   * This client leaves: the server removes its breakpoints from every session and, with
+   * `terminate`, closes the sessions it created (never another client's). A server without
+   * Detach (UNIMPLEMENTED) gets the old behaviour: with `terminate`, the client closes
+   * `fallbackSessionIds` itself (sessions already gone are skipped).
+   */
+  async detach(opts: DetachOptions | boolean): Promise<DetachResult> {
+    const o: DetachOptions = typeof opts === "boolean" ? { terminate: opts } : opts;
+    const deadlineMs = o.deadlineMs ?? this.deadlineMs;
+    try {
+      const r: DetachResponse = await this.unary("detach", { terminate: o.terminate }, deadlineMs);
+      return { ...r, emulated: false };
+    } catch (e) {
+      if ((e as DjinnError).code !== status.UNIMPLEMENTED) throw e;
+    }
+    const closed: number[] = [];
+    if (o.terminate) {
+      await Promise.all(
+        (o.fallbackSessionIds ?? []).map(async (id) => {
+          try {
+            await this.unary("closeSession", { sessionId: id }, deadlineMs);
+            closed.push(id);
+          } catch (e) {
+            if ((e as DjinnError).code !== status.NOT_FOUND) throw e;
+          }
+        }),
+      );
+    }
+    return { closedSessionIds: closed.sort((a, b) => a - b), breakpointsRemoved: 0, emulated: true };
   }
 
   // --------------------------------------------------------------- tensors
@@ -201,17 +313,18 @@ export class DjinnClient {
   private metadata(): Metadata {
     const md = new Metadata();
     if (this.token) md.set(TOKEN_METADATA_KEY, this.token);
+    md.set(CLIENT_METADATA_KEY, this.clientId);
     return md;
   }
 
-  private callOptions(): Partial<CallOptions> {
-    return this.deadlineMs > 0 ? { deadline: Date.now() + this.deadlineMs } : {};
+  private callOptions(deadlineMs = this.deadlineMs): Partial<CallOptions> {
+    return deadlineMs > 0 ? { deadline: Date.now() + deadlineMs } : {};
   }
 
-  private unary<Res>(method: keyof GeneratedClient & string, req: object): Promise<Res> {
+  private unary<Res>(method: keyof GeneratedClient & string, req: object, deadlineMs?: number): Promise<Res> {
     const fn = (this.raw[method] as unknown as UnaryFn<object, Res>).bind(this.raw);
     return new Promise((resolve, reject) => {
-      fn(req, this.metadata(), this.callOptions(), (err, res) => (err ? reject(toDjinnError(err, method)) : resolve(res)));
+      fn(req, this.metadata(), this.callOptions(deadlineMs), (err, res) => (err ? reject(toDjinnError(err, method)) : resolve(res)));
     });
   }
 }

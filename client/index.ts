@@ -5,6 +5,7 @@ export * from "./format";
 export * from "./localServer";
 export { serverEnv } from "./python";
 export type { DjinnStream } from "./stream";
+export * from "./resilientStream";
 // Messages and enums of the wire contract (not the generated grpc client: use DjinnClient above).
 export {
   EventKind,
