@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from djinn.inspect import expr
-from djinn.inspect.expr import ExprError, evaluate, names_used, parse
+from djinn.inspect.expr import ExprError, ExprLimit, Lazy, Limits, evaluate, names_used, parse
 
 X = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
 
@@ -259,6 +259,115 @@ def test_numeric_errors_are_expr_errors():
     assert "overflow" in err("((9999999999 ** 64) ** 64) ** 64")  # no giant bignums
     assert ev("2 ** 62") == 4611686018427387904
     assert torch.isinf(ev("x[0, 0, 1] / 0"))  # tensors follow IEEE
+
+
+# ----------------------------------------------------------------------------- integers
+
+@pytest.mark.parametrize("src,needle", [
+    ("2 ** 2048", "integer overflow: 2 ** 2048 does not fit in 64 bits"),
+    ("2 ** 63", "integer overflow: 2 ** 63"), ("(-2) ** 65", "integer overflow"),
+    ("3037000500 * 3037000500", "integer overflow: 3037000500 * 3037000500"),
+    ("9223372036854775807 + 1", "integer overflow"), ("-9223372036854775807 - 2", "integer overflow"),
+    ("-(-9223372036854775807 - 1)", "integer overflow"),
+    ("9223372036854775808", "integer literal 9223372036854775808 is too large"),
+    ("1" * 400, "integer literal 111111111111111111111111... is too large"),
+    ("2.0 ** 2048", "'**' failed: numeric overflow"), ("10 ** 400.0", "numeric overflow"),
+    ("(-8) ** 0.5", "complex number"), ("0 ** -1", "'**' failed"),
+])
+def test_integer_rules(src, needle):
+    msg = err(src)
+    assert needle in msg, msg
+
+
+def test_integers_within_64_bits_and_floats_as_python():
+    assert ev("2 ** 62 + (2 ** 62 - 1)") == (1 << 63) - 1 and "2 ** 63" in err("-2 ** 63")
+    assert ev("(-2) ** 63") == -(1 << 63) and ev("1 ** 100000") == 1 and ev("(-1) ** 99999") == -1
+    assert ev("9223372036854775807") == (1 << 63) - 1 and ev("2 ** -2048") == 0.0
+    assert ev("1e999") == math.inf and ev("1e308 * 10") == math.inf  # floats as Python
+    assert ev("9223372036854775807 / 2") == 4.611686018427388e18
+    assert torch.equal(ev("x * 9223372036854775807"), X * 9223372036854775807)
+    assert "overflow" in err("o + 1", o=1 << 70)   # ints from the env follow the same rule
+
+
+# ----------------------------------------------------------------------------- index bounds
+
+I = torch.tensor([0, 2, -1])
+
+
+@pytest.mark.parametrize("src,needle", [
+    ("x[i * 5]", "index tensor 'i * 5' has value -5 out of range for dim 0 with size 2 "
+                 "(valid -2..1) (column 3)"),
+    ("x[i * 5 + 5]", "index tensor 'i * 5 + 5' has value 15 out of range for dim 0"),
+    ("x[0, i - 3]", "index tensor 'i - 3' has value -4 out of range for dim 1 with size 3"),
+    ("x[0, 1, i * 3]", "has value 6 out of range for dim 2 with size 4"),
+    ("x[..., i + 2]", "has value 4 out of range for dim 2 with size 4"),
+    ("x[i[:2], i]", "index tensor 'i[:2]' has value 2 out of range for dim 0 with size 2"),
+    ("x[0:1, i, i + 3]", "index tensor 'i + 3' has value 5 out of range for dim 2"),
+    ("x[x[:, 0, 0] > 0, i + 9]", "'i + 9' has value 11 out of range for dim 1 with size 3"),
+    ("x[0, i[:0] + 5, 9]", "index 9 out of range for dim 2 with size 4"),
+    ("e[i]", "has value -1 out of range for dim 0 with size 0 (the dim is empty)"),
+    ("x[m]", "boolean mask 'm' has shape [3, 3] but the dims it covers (0..1) have shape [2, 3]"),
+    ("x[0, m]", "boolean mask 'm' has shape [3, 3] but the dims it covers (1..2) have shape [3, 4]"),
+    ("x[m[0]]", "boolean mask 'm[0]' has shape [3] but the dims it covers (0..0) have shape [2]"),
+    ("x[0, i, i[:2]]", "index tensors of shapes [3], [2] cannot be broadcast together"),
+])
+def test_index_tensor_bounds(src, needle):
+    msg = err(src, i=I, m=torch.ones(3, 3, dtype=torch.bool), e=torch.zeros(0, 3))
+    assert needle in msg, msg
+
+
+def test_index_tensors_in_range_match_torch():
+    assert torch.equal(ev("x[0, i]", i=I), X[0, I])
+    assert torch.equal(ev("x[i[:2] - 2, i[:2], i[:2]]", i=I), X[I[:2] - 2, I[:2], I[:2]])  # negative
+    assert torch.equal(ev("x[x[:, 0, 0] >= 0, i[:2]]", i=I), X[X[:, 0, 0] >= 0, I[:2]])
+    assert torch.equal(ev("x[..., i[:1]]", i=I), X[..., I[:1]])
+    assert ev("x[i[:0]]", i=I).shape == (0, 3, 4)
+    u = torch.tensor([1, 0], dtype=torch.uint8)     # integers, not a mask (torch's old reading)
+    assert torch.equal(ev("x[u]", u=u), X[[1, 0]])
+    assert torch.equal(ev("x[:99, -99:, ::99]"), X[:, :, :1])  # slices clamp, without warnings
+
+
+def test_index_bounds_use_one_reduction_on_the_index_device(monkeypatch):
+    calls = []
+    real = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: calls.append(t.shape) or real(t))
+    assert "out of range" in err("x[0, i * 9]", i=I)
+    assert calls == [torch.Size([2])]  # min and max, copied back together
+
+
+# ----------------------------------------------------------------------------- limits
+
+def test_elements_limit_counts_reads_and_writes():
+    lim = Limits(max_elements=100)
+    assert evaluate("x * 2", {"x": X}, lim).shape == X.shape            # 24 + 24
+    with pytest.raises(ExprLimit) as e:
+        evaluate("x * 2 + x", {"x": X}, lim)                            # + 24 + 24 + 24
+    assert e.value.limit == "elements" and e.value.value == 100 and e.value.col == 7
+    assert "'+' would bring this expression's work to 120 elements; the limit is 100" in str(e.value)
+    assert isinstance(e.value, ExprError)
+    a, b = torch.zeros(10, 30), torch.zeros(30, 10)
+    with pytest.raises(ExprLimit, match="'@'"):                          # 3000 multiply-adds
+        evaluate("a @ b", {"a": a, "b": b}, Limits(max_elements=2000))
+    assert evaluate("shape(x)[0] + numel(x)", {"x": X}, Limits(max_elements=3)) == 26  # metadata
+
+
+def test_elements_limit_refuses_before_the_work_runs():
+    loaded = []
+    env = {"big": Lazy(lambda: loaded.append(1) or X, elements=1000), "x": X}
+    with pytest.raises(ExprLimit, match="loading 'big'"):
+        evaluate("x + big", env, Limits(max_elements=999))
+    assert loaded == []
+    assert evaluate("sum(big)", env, Limits(max_elements=1100)).item() == X.sum()
+
+
+def test_time_limit():
+    import time
+    slow = lambda: time.sleep(0.02) or X  # noqa: E731
+    with pytest.raises(ExprLimit) as e:
+        evaluate("slow + 1", {"slow": slow}, Limits(max_ms=5))
+    assert e.value.limit == "time" and "time limit of 5 ms" in str(e.value)
+    assert evaluate("slow + 1", {"slow": slow}, Limits(max_ms=5000)).shape == X.shape
+    assert evaluate("1 + 1", {}) == 2     # the default limits
 
 
 def test_parse_returns_tree():

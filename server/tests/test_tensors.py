@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from djinn.inspect import tensors
 from djinn.inspect.tensors import (DTYPES, SliceError, dtype_from_name, dtype_name,
                                    format_summary_line, from_bytes, iter_chunks, parse_slice,
                                    summarize, to_bytes)
@@ -65,6 +66,36 @@ def test_summary_large_counts_exact():
     t[0] = 1.0
     s = summarize(t)
     assert s["nan_count"] == (1 << 24) + 1 and s["mean"] == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64, torch.int32])
+def test_summary_in_chunks_equals_one_pass(dtype, monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    t = (torch.randn(7, 1001, generator=g) * 4 + 100).to(dtype)   # an offset mean: no cancellation
+    if t.is_floating_point():
+        t[0, :1500 // 7] = NAN  # a whole chunk with nothing finite, below
+        t[3, 9], t[6, 1000] = INF, -INF
+        t[0, :1000] = NAN
+    whole = summarize(t)
+    monkeypatch.setattr(tensors, "SUMMARY_CHUNK", 997)
+    parts = summarize(t)
+    f = t.double().flatten()
+    fin = f[torch.isfinite(f)]   # the exact answer, in float64
+    exact = {"min": fin.min(), "max": fin.max(), "mean": fin.mean(), "std": fin.std(), "l2_norm": fin.norm()}
+    for k in ("min", "max", "mean", "std", "l2_norm"):
+        # one float32 pass over 7000 values is itself only good to a few 1e-6 (l2_norm)
+        assert math.isclose(parts[k], whole[k], rel_tol=1e-5), (k, parts[k], whole[k])
+        assert math.isclose(parts[k], exact[k].item(), rel_tol=1e-6), (k, parts[k], exact[k])
+    assert (parts["nan_count"], parts["inf_count"]) == (whole["nan_count"], whole["inf_count"])
+
+
+def test_summary_temporaries_are_bounded(monkeypatch):
+    seen = []
+    real = tensors._chunk_stats
+    monkeypatch.setattr(tensors, "SUMMARY_CHUNK", 1000)
+    monkeypatch.setattr(tensors, "_chunk_stats", lambda c, acc: seen.append(c.numel()) or real(c, acc))
+    s = summarize(torch.ones(5, 999, dtype=torch.bfloat16).transpose(0, 1))  # non-contiguous too
+    assert max(seen) == 1000 and sum(seen) == 4995 and s["mean"] == 1.0 and s["std"] == 0.0
 
 
 def test_format_summary_line():

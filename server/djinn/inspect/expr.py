@@ -144,7 +144,8 @@ class Node:
     col: int
     args: tuple  # operator names, values, child Nodes, or tuples of child Nodes
     depth: int = 1
-    text: str = field(default="", compare=False)  # source of an index item, for messages
+    text: str = field(default="", compare=False)  # an index item's source and first column,
+    start: int = field(default=0, compare=False)  # for messages about the index as a whole
 
 
 def _children(args: tuple) -> Iterator[Node]:
@@ -257,7 +258,8 @@ class _Parser:
                     parts.append(None if end else self.expr())
                 item = parts[0] if len(parts) == 1 else \
                     _node("slice", t.col, *parts, *[None] * (3 - len(parts)))
-                items.append(replace(item, text=self.src[t.col - 1:self.peek().col - 1].strip()))
+                items.append(replace(item, text=self.src[t.col - 1:self.peek().col - 1].strip(),
+                                     start=t.col))
             if not self.take(","):
                 self.expect("]")
                 return tuple(items)
@@ -365,10 +367,11 @@ def _dim(x, d):
     return d
 
 
-def _int64(v, what: str):
-    """Plain integers stay in int64 like tensor integers: no bignums, nothing float() rejects."""
+def _int64(v, what: Callable[[], str]):
+    """Plain integers stay in int64 like tensor integers: no bignums, nothing float() rejects.
+    `what` is only called on failure: formatting a tensor operand would cost a repr."""
     if isinstance(v, int) and not INT_MIN <= v <= INT_MAX:
-        raise ExprError(f"integer overflow: {what} does not fit in 64 bits; use a float operand "
+        raise ExprError(f"integer overflow: {what()} does not fit in 64 bits; use a float operand "
                         f"(e.g. 2.0 ** 100) for float arithmetic")
     return v
 
@@ -407,7 +410,7 @@ def _check_bounds(k: torch.Tensor, size: int, dim: int, it: Node):
     if lo < -size or hi >= size:
         valid = f"valid {-size}..{size - 1}" if size else "the dim is empty"
         raise ExprError(f"index tensor '{it.text}' has value {lo if lo < -size else hi} out of "
-                        f"range for dim {dim} with size {size} ({valid})", it.col)
+                        f"range for dim {dim} with size {size} ({valid})", it.start)
 
 
 def _reduce(f, conv=_f32):
@@ -482,12 +485,12 @@ def _binop(op: str, a, b, charge=lambda n, what: None):
         charge(_numel(a, b) + prod(_bcast(f"'{op}'", a, b)), f"'{op}'")
     elif op == "**" and type(a) is int and type(b) is int and b > 0 and \
             (abs(a).bit_length() - 1) * b > 63:  # |a| ** b >= 2 ** 64: refuse before the bignum
-        _int64(1 << 64, f"{a} ** {b}")
+        _int64(1 << 64, lambda: f"{a} ** {b}")
     out = _OPS[op](a, b)
     if isinstance(out, complex):
         raise ExprError(f"'{op}' of {a} and {b} is a complex number; only real numbers are "
                         "supported")
-    return _int64(out, f"{a} {op} {b}")
+    return _int64(out, lambda: f"{a} {op} {b}")
 
 
 def _is_int_tensor(k) -> bool:
@@ -547,7 +550,7 @@ class _Eval:
             v = v()  # lazy: only names the expression uses are materialized, once
         if not isinstance(v, (torch.Tensor, bool, int, float, str)):
             raise ExprError(f"'{name}' has unsupported type {type(v).__name__}")
-        self.cache[name] = _int64(v, f"'{name}'")
+        self.cache[name] = _int64(v, lambda: f"'{name}'")
         return v
 
     def unary(self, n: Node):
@@ -557,7 +560,7 @@ class _Eval:
             return torch.logical_not(v) if isinstance(v, torch.Tensor) else not v
         if isinstance(v, str):
             raise ExprError("unary '-' and '+' do not apply to a string")
-        return _int64(-v if n.kind == "neg" else +v, f"-({v})")
+        return _int64(-v if n.kind == "neg" else +v, lambda: f"-({v})")
 
     def logic(self, n: Node):
         # A scalar left side short-circuits like Python (so the right side's lazy tensors
@@ -604,7 +607,7 @@ class _Eval:
                 if tuple(k.shape) != tuple(v.shape[dim:dim + u]):
                     raise ExprError(f"boolean mask '{it.text}' has shape {list(k.shape)} but "
                                     f"the dims it covers ({dim}..{dim + u - 1}) have shape "
-                                    f"{list(v.shape[dim:dim + u])}", it.col)
+                                    f"{list(v.shape[dim:dim + u])}", it.start)
                 self.charge(k.numel() + 2 * v.numel(), "a boolean mask index")
                 idx[i], mask = k.to(v.device), True
             else:
@@ -612,6 +615,12 @@ class _Eval:
                 _check_bounds(k, size, dim, it)
                 idx[i], gather = k.to(v.device), True
             dim += u
+        shapes = [list(k.shape) for k in idx if isinstance(k, torch.Tensor) and k.dtype != torch.bool]
+        try:
+            torch.broadcast_shapes(*shapes)
+        except RuntimeError:
+            raise ExprError(f"index tensors of shapes {', '.join(map(str, shapes))} cannot be "
+                            "broadcast together") from None
         if gather and not mask:
             # integer-tensor (gather) indexing can grow the result: size it on meta first
             meta = torch.empty(v.shape, device="meta")[tuple(
