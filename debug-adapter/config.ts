@@ -24,6 +24,11 @@ export interface LaunchConfig {
   hostPoolGb?: number;
   server?: string;
   token?: string;
+  /** TLS to `server`: the CA file that verifies it (and the name its certificate was issued for) */
+  caFile?: string;
+  tlsServerName?: string;
+  /** how long the event stream may be down before the server counts as lost (seconds) */
+  reconnectGraceSeconds: number;
   stopOnEntry: boolean;
   pythonPath?: string;
   outlinePath?: string;
@@ -37,6 +42,9 @@ export interface AttachConfig {
   request: "attach";
   server: string;
   token?: string;
+  caFile?: string;
+  tlsServerName?: string;
+  reconnectGraceSeconds: number;
   outlinePath?: string;
   cwd?: string;
   trace: boolean;
@@ -51,6 +59,7 @@ export class ConfigError extends Error {
 
 export const DEFAULT_PROMPT = "Hello, Djinn.";
 export const DEFAULT_MAX_NEW_TOKENS = 8;
+export const DEFAULT_RECONNECT_GRACE_SECONDS = 10;
 
 /** Attributes VS Code or launch.json add to every configuration; accepted and ignored. */
 const GENERIC = new Set([
@@ -61,9 +70,10 @@ const GENERIC = new Set([
 
 const LAUNCH_ATTRS = [
   "model", "device", "dtype", "prompt", "sessions", "maxNewTokens", "contextTokens", "breakpoints", "vramBudgetGb",
-  "hostPoolGb", "server", "token", "stopOnEntry", "pythonPath", "outlinePath", "cwd", "env", "serverArgs", "trace",
+  "hostPoolGb", "server", "token", "caFile", "tlsServerName", "reconnectGraceSeconds", "stopOnEntry", "pythonPath", "outlinePath", "cwd",
+  "env", "serverArgs", "trace",
 ];
-const ATTACH_ATTRS = ["server", "token", "outlinePath", "cwd", "trace"];
+const ATTACH_ATTRS = ["server", "token", "caFile", "tlsServerName", "reconnectGraceSeconds", "outlinePath", "cwd", "trace"];
 
 const MODULE_RE = /^(embed_tokens|norm|lm_head|layers\.\d+(\.(attn|mlp))?)$/;
 const SERVER_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/;
@@ -240,6 +250,9 @@ export function parseLaunch(input: unknown): LaunchConfig {
     hostPoolGb: r.number("hostPoolGb", 0, false),
     server,
     token: r.string("token"),
+    caFile: r.string("caFile", { nonEmpty: true }),
+    tlsServerName: r.string("tlsServerName", { nonEmpty: true }),
+    reconnectGraceSeconds: r.number("reconnectGraceSeconds", 0, false) ?? DEFAULT_RECONNECT_GRACE_SECONDS,
     stopOnEntry: r.bool("stopOnEntry", false),
     pythonPath: r.string("pythonPath", { nonEmpty: true }),
     outlinePath: r.string("outlinePath", { nonEmpty: true }),
@@ -248,6 +261,13 @@ export function parseLaunch(input: unknown): LaunchConfig {
     serverArgs,
     trace: r.bool("trace", false),
   };
+  if (!server) {
+    for (const remote of ["caFile", "tlsServerName"]) {
+      if (r.has(remote)) {
+        throw new ConfigError(remote, `launch attribute '${remote}' is for TLS to a running server named by 'server'; a local server is reached without TLS`);
+      }
+    }
+  }
   if (server) {
     for (const local of ["device", "dtype", "vramBudgetGb", "hostPoolGb", "pythonPath", "env", "serverArgs"]) {
       if (r.has(local)) {
@@ -268,6 +288,9 @@ export function parseAttach(input: unknown): AttachConfig {
     request: "attach",
     server,
     token: r.string("token"),
+    caFile: r.string("caFile", { nonEmpty: true }),
+    tlsServerName: r.string("tlsServerName", { nonEmpty: true }),
+    reconnectGraceSeconds: r.number("reconnectGraceSeconds", 0, false) ?? DEFAULT_RECONNECT_GRACE_SECONDS,
     outlinePath: r.string("outlinePath", { nonEmpty: true }),
     cwd: r.string("cwd", { nonEmpty: true }),
     trace: r.bool("trace", false),

@@ -8,6 +8,7 @@ import {
   DjinnClient,
   DjinnError,
   EventKind,
+  resilientEvents,
   KvLocation,
   SessionState,
   StepKind,
@@ -16,10 +17,12 @@ import {
   startLocalServer,
   type Breakpoint,
   type DimSlice,
+  type DetachResult,
   type EvaluateResponse,
   type Event,
-  type EventStream,
   type FetchedTensor,
+  type ReconnectInfo,
+  type ResilientStream,
   type LocalServer,
   type ServerInfo,
   type SessionInfo,
@@ -91,8 +94,11 @@ export type RuntimeEvents = {
   progressStart: [{ id: string; title: string; message?: string }];
   progressEnd: [{ id: string; message?: string }];
   log: [{ text: string; category: "console" | "stderr" | "important" }];
-  allEnded: [];
+  /** every session this launch created has ended; `why` when it was not their own doing (the device failed) */
+  allEnded: [{ why?: string }];
   serverLost: [{ message: string }];
+  /** the event stream is back after a hiccup (threads were reconciled with ListSessions when it lagged) */
+  reconnected: [ReconnectInfo];
   sessionChanged: [{ sessionId: number }];
 };
 
@@ -104,6 +110,17 @@ export function sessionEnded(info: SessionInfo): boolean {
 
 const BP_ERROR = /breakpoint (\d+): (.*)$/s;
 const RECONCILE_MS = 1000;
+/** Detach and closing calls on the way out: never hold a disconnect up for long. */
+const DETACH_DEADLINE_MS = 5000;
+
+/** How to reach a server: token, TLS, how long its event stream may be down before it counts as lost. */
+export interface ConnectOptions {
+  token?: string;
+  caFile?: string;
+  tlsServerName?: string;
+  /** seconds; default 10 */
+  reconnectGraceSeconds?: number;
+}
 
 export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
   client?: DjinnClient;
@@ -116,7 +133,14 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
   private traps: RtTraps = { nan: false, inf: false, normSpike: 0 };
   /** attach: breakpoints are pushed only once the editor has set any */
   private pushBreakpoints = true;
-  private events?: EventStream;
+  private events?: ResilientStream<Event>;
+  /** events up to this seq are reflected in the last ListSessions read (resync): skipped */
+  private ignoreUpTo = 0;
+  private resyncing?: Promise<void>;
+  private resyncAgain = false;
+  private detached = false;
+  /** the device failed (DEVICE_FAILED): the server's message */
+  deviceError?: string;
   private queue: Promise<unknown> = Promise.resolve();
   private reconcileTimer?: NodeJS.Timeout;
   private progressSeq = 0;
@@ -169,7 +193,8 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
         if (!this.disposed) this.lost(`the local Djinn server exited (code ${code}, signal ${signal})`);
       });
     }
-    const info = await this.connect(address, cfg.token);
+    // A local server is plain gRPC on 127.0.0.1; TLS only to a running server.
+    const info = await this.connect(address, cfg.server ? cfg : { token: cfg.token, reconnectGraceSeconds: cfg.reconnectGraceSeconds });
     if (cfg.server && cfg.model && info.model && info.model.name !== cfg.model) {
       throw new DjinnError(9, `the server at ${cfg.server} runs model '${info.model.name}', not '${cfg.model}' (launch attribute 'model')`);
     }
@@ -179,7 +204,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
   async attach(cfg: AttachConfig): Promise<ServerInfo> {
     this.mode = "attach";
     this.pushBreakpoints = false;
-    const info = await this.connect(cfg.server, cfg.token);
+    const info = await this.connect(cfg.server, cfg);
     this.early = new Map();
     try {
       for (const s of await this.client!.listSessions()) {
@@ -192,20 +217,108 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
     return info;
   }
 
-  private async connect(address: string, token?: string): Promise<ServerInfo> {
-    const client = new DjinnClient(address, { token });
+  private async connect(address: string, o: ConnectOptions): Promise<ServerInfo> {
+    const client = new DjinnClient(address, { token: o.token, tls: o.caFile || o.tlsServerName ? { caFile: o.caFile, serverName: o.tlsServerName } : undefined });
     this.client = client;
     await client.waitForReady(Number(process.env.DJINN_CONNECT_TIMEOUT_MS) || 15_000);
-    // Subscribe before anything else; GetInfo's round trip then lets the subscription land.
-    const stream = client.events({ sinceSeq: 0 });
-    this.events = stream;
-    stream.on("event", (e) => this.onEvent(e));
-    stream.on("error", (e) => this.lost(`the event stream of ${address} failed: ${e.message}`));
-    stream.on("end", () => this.lost(`the event stream of ${address} ended`));
     this.info = await client.getInfo();
+    // Events after GetInfo's event_seq, kept subscribed through hiccups (re-subscribing with since_seq).
+    const graceMs = (o.reconnectGraceSeconds ?? 10) * 1000;
+    const events = resilientEvents(client, { sinceSeq: this.info.eventSeq, downAfterMs: graceMs });
+    this.events = events;
+    let reported = false;
+    events.on("message", (e) => this.onEvent(e));
+    events.on("failure", ({ error }) => {
+      if (reported || this.disposed) return;
+      reported = true;
+      this.emit("log", { text: `djinn: the event stream of ${address} failed (${error}); reconnecting (the server counts as lost after ${graceMs / 1000} s)`, category: "console" });
+    });
+    events.on("reconnected", (r) => {
+      if (this.disposed) return;
+      reported = false;
+      this.emit("log", { text: `djinn: reconnected to ${address} after ${(r.downMs / 1000).toFixed(1)} s${r.restarted ? " (a new server process)" : r.lagged ? " (events were missed: re-reading the sessions)" : ""}`, category: "console" });
+      if (r.lagged) void this.resync(r.restarted).catch((e) => this.emit("log", { text: `djinn: could not re-read the sessions: ${(e as Error).message}`, category: "stderr" }));
+      this.emit("reconnected", r);
+    });
+    events.on("down", ({ error, sinceMs }) => this.lost(`the Djinn server at ${address} has not answered for ${(sinceMs / 1000).toFixed(0)} s (${error})`));
+    await new Promise<void>((resolve, reject) => {
+      const ok = () => (events.off("failure", bad), resolve());
+      const bad = ({ error }: { error: string }) => (events.off("connected", ok), events.stop(), reject(new DjinnError(14, `cannot subscribe to the events of ${address}: ${error}`)));
+      events.once("connected", ok);
+      events.once("failure", bad);
+      events.start();
+    });
     this.reconcileTimer = setInterval(() => void this.reconcile(), RECONCILE_MS);
     this.reconcileTimer.unref();
     return this.info;
+  }
+
+  /**
+   * After events were missed (LAGGED, or a new server process): ListSessions is the truth.
+   * Known sessions take its state (threads come back where they are), missing ones end,
+   * attach picks up sessions it did not know; events already reflected in it are skipped.
+   */
+  private resync(restarted: boolean): Promise<void> {
+    if (this.resyncing) {
+      this.resyncAgain = true;
+      return this.resyncing;
+    }
+    const run = async () => {
+      do {
+        this.resyncAgain = false;
+        const client = this.client;
+        if (!client || this.disposed) return;
+        const info = await client.getInfo();
+        const list = await client.listSessions();
+        if (this.disposed) return;
+        this.info = { ...info, modules: info.modules.length ? info.modules : this.info?.modules ?? [] };
+        const byId = new Map(list.map((x) => [x.id, x]));
+        for (const s of this.list()) {
+          const cur = restarted ? undefined : byId.get(s.id);
+          if (!cur) {
+            s.info = { ...s.info, state: SessionState.SESSION_STATE_CLOSED };
+            this.end(s, restarted ? "the server restarted" : "closed while the connection was down");
+          } else {
+            this.apply(s, cur);
+          }
+        }
+        if (this.mode === "attach") {
+          let added = false;
+          for (const cur of list) {
+            if (sessionEnded(cur) || this.sessions.has(cur.id)) continue;
+            const t = this.track(cur, false);
+            added = true;
+            if (t.stop) this.emit("stopped", { sessionId: t.id, reason: t.stop.reason, text: "", hitIds: t.stop.hitIds });
+          }
+          if (added) void this.serial(() => this.push()).catch(() => undefined);
+        }
+        this.ignoreUpTo = Math.max(this.ignoreUpTo, info.eventSeq);
+        restarted = false;
+      } while (this.resyncAgain);
+    };
+    this.resyncing = run().finally(() => (this.resyncing = undefined));
+    return this.resyncing;
+  }
+
+  /** A session's state read from the server (ListSessions / GetSession) replaces what we believed. */
+  private apply(s: RtSession, cur: SessionInfo): void {
+    if (sessionEnded(cur)) {
+      s.info = cur;
+      this.end(s, cur.error || cur.generatedText);
+    } else if (cur.state === SessionState.SESSION_STATE_PAUSED) {
+      if (s.info.state === SessionState.SESSION_STATE_PAUSED && samePlace(s.info, cur) && s.stop) {
+        s.info = cur;
+        this.emit("sessionChanged", { sessionId: s.id });
+      } else {
+        this.stopped(s, cur, cur.stopReason, "");
+      }
+    } else if (s.info.state === SessionState.SESSION_STATE_PAUSED) {
+      this.markResumed(s, cur, false);
+    } else {
+      s.info = cur;
+      s.gen++;
+      this.emit("sessionChanged", { sessionId: s.id });
+    }
   }
 
   private lost(message: string): void {
@@ -478,6 +591,8 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
   // ----------------------------------------------------------------- events
 
   private onEvent(e: Event): void {
+    if (e.seq > 0 && e.seq <= this.ignoreUpTo) return; // reflected in the last ListSessions read
+    if (e.kind === EventKind.EVENT_KIND_DEVICE_FAILED) return this.deviceFailed(e.text);
     const s = this.sessions.get(e.sessionId);
     if (!s) {
       if (this.early) {
@@ -540,6 +655,18 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
     }
   }
 
+  /** The server's device failed: every session failed with its message; the server exits. */
+  private deviceFailed(text: string): void {
+    if (this.deviceError !== undefined) return;
+    const why = text || "the device failed";
+    this.deviceError = why;
+    this.emit("log", { text: `djinn: the GPU of the Djinn server failed: ${why}. Every session on it failed; the server stops taking work and exits.`, category: "important" });
+    for (const s of this.list()) {
+      s.info = { ...s.info, state: SessionState.SESSION_STATE_FAILED, error: why };
+      this.end(s, why);
+    }
+  }
+
   private stopped(s: RtSession, info: SessionInfo, reason: StopReason, text: string): void {
     s.info = info;
     s.epoch++;
@@ -560,7 +687,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
     this.endSwapProgress(s.id);
     this.emit("sessionEnded", { sessionId: s.id, state: s.info.state, text });
     if (this.mode === "launch" && !this.creating && [...this.sessions.values()].every((x) => !x.owned || x.ended)) {
-      this.emit("allEnded");
+      this.emit("allEnded", { why: this.deviceError !== undefined ? `the server's device failed: ${this.deviceError}` : undefined });
     }
   }
 
@@ -592,18 +719,30 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
 
   // -------------------------------------------------------------- teardown
 
-  /** Launch: closes the sessions this adapter created. */
-  async closeOwned(): Promise<void> {
-    if (!this.client) return;
-    const owned = [...this.sessions.values()].filter((s) => s.owned && !s.ended);
-    await Promise.all(owned.map((s) => this.client!.closeSession(s.id).catch(() => undefined)));
+  /**
+   * This adapter leaves the server: Detach removes its breakpoints from every session and, with
+   * `terminate`, closes the sessions it created (the server never closes anyone else's). A
+   * server without Detach gets the old behaviour: with `terminate`, the adapter closes what it
+   * created (launch) or every session it shows (attach). Once per runtime; never throws.
+   */
+  async detach(terminate: boolean): Promise<DetachResult | undefined> {
+    if (!this.client || this.detached) return undefined;
+    this.detached = true;
+    const live = [...this.sessions.values()].filter((s) => !s.ended);
+    const fallback = (this.mode === "launch" ? live.filter((s) => s.owned) : live).map((s) => s.id);
+    try {
+      return await this.client.detach({ terminate, fallbackSessionIds: fallback, deadlineMs: DETACH_DEADLINE_MS });
+    } catch (e) {
+      this.emit("log", { text: `djinn: detaching from ${this.client.address} failed: ${(e as Error).message}`, category: "stderr" });
+      return undefined;
+    }
   }
 
   /** Stops everything this runtime started: the event stream, the connection, a local server. */
   async dispose(): Promise<void> {
     this.disposed = true;
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
-    this.events?.cancel();
+    this.events?.stop();
     this.client?.close();
     for (const id of [...this.swapProgress.keys()]) this.endSwapProgress(id);
     const server = this.localServer;

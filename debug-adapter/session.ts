@@ -215,8 +215,8 @@ export class DjinnDebugSession extends LoggingDebugSession {
       if (this.clientCaps.supportsProgressReporting) this.send(new ProgressEndEvent(id, m));
     });
     rt.on("log", ({ text, category }) => this.send(new OutputEvent(text + "\n", category)));
-    rt.on("allEnded", () => {
-      if (this.sessionsCreated) this.terminate(this.closing ? "" : "every session has finished");
+    rt.on("allEnded", ({ why }) => {
+      if (this.sessionsCreated) this.terminate(this.closing ? "" : why ?? "every session has finished");
     });
     rt.on("serverLost", ({ message: m }) => {
       this.send(new OutputEvent(`djinn: ${m}\n`, "stderr"));
@@ -353,7 +353,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
         this.sendResponse(response);
         if (this.runtime.list().length === 0 && !this.terminated) this.terminate("every session has finished");
       } catch (e) {
-        await this.runtime.closeOwned().catch(() => undefined);
+        await this.runtime.detach(true);
         await this.disposeRuntime();
         throw new Error(`Djinn could not launch: ${message(e)}`);
       }
@@ -622,6 +622,12 @@ export class DjinnDebugSession extends LoggingDebugSession {
     let text: string | undefined;
     switch (e.reason) {
       case StopReason.STOP_REASON_BREAKPOINT: {
+        if (e.hitIds.length === 0) {
+          // The server reports only this client's breakpoint ids: none means another client's breakpoint.
+          reason = "breakpoint";
+          description = `Paused at ${where} on a breakpoint of another client`;
+          break;
+        }
         const fn = hit.length > 0 && hit.every((id) => this.functionBps.some((b) => b.id === id));
         reason = fn ? "function breakpoint" : "breakpoint";
         description = `Paused on breakpoint at ${where}`;
@@ -896,7 +902,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
     this.handle(response, ErrorIds.server, async () => {
       if (this.launchCfg) {
         this.closing = true;
-        await this.runtime.closeOwned();
+        await this.runtime.detach(true);
         await this.disposeRuntime();
       }
       this.sendResponse(response);
@@ -906,12 +912,11 @@ export class DjinnDebugSession extends LoggingDebugSession {
 
   protected override disconnectRequest(response: DebugProtocol.DisconnectResponse, args: DebugProtocol.DisconnectArguments): void {
     this.handle(response, ErrorIds.server, async () => {
-      const close = this.launchCfg ? args?.terminateDebuggee !== false : args?.terminateDebuggee === true;
-      if (close) {
-        this.closing = true;
-        if (this.launchCfg) await this.runtime.closeOwned().catch(() => undefined);
-        else await Promise.all(this.runtime.list().map((s) => this.runtime.client?.closeSession(s.id).catch(() => undefined)));
-      }
+      // launch: terminate unless told not to; attach: only when told to. Detach removes this
+      // adapter's breakpoints everywhere and, terminating, closes the sessions it created.
+      const terminate = this.launchCfg ? args?.terminateDebuggee !== false : args?.terminateDebuggee === true;
+      if (terminate) this.closing = true;
+      await this.runtime.detach(terminate);
       await this.disposeRuntime();
       this.sendResponse(response);
       this.shutdown();

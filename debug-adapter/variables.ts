@@ -470,6 +470,8 @@ export class VariableStore {
       v("pass", p ? `${phase} (pass ${p.tokenIndex}, ${p.numTokens} token${p.numTokens === 1 ? "" : "s"} at position ${p.inputPos})` : "?"),
       v("max new tokens", String(i.maxNewTokens)),
       v("stop reason", s.stop?.text ? `${reasonText(s)}: ${s.stop.text}` : reasonText(s)),
+      ...(i.owner ? [v("owner", i.owner)] : []),
+      ...(i.leaseExpiresAt > 0 ? [v("lease", `no client holds it: kept until ${new Date(i.leaseExpiresAt * 1000).toISOString()}`)] : []),
     ];
   }
 
