@@ -3,6 +3,7 @@
 // a launch sequence like VS Code's.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
+import { connect, createServer, type AddressInfo, type Server as NetServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { DebugClient } from "@vscode/debugadapter-testsupport";
 import type { DebugProtocol } from "@vscode/debugprotocol";
@@ -205,4 +206,56 @@ export function parseSummary(line: string): { dtype: string; shape: number[]; me
 
 export function close(a: number, b: number, rel = 1e-3): boolean {
   return Math.abs(a - b) <= rel * Math.max(1e-6, Math.abs(a), Math.abs(b));
+}
+
+/**
+ * A TCP proxy in front of a server, to make a network hiccup: cut() drops every connection and
+ * refuses new ones until restore() (as a dead SSH tunnel would).
+ */
+export class FlakyProxy {
+  address = "";
+  private readonly sockets = new Set<Socket>();
+  private down = false;
+  private server?: NetServer;
+
+  constructor(private readonly target: string) {}
+
+  async start(): Promise<this> {
+    const i = this.target.lastIndexOf(":");
+    const host = this.target.slice(0, i);
+    const port = Number(this.target.slice(i + 1));
+    this.server = createServer((client) => {
+      if (this.down) return client.destroy();
+      const upstream = connect(port, host);
+      this.sockets.add(client).add(upstream);
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        this.sockets.delete(client);
+        this.sockets.delete(upstream);
+      };
+      client.on("error", drop).on("close", drop);
+      upstream.on("error", drop).on("close", drop);
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
+    this.address = `127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  cut(): void {
+    this.down = true;
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+  }
+
+  restore(): void {
+    this.down = false;
+  }
+
+  async stop(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
 }
