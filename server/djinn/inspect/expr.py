@@ -384,7 +384,12 @@ def _check_size(shape, what: str):
 
 def _bcast(what: str, *vals) -> tuple:
     shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else () for v in vals]
-    _check_size(out := tuple(torch.broadcast_shapes(*shapes)), what)
+    try:
+        out = tuple(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        raise ExprError(f"{what}: shapes {' and '.join(str(list(s)) for s in shapes)} cannot be "
+                        "broadcast together") from None
+    _check_size(out, what)
     return out
 
 
