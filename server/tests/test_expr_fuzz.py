@@ -19,6 +19,7 @@ from djinn.runtime.errors import DjinnError
 
 from test_expr_device import make_engine, paused_session
 
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # std of one value and the like
 COUNT = {"evaluate": 0, "junk": 0, "session": 0}
 OUTCOME = {"value": 0, "error": 0, "ok": 0, "djinn": 0}
 LIMITS = Limits(max_elements=1 << 24, max_ms=1000.0)   # small tensors: anything slower is a hang

@@ -29,7 +29,7 @@ INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1  # plain integers are 64-bit, like 
 @dataclass
 class Limits:
     """Work one expression may do: elements read and written, summed over every operation
-    (a matmul counts its multiply-adds), and wall time, checked between nodes."""
+    (a matmul counts its multiply-adds), and wall time, checked before each node starts."""
     max_elements: int = 1 << 30
     max_ms: float = 2000.0
     max_result_bytes: int = 256 << 20  # a session's stored $N results, all together (host memory)
@@ -521,10 +521,10 @@ class _Eval:
 
     def ev(self, n: Node):
         try:
-            self.clock()  # between nodes: a kernel already launched is not interrupted
-            out = self.handlers[n.kind](self, n)
+            # Before a node starts, never after: refusing work already done gains nothing, and
+            # the first use of a kernel in a process (lazy loading, warm-up) can take seconds.
             self.clock()
-            return out
+            return self.handlers[n.kind](self, n)
         except ExprError as e:
             raise e if e.col is not None else e.at(n.col)
         except torch.OutOfMemoryError as e:
