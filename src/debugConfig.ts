@@ -61,6 +61,8 @@ export class DjinnConfigurationProvider implements vscode.DebugConfigurationProv
         config.server = address.trim();
       }
       if (!config.token && s.token) config.token = s.token;
+      // the palette's own local server is plain gRPC; djinn.caFile is for remote ones
+      if (!config.caFile && s.caFile && !(palette?.kind === "local" && palette.address === config.server)) config.caFile = s.caFile;
       this.fillOutline(folder, config, outlineEditor);
       return config;
     }
@@ -70,6 +72,7 @@ export class DjinnConfigurationProvider implements vscode.DebugConfigurationProv
       if (palette) {
         config.server = palette.address;
         if (palette.token && !config.token) config.token = palette.token;
+        if (palette.caFile && !config.caFile) config.caFile = palette.caFile;
       } else if (s.address) {
         config.server = s.address;
       } else {
@@ -78,6 +81,7 @@ export class DjinnConfigurationProvider implements vscode.DebugConfigurationProv
     }
     if (config.server) {
       if (!config.token && s.token) config.token = s.token;
+      if (!config.caFile && s.caFile && !(palette?.kind === "local" && palette.address === config.server)) config.caFile = s.caFile;
       for (const k of LOCAL_ONLY) {
         if (config[k] !== undefined) {
           void vscode.window.showErrorMessage(`Djinn: '${k}' configures a local server, but 'server' (${config.server}) names a running one: remove one of them from '${config.name}'.`);

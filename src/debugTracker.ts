@@ -65,8 +65,10 @@ export class DebugTracker implements vscode.Disposable {
       const r = await session.customRequest("djinn/serverInfo");
       if (!r?.address) return;
       this.servers.set(session.id, r);
-      const token = typeof session.configuration.token === "string" && session.configuration.token ? session.configuration.token : undefined;
-      this.monitor.offer({ id: `debug:${session.id}`, address: r.address, token, label: `debug session '${session.name}'` });
+      const c = session.configuration;
+      const token = typeof c.token === "string" && c.token ? c.token : undefined;
+      const caFile = !r.local && typeof c.caFile === "string" && c.caFile ? c.caFile : undefined;
+      this.monitor.offer({ id: `debug:${session.id}`, address: r.address, token, caFile, label: `debug session '${session.name}'` });
     } catch (e) {
       this.log(`debug session ${session.name}: djinn/serverInfo failed: ${(e as Error).message}`);
     }

@@ -8,6 +8,7 @@ import { DebugTracker } from "./debugTracker";
 import { DjinnConfigurationProvider, DjinnDynamicProvider } from "./debugConfig";
 import { Exp3Runner, type Exp3CommandArgs } from "./exp3Command";
 import { Monitor } from "./monitor";
+import { Notices } from "./notices";
 import { openOutline } from "./outlineCommand";
 import { setupPython } from "./python";
 import { ServerManager } from "./serverManager";
@@ -19,6 +20,7 @@ import { VramPanel, VRAM_VIEW_TYPE } from "./vramPanel";
 
 export interface DjinnApi {
   monitor: Monitor;
+  notices: Notices;
   servers: ServerManager;
   vram: VramPanel;
   tensors: TensorViewers;
@@ -46,8 +48,9 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
   log(`Djinn Debugger ${context.extension.packageJSON.version} on VS Code ${vscode.version}, Node ${process.version}`);
   log(codec.describeCodec());
 
-  const monitor = new Monitor(() => settings().telemetryIntervalMs, log);
-  const servers = new ServerManager(context, monitor, out);
+  const notices = new Notices();
+  const monitor = new Monitor(() => settings().telemetryIntervalMs, log, notices, monitorTiming());
+  const servers = new ServerManager(context, monitor, out, notices);
   const vram = new VramPanel(context.extensionUri, monitor);
   const tracker = new DebugTracker(monitor, log);
   const tensors = new TensorViewers(context.extensionUri, tracker, log);
@@ -55,7 +58,7 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
   const statusBar = new StatusBar(monitor);
   const configProvider = new DjinnConfigurationProvider(context, servers);
   const dynamicProvider = new DjinnDynamicProvider(servers);
-  context.subscriptions.push(out, monitor, servers, vram, tracker, tensors, statusBar);
+  context.subscriptions.push(out, notices, monitor, servers, vram, tracker, tensors, statusBar);
 
   context.subscriptions.push(
     vscode.debug.registerDebugConfigurationProvider("djinn", configProvider),
@@ -95,7 +98,16 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
     else void vscode.window.showInformationMessage(`Djinn: ${s?.kind === "local" ? "stopped the local server" : "disconnected from"} ${s?.address}.`);
   });
   command("djinn.disconnectServer", () => servers.stop());
-  command("djinn.connectServer", async (arg?: { address?: string; token?: string }) => {
+  command("djinn.restartServer", () =>
+    vscode.window
+      .withProgress({ location: vscode.ProgressLocation.Notification, title: "Djinn: restarting the local server" }, () => servers.restart())
+      .then((s) => s.address, fail("the local server did not restart")),
+  );
+  command("djinn.reconnect", () => {
+    if (!monitor.target) void vscode.window.showInformationMessage("Djinn: no server to reconnect to.");
+    else monitor.reconnectNow();
+  });
+  command("djinn.connectServer", async (arg?: { address?: string; token?: string; caFile?: string }) => {
     const s = settings();
     const address =
       arg?.address ??
@@ -112,7 +124,9 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
       (arg?.address ? s.token : await vscode.window.showInputBox({ title: "Djinn: token (empty when the server has none)", value: s.token, password: true, ignoreFocusOut: true }));
     if (token === undefined) return undefined;
     return vscode.window
-      .withProgress({ location: vscode.ProgressLocation.Notification, title: `Djinn: connecting to ${address}` }, () => servers.connect(address.trim(), token || undefined))
+      .withProgress({ location: vscode.ProgressLocation.Notification, title: `Djinn: connecting to ${address}` }, () =>
+        servers.connect(address.trim(), token || undefined, arg?.caFile ?? (s.caFile || undefined)),
+      )
       .then((srv) => {
         void vscode.window.showInformationMessage(`Djinn: connected to ${srv.address}: ${srv.info.model?.name} on ${srv.info.deviceName || srv.info.device}.`);
         return srv.address;
@@ -121,7 +135,13 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
   command("djinn.showLog", () => out.show());
   command("djinn.setupPython", () => setupPython(context, out));
 
-  return { monitor, servers, vram, tensors, exp3, statusBar, tracker, configProvider, dynamicProvider, codecBackend: codec.codecBackend };
+  return { monitor, notices, servers, vram, tensors, exp3, statusBar, tracker, configProvider, dynamicProvider, codecBackend: codec.codecBackend };
+}
+
+/** The monitor's reconnection timing; DJINN_MONITOR_DOWN_MS shortens the grace time (tests). */
+function monitorTiming(): { downAfterMs?: number } {
+  const ms = Number(process.env.DJINN_MONITOR_DOWN_MS);
+  return Number.isFinite(ms) && ms > 0 ? { downAfterMs: ms } : {};
 }
 
 export function deactivate(): void {

@@ -1,10 +1,27 @@
 // The live view of one Djinn server for the VRAM panel and the status bar: subscribes to
 // the Telemetry and Events streams of the server that matters now and keeps a bounded
-// history. Several sources may offer a server (a local server started from the palette, a
-// connection, a debug session's own server, an Exp 3 run); the one offered last is shown,
-// and when it goes away the previous one still alive takes over.
+// history per server address. Several sources may offer a server (a local server started
+// from the palette, a connection, a debug session's own server, an Exp 3 run); the one
+// offered last is shown, and when it goes away the previous one still alive takes over.
+// The streams are resilient (client/resilientStream.ts): through a hiccup they re-subscribe
+// with backoff and the same history goes on; after the grace time the server is shown as
+// gone, with a "Reconnect" notification, and the retrying continues.
 import * as vscode from "vscode";
-import { DjinnClient, EventKind, KvLocation, SessionState, StopPoint, type Event, type ServerInfo, type TelemetrySample } from "../client";
+import {
+  DjinnClient,
+  EventKind,
+  KvLocation,
+  SessionState,
+  StopPoint,
+  resilientEvents,
+  resilientTelemetry,
+  type Event,
+  type ResilientStream,
+  type ResilientTiming,
+  type ServerInfo,
+  type TelemetrySample,
+} from "../client";
+import type { Notices } from "./notices";
 
 export type { Sample, SwapMark } from "../media/shared/vramMessages";
 import type { Sample, SwapMark } from "../media/shared/vramMessages";
@@ -14,6 +31,8 @@ export interface Target {
   id: string;
   address: string;
   token?: string;
+  /** TLS: the CA file that verifies the server (remote servers only) */
+  caFile?: string;
   label: string;
 }
 
@@ -28,8 +47,9 @@ export interface MonitorStatus {
 
 const MAX_SAMPLES = 6000;
 const MAX_SWAPS = 4000;
-const RETRY_MS = 3000;
 const REPLAY_EVENTS = 5000;
+const MAX_HISTORIES = 8;
+const IDLE_MESSAGE = "No Djinn server: start one (Djinn: Start Local Server), connect to one, or start debugging.";
 
 export const STATE_NAMES: Record<number, string> = {
   [SessionState.SESSION_STATE_CREATED]: "created",
@@ -67,34 +87,74 @@ export function compactSample(s: TelemetrySample): Sample {
   };
 }
 
+/** One server address's history: kept across disconnections, server restarts and target switches. */
+export interface History {
+  address: string;
+  samples: Sample[];
+  swaps: SwapMark[];
+  /** the last event seq seen from this address (resume point) */
+  lastSeq: number;
+}
+
 export class Monitor implements vscode.Disposable {
   private readonly targets: Target[] = [];
   private client?: DjinnClient;
   private current?: Target;
-  private stopStreams: Array<() => void> = [];
-  private retryTimer?: NodeJS.Timeout;
+  private streams: Array<ResilientStream<unknown>> = [];
   private generation = 0;
-  samples: Sample[] = [];
-  swaps: SwapMark[] = [];
-  status: MonitorStatus = { state: "idle", message: "No Djinn server: start one (Djinn: Start Local Server), connect to one, or start debugging." };
+  private readonly histories = new Map<string, History>();
+  private history: History = { address: "", samples: [], swaps: [], lastSeq: 0 };
+  /** the device error a server reported (telemetry or DEVICE_FAILED), by address */
+  private readonly deviceErrors = new Map<string, string>();
+  /** targets whose loss the source reports itself (a local server that exited): no "Reconnect" notice */
+  private readonly quiet = new Set<string>();
+  status: MonitorStatus = { state: "idle", message: IDLE_MESSAGE };
   serverInfo?: ServerInfo;
 
   private readonly sampleEmitter = new vscode.EventEmitter<Sample>();
   private readonly swapEmitter = new vscode.EventEmitter<SwapMark>();
   private readonly statusEmitter = new vscode.EventEmitter<MonitorStatus>();
   private readonly eventEmitter = new vscode.EventEmitter<Event>();
+  private readonly historyEmitter = new vscode.EventEmitter<History>();
   readonly onSample = this.sampleEmitter.event;
   readonly onSwap = this.swapEmitter.event;
   readonly onStatus = this.statusEmitter.event;
   readonly onEvent = this.eventEmitter.event;
+  /** The history shown changed (another address): redraw from it. */
+  readonly onHistory = this.historyEmitter.event;
 
-  constructor(private readonly intervalMs: () => number, private readonly log: (line: string) => void) {}
+  constructor(
+    private readonly intervalMs: () => number,
+    private readonly log: (line: string) => void,
+    private readonly notices?: Notices,
+    private readonly timing: ResilientTiming = {},
+  ) {}
+
+  /** The samples of the server shown now (its address's history). */
+  get samples(): Sample[] {
+    return this.history.samples;
+  }
+
+  get swaps(): SwapMark[] {
+    return this.history.swaps;
+  }
+
+  /** The history of an address, if it was ever shown. */
+  historyOf(address: string): History | undefined {
+    return this.histories.get(address);
+  }
+
+  /** The device error the server at `address` reported (its telemetry's device_error, or a DEVICE_FAILED event). */
+  deviceError(address: string): string | undefined {
+    return this.deviceErrors.get(address);
+  }
 
   /** Shows `t` now (replacing an earlier offer from the same source). */
   offer(t: Target): void {
     const i = this.targets.findIndex((x) => x.id === t.id);
     if (i >= 0) this.targets.splice(i, 1);
     this.targets.push(t);
+    this.quiet.delete(t.id);
     this.follow();
   }
 
@@ -103,6 +163,7 @@ export class Monitor implements vscode.Disposable {
     const i = this.targets.findIndex((x) => x.id === id);
     if (i < 0) return;
     this.targets.splice(i, 1);
+    this.quiet.delete(id);
     this.follow(idleMessage);
   }
 
@@ -114,25 +175,68 @@ export class Monitor implements vscode.Disposable {
     return this.current;
   }
 
+  /**
+   * The source knows its server is gone (its process exited): say so now rather than after the
+   * grace time, and leave the notification to the source. The streams keep trying (a restart on
+   * the same address continues the same history).
+   */
+  markLost(id: string, why: string): void {
+    this.quiet.add(id);
+    if (this.current?.id !== id) return;
+    this.log(`monitor: ${this.current.label} at ${this.current.address} is gone: ${why}`);
+    this.setStatus({ state: "gone", target: this.current, info: this.status.info, message: goneMessage(this.current, why) });
+  }
+
+  /** Tries again now instead of at the next backoff step ("Reconnect"). */
+  reconnectNow(): void {
+    const t = this.current;
+    if (!t) return;
+    if (this.streams.length === 0) {
+      void this.connect(t, ++this.generation);
+      return;
+    }
+    this.log(`monitor: reconnecting to ${t.address} now`);
+    for (const s of this.streams) s.retryNow();
+  }
+
   private follow(idleMessage?: string): void {
     const want = this.targets[this.targets.length - 1];
-    if (want && this.current && want.id === this.current.id && want.address === this.current.address && this.status.state !== "gone") return;
+    const same = (x: Target, y: Target) => x.id === y.id && x.address === y.address && x.token === y.token && x.caFile === y.caFile;
+    if (want && this.current && same(want, this.current) && this.streams.length > 0) {
+      this.current = want;
+      if (this.status.state === "gone") this.reconnectNow();
+      return;
+    }
     this.generation++;
     this.disconnect();
     this.current = want;
     if (!want) {
       // The history stays (the panel keeps showing the last run) until another server is shown.
-      this.setStatus({ state: "idle", message: idleMessage ?? "No Djinn server: start one (Djinn: Start Local Server), connect to one, or start debugging." });
+      this.setStatus({ state: "idle", message: idleMessage ?? IDLE_MESSAGE });
       return;
     }
-    this.samples = [];
-    this.swaps = [];
-    void this.connect(want, ++this.generation);
+    this.useHistory(want.address);
+    void this.connect(want, this.generation);
+  }
+
+  private useHistory(address: string): void {
+    let h = this.histories.get(address);
+    if (!h) {
+      h = { address, samples: [], swaps: [], lastSeq: 0 };
+      this.histories.set(address, h);
+      // a bounded number of servers remembered
+      if (this.histories.size > MAX_HISTORIES) {
+        const oldest = [...this.histories.keys()].find((a) => a !== address);
+        if (oldest !== undefined) this.histories.delete(oldest);
+      }
+    }
+    if (h === this.history) return;
+    this.history = h;
+    this.historyEmitter.fire(h);
   }
 
   private disconnect(): void {
-    clearTimeout(this.retryTimer);
-    for (const stop of this.stopStreams.splice(0)) stop();
+    for (const s of this.streams.splice(0)) s.stop();
     this.client?.close();
     this.client = undefined;
     this.serverInfo = undefined;
@@ -140,63 +244,100 @@ export class Monitor implements vscode.Disposable {
 
   private async connect(t: Target, gen: number): Promise<void> {
     this.setStatus({ state: "connecting", target: t, message: `Connecting to ${t.label} at ${t.address}…` });
-    const client = new DjinnClient(t.address, { token: t.token, deadlineMs: 15_000 });
-    this.client = client;
+    let client: DjinnClient;
     try {
-      await client.waitForReady(10_000);
-      const info = await client.getInfo();
-      if (gen !== this.generation) return client.close();
-      this.serverInfo = info;
-      const telemetry = client.telemetry({ intervalMs: this.intervalMs() });
-      // Replay the recent past too (swaps before the panel was opened); seq 1 is the first event.
-      const events = client.events({ sinceSeq: Math.max(1, (info.eventSeq ?? 0) - REPLAY_EVENTS) });
-      this.stopStreams.push(() => telemetry.cancel(), () => events.cancel());
-      let first = true;
-      telemetry.on("sample", (s) => {
-        if (gen !== this.generation) return;
-        const c = compactSample(s);
-        this.samples.push(c);
-        if (this.samples.length > MAX_SAMPLES) this.samples.splice(0, this.samples.length - MAX_SAMPLES);
-        if (first) {
-          first = false;
-          this.setStatus({ state: "live", target: t, info: infoOf(info), message: `${t.label}: ${info.model?.name} on ${info.deviceName || info.device} at ${t.address}` });
-        }
-        this.sampleEmitter.fire(c);
-      });
-      events.on("event", (e) => {
-        if (gen !== this.generation) return;
-        this.eventEmitter.fire(e);
-        if (e.kind !== EventKind.EVENT_KIND_SWAP_OUT && e.kind !== EventKind.EVENT_KIND_SWAP_IN) return;
-        const m: SwapMark = { t: e.time, dir: e.kind === EventKind.EVENT_KIND_SWAP_OUT ? "out" : "in", sessionId: e.sessionId, bytes: e.bytes, ms: e.ms, gbps: e.gbps };
-        this.swaps.push(m);
-        if (this.swaps.length > MAX_SWAPS) this.swaps.splice(0, this.swaps.length - MAX_SWAPS);
-        this.swapEmitter.fire(m);
-      });
-      const lost = (why: string) => {
-        if (gen !== this.generation) return;
-        this.generation++;
-        this.disconnect();
-        this.lostAt(t, why);
-      };
-      telemetry.on("error", (e) => lost(e.details || e.message));
-      telemetry.on("end", () => lost("the server ended the telemetry stream"));
-      events.on("error", (e) => lost(e.details || e.message));
+      client = new DjinnClient(t.address, { token: t.token, caFile: t.caFile, deadlineMs: 15_000 });
     } catch (e) {
-      client.close();
-      if (gen !== this.generation) return;
-      this.lostAt(t, e instanceof Error ? e.message : String(e));
+      this.setStatus({ state: "gone", target: t, message: goneMessage(t, (e as Error).message) });
+      return;
     }
+    this.client = client;
+    const h = this.history;
+    let info: ServerInfo | undefined;
+    const telemetry = resilientTelemetry(client, { intervalMs: this.intervalMs(), ...this.timing });
+    const events = resilientEvents(client, {
+      ...this.timing,
+      // Continue this address's history where it stopped; a new one replays the recent past
+      // (swaps before the panel was opened); seq 1 is the first event.
+      sinceSeq: (latest) => (h.lastSeq > 0 && h.lastSeq <= latest ? h.lastSeq : Math.max(1, latest - REPLAY_EVENTS)),
+      onInfo: (i) => {
+        if (gen !== this.generation) return;
+        info = i;
+        this.serverInfo = i;
+        if (i.deviceError) this.deviceErrors.set(t.address, i.deviceError);
+        if (sampled) live();
+      },
+    });
+    let sampled = false;
+    this.streams = [telemetry as ResilientStream<unknown>, events as ResilientStream<unknown>];
+    // live once samples flow and GetInfo (the events stream's probe) has answered
+    const live = () => {
+      if (this.status.state === "live" && this.status.target === t) return;
+      if (!info) return;
+      this.setStatus({ state: "live", target: t, info: infoOf(info), message: `${t.label}: ${info.model?.name} on ${info.deviceName || info.device} at ${t.address}` });
+    };
+    telemetry.on("message", (s) => {
+      if (gen !== this.generation) return;
+      if (s.deviceError) this.deviceErrors.set(t.address, s.deviceError);
+      const c = compactSample(s);
+      h.samples.push(c);
+      if (h.samples.length > MAX_SAMPLES) h.samples.splice(0, h.samples.length - MAX_SAMPLES);
+      sampled = true;
+      live();
+      this.sampleEmitter.fire(c);
+    });
+    events.on("message", (e) => {
+      if (gen !== this.generation) return;
+      if (e.seq <= h.lastSeq) return; // already in this history (a replay that overlaps)
+      h.lastSeq = e.seq;
+      if (e.kind === EventKind.EVENT_KIND_DEVICE_FAILED) {
+        this.deviceErrors.set(t.address, e.text || "the device failed");
+        this.log(`monitor: the device of ${t.address} failed: ${e.text}`);
+      }
+      this.eventEmitter.fire(e);
+      if (e.kind !== EventKind.EVENT_KIND_SWAP_OUT && e.kind !== EventKind.EVENT_KIND_SWAP_IN) return;
+      const m: SwapMark = { t: e.time, dir: e.kind === EventKind.EVENT_KIND_SWAP_OUT ? "out" : "in", sessionId: e.sessionId, bytes: e.bytes, ms: e.ms, gbps: e.gbps };
+      h.swaps.push(m);
+      if (h.swaps.length > MAX_SWAPS) h.swaps.splice(0, h.swaps.length - MAX_SWAPS);
+      this.swapEmitter.fire(m);
+    });
+    events.on("reconnected", (r) => {
+      if (gen !== this.generation) return;
+      if (r.restarted) {
+        // a new server process on the same address: its seqs start again; the history goes on
+        h.lastSeq = r.sinceSeq;
+        this.log(`monitor: ${t.address} is a new server process; the history continues`);
+      }
+    });
+    let failures = 0;
+    for (const s of [telemetry, events] as Array<ResilientStream<unknown>>) {
+      s.on("failure", ({ error, retryInMs }) => {
+        if (gen !== this.generation) return;
+        if (failures++ === 0) this.log(`monitor: lost ${t.address} (${error}); retrying in ${retryInMs} ms`);
+      });
+      s.on("down", ({ error }) => {
+        if (gen !== this.generation || this.status.state === "gone") return;
+        this.lostAt(t, error);
+      });
+      s.on("up", () => {
+        if (gen !== this.generation) return;
+        failures = 0;
+        this.log(`monitor: ${t.address} is back`);
+      });
+    }
+    telemetry.start();
+    events.start();
   }
 
   private lostAt(t: Target, why: string): void {
     this.log(`monitor: ${t.label} at ${t.address} is gone: ${why}`);
-    this.setStatus({ state: "gone", target: t, message: `The Djinn server at ${t.address} (${t.label}) is gone: ${why}` });
-    // Keep trying while the source still offers it (a restarted remote server comes back).
-    const gen = this.generation;
-    this.retryTimer = setTimeout(() => {
-      if (gen !== this.generation || this.current?.id !== t.id || !this.targets.includes(t)) return;
-      void this.connect(t, ++this.generation);
-    }, RETRY_MS);
+    this.setStatus({ state: "gone", target: t, info: this.status.info, message: goneMessage(t, why) });
+    if (this.quiet.has(t.id) || !this.notices) return;
+    const reconnect = "Reconnect";
+    this.notices.show("warning", `Djinn: lost the connection to ${t.label} at ${t.address} (${why}). Its history is kept; reconnecting automatically.`, [reconnect, "Show Log"], (a) => {
+      if (a === reconnect) this.reconnectNow();
+      else void vscode.commands.executeCommand("djinn.showLog");
+    });
   }
 
   private setStatus(s: MonitorStatus): void {
@@ -211,7 +352,12 @@ export class Monitor implements vscode.Disposable {
     this.swapEmitter.dispose();
     this.statusEmitter.dispose();
     this.eventEmitter.dispose();
+    this.historyEmitter.dispose();
   }
+}
+
+function goneMessage(t: Target, why: string): string {
+  return `The Djinn server at ${t.address} (${t.label}) is gone: ${why}. The history is kept; reconnecting automatically.`;
 }
 
 function infoOf(info: ServerInfo): MonitorStatus["info"] {

@@ -1,4 +1,6 @@
 // The djinn.* settings, read fresh each time (they can change while the extension runs).
+import { homedir } from "node:os";
+import { isAbsolute, join } from "node:path";
 import * as vscode from "vscode";
 
 export type Device = "auto" | "cpu" | "cuda";
@@ -6,6 +8,8 @@ export type Device = "auto" | "cpu" | "cuda";
 export interface DjinnSettings {
   address: string;
   token: string;
+  /** absolute path of the CA file for TLS to a running server ("" = plain gRPC) */
+  caFile: string;
   pythonPath: string;
   device: Device;
   defaultModel: string;
@@ -25,6 +29,7 @@ export function settings(): DjinnSettings {
     address: (c.get<string>("server.address") ?? "").trim(),
     // The environment wins over an empty setting: secrets need not live in settings.json.
     token: (c.get<string>("server.token") ?? "").trim() || process.env.DJINN_TOKEN || "",
+    caFile: resolvePath((c.get<string>("caFile") ?? "").trim()),
     pythonPath: (c.get<string>("server.pythonPath") ?? "").trim(),
     device: (c.get<string>("server.device") as Device) ?? "auto",
     defaultModel: (c.get<string>("defaultModel") ?? "").trim() || "tiny-40l",
@@ -39,3 +44,13 @@ export function settings(): DjinnSettings {
 }
 
 export const isAutoBudget = (b: number | string | undefined): b is string => typeof b === "string" && b.startsWith("auto:");
+
+/** `~/x`, `${workspaceFolder}/x` and paths relative to the first workspace folder, made absolute. */
+export function resolvePath(p: string): string {
+  if (!p) return "";
+  const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+  let out = p.replace(/\$\{workspaceFolder\}/g, folder ?? "");
+  if (out === "~" || out.startsWith("~/")) out = join(homedir(), out.slice(1));
+  if (!isAbsolute(out) && folder) out = join(folder, out);
+  return out;
+}

@@ -46,11 +46,13 @@ export class StatusBar implements vscode.Disposable {
         return;
       case "gone":
         item.text = "$(error) Djinn: server gone";
-        item.tooltip = st.message;
+        item.tooltip = new vscode.MarkdownString(
+          `**Djinn**: ${st.message}\n\nThe VRAM panel keeps its history and goes on when the server is back. *Djinn: Reconnect to Server* tries now.`,
+        );
         item.backgroundColor = new vscode.ThemeColor("statusBarItem.errorBackground");
         return;
       case "live": {
-        const info = st.info!;
+        const info = st.info ?? { model: "", dtype: "", device: "", deviceName: "", layers: 0, budget: 0 };
         if (!s) {
           item.text = `$(server) Djinn ${info.model}`;
           item.tooltip = st.message;

@@ -31,19 +31,28 @@ export interface TensorRendered {
   at: number;
 }
 
-interface Endpoint {
+export interface Endpoint {
   address: string;
   token?: string;
+  /** TLS to a running server: its CA file and the name on its certificate (the debug configuration's) */
+  caFile?: string;
+  tlsServerName?: string;
+}
+
+/** A client for an endpoint (TLS when the configuration asked for it). */
+export function clientFor(e: Endpoint, deadlineMs?: number): DjinnClient {
+  const tls = e.caFile || e.tlsServerName ? { caFile: e.caFile, serverName: e.tlsServerName } : undefined;
+  return new DjinnClient(e.address, { token: e.token, tls, deadlineMs });
 }
 
 /** gRPC clients by server address, shared by the open viewers. */
 class Clients implements vscode.Disposable {
   private readonly map = new Map<string, DjinnClient>();
   get(e: Endpoint): DjinnClient {
-    const key = `${e.address}|${e.token ?? ""}`;
+    const key = `${e.address}|${e.token ?? ""}|${e.caFile ?? ""}|${e.tlsServerName ?? ""}`;
     let c = this.map.get(key);
     if (!c) {
-      c = new DjinnClient(e.address, { token: e.token, deadlineMs: 60_000 });
+      c = clientFor(e, 60_000);
       this.map.set(key, c);
     }
     return c;
@@ -110,8 +119,11 @@ export class TensorViewers implements vscode.Disposable {
 export async function endpointOf(session: vscode.DebugSession): Promise<Endpoint> {
   const r = await session.customRequest("djinn/serverInfo");
   if (!r?.address) throw new Error(`the debug session '${session.name}' has no Djinn server yet`);
-  const token = typeof session.configuration.token === "string" && session.configuration.token ? session.configuration.token : undefined;
-  return { address: r.address, token };
+  const c = session.configuration;
+  const str = (v: unknown) => (typeof v === "string" && v ? v : undefined);
+  // A local server (the adapter started it) is plain gRPC; TLS settings are for `server`.
+  const remote = !r.local;
+  return { address: r.address, token: str(c.token), caFile: remote ? str(c.caFile) : undefined, tlsServerName: remote ? str(c.tlsServerName) : undefined };
 }
 
 export class TensorViewer {

@@ -1,8 +1,7 @@
 // "Djinn: View Tensor": from the Variables view's context menu (the variable clicked), from
 // the palette (a tensor of the selected thread), or programmatically.
 import * as vscode from "vscode";
-import { DjinnClient } from "../client";
-import { endpointOf, tensorOfVariable, type TensorViewer, type TensorViewers } from "./tensorViewer";
+import { clientFor, endpointOf, tensorOfVariable, type TensorViewer, type TensorViewers } from "./tensorViewer";
 
 interface MenuArg {
   sessionId?: string;
@@ -57,7 +56,7 @@ export async function viewTensor(viewers: TensorViewers, arg?: MenuArg & ViewTen
   if (!expression) {
     // From the palette: the tensors of this stop, or an expression naming one.
     const endpoint = await endpointOf(session);
-    const client = new DjinnClient(endpoint.address, { token: endpoint.token });
+    const client = clientFor(endpoint);
     try {
       const list = await client.listTensors(threadId);
       type Item = vscode.QuickPickItem & { name: string };

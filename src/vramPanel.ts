@@ -1,6 +1,8 @@
 // The VRAM panel (webview, script in media/vram/): live telemetry of the monitored server.
 // One panel; it keeps its state when hidden (retainContextWhenHidden) and is restored after
-// a reload by its serializer (the webview also saves its history with setState).
+// a reload by its serializer (the webview also saves its history with setState). The history
+// is the monitor's, one per server address: it stays while the server is gone and goes on
+// when it is back.
 import * as vscode from "vscode";
 import type { Monitor } from "./monitor";
 import { webviewShell } from "./webviewHtml";
@@ -79,6 +81,21 @@ export class VramPanel implements vscode.Disposable {
       this.monitor.onSample((s) => this.post({ type: "sample", sample: s })),
       this.monitor.onSwap((m) => this.post({ type: "swap", swap: m })),
       this.monitor.onStatus((st) => this.post({ type: "status", status: st })),
+      // another server's history (one per address): redraw from it
+      this.monitor.onHistory(() => this.sendInit(true)),
+    );
+  }
+
+  private sendInit(reset: boolean, force = false): void {
+    this.post(
+      {
+        type: "init",
+        reset,
+        status: this.monitor.status,
+        samples: this.monitor.samples.slice(-INIT_SAMPLES),
+        swaps: this.monitor.swaps,
+      },
+      force,
     );
   }
 
@@ -86,12 +103,7 @@ export class VramPanel implements vscode.Disposable {
     switch (m.type) {
       case "ready":
         this.ready = true;
-        this.post({
-          type: "init",
-          status: this.monitor.status,
-          samples: this.monitor.samples.slice(-INIT_SAMPLES),
-          swaps: this.monitor.swaps,
-        }, true);
+        this.sendInit(false, true);
         break;
       case "rendered":
         this.lastRendered = { points: Number(m.points), sessions: Number(m.sessions), swaps: Number(m.swaps), status: String(m.status), at: Date.now() };

@@ -331,6 +331,11 @@ function renderStatus(): void {
   banner.hidden = false;
   const msg = st.state === "gone" ? `⚠ Server gone. ${st.message}` : st.message;
   const children: Array<Node | string> = [el("span", {}, msg)];
+  if (st.state === "gone") {
+    const reconnect = el("button", {}, "Reconnect");
+    reconnect.onclick = () => vscode.postMessage({ type: "command", command: "djinn.reconnect" });
+    children.push(reconnect);
+  }
   if (st.state === "idle" || st.state === "gone") {
     const start = el("button", {}, "Start Local Server");
     start.onclick = () => vscode.postMessage({ type: "command", command: "djinn.startServer" });
@@ -382,8 +387,9 @@ window.addEventListener("message", (ev: MessageEvent) => {
   switch (m?.type) {
     case "init": {
       status = m.status;
-      // The host's history is the truth when it has one; else keep what was restored.
-      if (m.samples.length > 0 || status.state === "live") {
+      // The host's history is the truth when it has one (or when it switched to another
+      // server's history); else keep what was restored.
+      if (m.reset || m.samples.length > 0 || status.state === "live") {
         samples = m.samples;
         swaps = m.swaps;
       }
@@ -401,10 +407,8 @@ window.addEventListener("message", (ev: MessageEvent) => {
       schedule();
       break;
     case "status":
-      if (m.status.state === "connecting" && status.target?.id !== m.status.target?.id) {
-        samples = [];
-        swaps = [];
-      }
+      // The history is per server address: the host sends "init" when it switches; a server
+      // that is gone and back keeps its history.
       status = m.status;
       schedule();
       break;
