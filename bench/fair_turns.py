@@ -48,7 +48,7 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=300, help="tokens A generates")
     p.add_argument("--prompt", type=int, default=64, help="prompt tokens of each session")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--quantum-ms", type=float, default=50.0)
+    p.add_argument("--quantum-ms", type=float, default=0.0, help="0 = turns of one forward pass (the default)")
     p.add_argument("--out", default="")
     a = p.parse_args()
     opts = Options(model=a.model, device=a.device, budget="80" if a.device != "cpu" else "8", host_pool_gb=4.0,

@@ -40,7 +40,7 @@ def test_a_long_generation_does_not_keep_the_worker_from_a_continued_session():
 
 
 def test_the_quantum_splits_a_long_prefill():
-    with running_server(quantum_ms=0.0) as (c, st):
+    with running_server(quantum_ms=0.001) as (c, st):
         long = c.create(list(range(3, 500)), max_new=1, context=500, stop_on_entry=True)
         short = c.create([5, 6], max_new=1, layers=(5,), stop_on_entry=True)
         for s in (long, short):

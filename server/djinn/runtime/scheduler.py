@@ -2,9 +2,11 @@
 
 All model work happens on this thread. RPC handlers hand it closures (`submit`/`call`) and
 wait for the result; they never touch the GPU. Policy:
-- fair turns: a turn ends when the session stops, ends a forward pass, or has run for the
-  quantum while another session is runnable; the next turn goes to the runnable session
-  served least recently (so nobody waits behind another's long generation);
+- fair turns: a turn ends when the session stops or ends a forward pass (or, with a quantum,
+  has run that long while another session is runnable); the next turn goes to the runnable
+  session served least recently, so nobody waits behind another's long generation. A
+  swapped-out session whose turn it is lets resident ones go first for at most `patience`,
+  and only then may it push a runnable session out: fewer copies, a bounded wait;
 - to make room, swap out paused sessions, least recently paused first, then idle running
   ones; if nothing can go, the session waits (a `waiting` event), it never runs out of memory;
 - a device fault (a CUDA error poisons the whole context) fails every session, says why
@@ -38,7 +40,8 @@ class _Deferred(Exception):
 
 class Scheduler:
     def __init__(self, engine: Engine, swapper: Swapper, pool: HostPool, ledger: Ledger, hub: EventHub,
-                 swap_policy: str = "pressure", snapshot=None, quantum_ms: float = 50.0):
+                 swap_policy: str = "pressure", snapshot=None, quantum_ms: float = 0.0,
+                 patience_ms: float = 200.0):
         self.engine, self.swapper, self.pool, self.ledger, self.hub = engine, swapper, pool, ledger, hub
         self.swap_policy = swap_policy
         self.snapshot = snapshot or (lambda s: None)
@@ -52,6 +55,7 @@ class Scheduler:
         self._deferred: list = []              # commands waiting for that pass to yield
         self.totals = {"out": [0, 0, 0.0], "in": [0, 0, 0.0]}   # count, bytes, ms
         self.quantum = quantum_ms / 1e3
+        self.patience = patience_ms / 1e3   # longest a swapped-out runnable session yields to resident ones
         self.device_error = ""                 # set once the device failed: no more GPU work
         self.on_device_failed = lambda reason: None
         self._chores: list = []                # [fn, every_s, next_due]
@@ -109,7 +113,7 @@ class Scheduler:
         except HostPoolFull as e:
             raise exhausted(str(e)) from None
         with self.lock:
-            s.state = RUNNING
+            s.state, s.ready_at = RUNNING, time.monotonic()
             self.sessions[s.id] = s
         self._publish("created", s)
         self._wake.set()
@@ -120,7 +124,7 @@ class Scheduler:
             raise precondition(f"session {s.id} is {s.state}, not paused")
         s.results.clear()
         s.step_kind, s.step_from_pass = step_kind, s.pass_index
-        s.state, s.stop_reason, s.hit_ids = RUNNING, "", []
+        s.state, s.stop_reason, s.hit_ids, s.ready_at = RUNNING, "", [], time.monotonic()
         self._publish("resumed", s)
 
     def pause(self, s: Session) -> None:
@@ -223,7 +227,8 @@ class Scheduler:
             self._idle(0.002 if self._in_flight() else 0.05)
             return
         try:
-            resident = self._make_resident(s)
+            # a runnable session may push out another runnable one only after waiting `patience`
+            resident = self._make_resident(s, evict_running=time.monotonic() - s.ready_at >= self.patience)
         except torch.OutOfMemoryError as e:  # (a device fault propagates to _loop)
             # The allocator disagrees with the ledger (fragmentation): make room and retry.
             victim = self._victim(exclude=s)
@@ -292,13 +297,17 @@ class Scheduler:
                 chore[0]()
 
     def _pick(self, resident_only: bool = False) -> Session | None:
-        """The runnable session served least recently (never-served ones first, oldest first)."""
+        """The runnable session served least recently. A resident one goes first while the one
+        whose turn it is waits for a swap-in for less than `patience` (fewer copies, bounded wait)."""
         with self.lock:
-            running = [s for s in self.sessions.values() if s.state == RUNNING
-                       and (not resident_only or s.memory.location == DEVICE)]
-        if not running:
-            return None
-        return min(running, key=lambda s: (s.turn, s.id))
+            running = [s for s in self.sessions.values() if s.state == RUNNING]
+        resident = [s for s in running if s.memory.location in (DEVICE, MOVING_IN)]
+        if resident_only or not running:
+            return min(resident, key=lambda s: (s.turn, s.id), default=None)
+        first = min(running, key=lambda s: (s.turn, s.id))
+        if first in resident or not resident or time.monotonic() - first.ready_at >= self.patience:
+            return first
+        return min(resident, key=lambda s: (s.turn, s.id))
 
     def _others_runnable(self, s: Session) -> bool:
         with self.lock:
@@ -328,7 +337,7 @@ class Scheduler:
                 if self._maybe_stop(s) or token is not None:
                     return
                 self._run_commands()   # may pause or close s (never evict it: see _victim)
-                if s.last_run - t0 >= self.quantum and self._others_runnable(s):
+                if self.quantum and s.last_run - t0 >= self.quantum and self._others_runnable(s):
                     return             # its turn is up mid-pass; it stays RUNNING, resumes here later
         except Exception as e:  # noqa: BLE001 - one session's failure must not take the server down
             if is_device_fault(e):
@@ -336,6 +345,7 @@ class Scheduler:
             self._fail(s, e)
         finally:
             self._running = None
+            s.ready_at = time.monotonic()   # if still runnable, it waits for its next turn from now
 
     def _maybe_stop(self, s: Session) -> bool:
         stop = check_stop(self.engine, s)
@@ -368,7 +378,7 @@ class Scheduler:
             self._last = None
 
     # ------------------------------------------------------------ memory
-    def _make_resident(self, s: Session) -> bool:
+    def _make_resident(self, s: Session, evict_running: bool = True) -> bool:
         mem = s.memory
         if mem.location in (DEVICE, MOVING_IN):
             return True
@@ -379,7 +389,7 @@ class Scheduler:
             leaving = sum(v.memory.device_bytes() for v in list(self.sessions.values()) if v.memory.location == MOVING_OUT)
             if leaving and self.ledger.accounted() - leaving + need <= self.ledger.budget:
                 return False     # copies in flight already make enough room: evict nobody else
-            victim = self._victim(exclude=s)
+            victim = self._victim(exclude=s, running_too=evict_running)
             if victim is None:
                 return False
             self._swap_out(victim)
@@ -390,7 +400,7 @@ class Scheduler:
         self.ledger.note()
         return True
 
-    def _victim(self, exclude: Session) -> Session | None:
+    def _victim(self, exclude: Session, running_too: bool = True) -> Session | None:
         """Who leaves the device: never `exclude`, nor the session mid-pass on the worker (a
         command served between two of its pieces may need room for another session)."""
         with self.lock:
@@ -399,6 +409,8 @@ class Scheduler:
         paused = sorted((v for v in resident if v.state == PAUSED), key=lambda v: v.paused_at)
         if paused:
             return paused[0]
+        if not running_too:
+            return None
         idle = sorted((v for v in resident if v.state == RUNNING), key=lambda v: v.last_run)
         return idle[0] if idle else None
 

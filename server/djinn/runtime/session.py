@@ -81,6 +81,7 @@ class Session:
     paused_at: float = 0.0       # for least-recently-paused eviction
     last_run: float = 0.0
     turn: int = 0                # the scheduler's turn number when it last ran (fair turns)
+    ready_at: float = 0.0        # when it last became runnable or ended a turn still runnable
     error: str = ""
     results: dict = field(default_factory=dict)   # "$N" -> tensors from Evaluate, dropped on resume
     result_counter: int = 0

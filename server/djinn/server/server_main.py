@@ -46,8 +46,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "then closed and their memory freed")
     g.add_argument("--retire-s", type=float, default=300, help="an ended session is forgotten this long after it ended "
                    "or was last touched")
-    g.add_argument("--quantum-ms", type=float, default=50, help="fair turns: a session runs at most one forward pass, or "
-                   "this long, while another session is runnable")
+    g.add_argument("--quantum-ms", type=float, default=0, help="fair turns: a session runs at most one forward pass while "
+                   "another session is runnable; with a quantum, also at most this long (it then yields between layers)")
+    g.add_argument("--patience-ms", type=float, default=200, help="a swapped-out runnable session lets resident runnable "
+                   "ones go first for at most this long, then it is brought back even if that pushes one of them out")
     g.add_argument("--expr-max-elements", type=int, default=1 << 30, help="elements one expression may touch")
     g.add_argument("--expr-max-ms", type=float, default=2000, help="wall time one expression may take")
     g.add_argument("--subscriber-queue", type=int, default=10_000, help="events a stream may fall behind before it is "
@@ -161,7 +163,7 @@ def main(argv=None) -> int:
                    plan_context=a.plan_context, host_pool_gb=a.host_pool_gb, max_context=a.max_context,
                    swap_policy=a.swap_policy, seed=a.seed, token=a.token, tokens_file=a.tokens_file,
                    cap_allocator=not a.no_allocator_cap, lease_s=a.lease_s, retire_s=a.retire_s,
-                   quantum_ms=a.quantum_ms, expr_max_elements=a.expr_max_elements, expr_max_ms=a.expr_max_ms,
+                   quantum_ms=a.quantum_ms, patience_ms=a.patience_ms, expr_max_elements=a.expr_max_elements, expr_max_ms=a.expr_max_ms,
                    subscriber_queue=a.subscriber_queue, replay_mb=a.replay_mb,
                    max_sessions_per_user=a.max_sessions_per_user, fault_injection=a.test_fault_injection,
                    tls=bool(a.tls_cert))

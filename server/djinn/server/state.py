@@ -45,7 +45,8 @@ class Options:
     cap_allocator: bool = True
     lease_s: float = 900.0           # a disconnected client's sessions are kept this long
     retire_s: float = 300.0          # an ended session is forgotten this long after it ended (or was touched)
-    quantum_ms: float = 50.0         # fair turns: the longest a session runs while another is runnable
+    quantum_ms: float = 0.0          # fair turns: 0 = a turn is one forward pass; else also at most this long
+    patience_ms: float = 200.0       # a swapped-out runnable session lets resident ones go first this long at most
     expr_max_elements: int = 1 << 30
     expr_max_ms: float = 2000.0
     subscriber_queue: int = 10_000   # events a stream subscriber may fall behind before it is told it lagged
@@ -116,7 +117,8 @@ class ServerState:
         self.pool_seconds = time.perf_counter() - tp
         self.hub = EventHub(keep_bytes=int(opts.replay_mb * 1e6))
         self.scheduler = Scheduler(self.engine, Swapper(self.device, self.pool), self.pool, ledger, self.hub,
-                                   opts.swap_policy, snapshot=convert.session_info, quantum_ms=opts.quantum_ms)
+                                   opts.swap_policy, snapshot=convert.session_info, quantum_ms=opts.quantum_ms,
+                                   patience_ms=opts.patience_ms)
         self.leases = Leases(self.scheduler, self.clients, opts.lease_s, opts.retire_s)
         self.scheduler.every(min(0.5, max(0.05, opts.lease_s / 4)), self.leases.tick)
         self._samples: dict[tuple[str, bool], tuple[float, pb.TelemetrySample]] = {}
