@@ -129,6 +129,9 @@ def test_get_tensor_and_logit_lens_bounds(engine, sess):
         tensor_ops.get_tensor(engine, sess, "hidden", [(0, 9, 1)], True)
     assert e.value.code == "OUT_OF_RANGE" and "stop 9 out of range for size 8" in str(e.value)
     with pytest.raises(DjinnError) as e:
+        tensor_ops.set_tensor(engine, sess, "hidden", [(0, 0, 0), (-65, 0, 1)], "add", "", [], b"", 1.0)
+    assert e.value.code == "OUT_OF_RANGE" and "dim 1: start -65 out of range for size 64" in str(e.value)
+    with pytest.raises(DjinnError) as e:
         tensor_ops.logit_lens(engine, sess, 3, "hidden", 8)
     assert e.value.code == "OUT_OF_RANGE"
     assert len(tensor_ops.logit_lens(engine, sess, 3, "hidden", -8)) == 3
