@@ -644,6 +644,9 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
           this.emit("log", { text: `session ${s.id}: ${e.text}`, category: "stderr" });
           return;
         }
+        // The server fails every session before it says DEVICE_FAILED: the first one tells.
+        const failure = info?.error || e.text;
+        if (e.kind === EventKind.EVENT_KIND_ERROR && /^device failed\b/.test(failure)) return this.deviceFailed(failure);
         this.end(s, e.text);
         return;
       }
@@ -655,12 +658,15 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
     }
   }
 
-  /** The server's device failed: every session failed with its message; the server exits. */
+  /**
+   * The server's device failed (DEVICE_FAILED, or the first session that failed with "device
+   * failed: ..."): said once, loudly; every session failed with it; the server exits.
+   */
   private deviceFailed(text: string): void {
     if (this.deviceError !== undefined) return;
-    const why = text || "the device failed";
+    const why = (text || "the device failed").replace(/^device failed:\s*/, "");
     this.deviceError = why;
-    this.emit("log", { text: `djinn: the GPU of the Djinn server failed: ${why}. Every session on it failed; the server stops taking work and exits.`, category: "important" });
+    this.emit("log", { text: `djinn: the device of the Djinn server failed: ${why}. Its sessions failed; the server takes no more work and exits.`, category: "important" });
     for (const s of this.list()) {
       s.info = { ...s.info, state: SessionState.SESSION_STATE_FAILED, error: why };
       this.end(s, why);

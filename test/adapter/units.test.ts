@@ -121,6 +121,7 @@ function info(id: number, state: SessionState, layer = 0, tokenIndex = 0): Sessi
     id, label: "", state, position: { layer, point: StopPoint.STOP_POINT_LAYER, phase: tokenIndex ? 2 : 1, tokenIndex, inputPos: 0, numTokens: 4 },
     stopReason: StopReason.STOP_REASON_BREAKPOINT, hitBreakpointIds: [1], kvLocation: 2, kvBytes: 0, context: 8, promptTokens: [1, 2, 3, 4],
     generatedTokens: [], generatedText: "", maxNewTokens: 2, lastSwapOutMs: 0, lastSwapInMs: 0, swapOuts: 0, swapIns: 0, error: "", createdAt: 0, prompt: "",
+    owner: "", leaseExpiresAt: 0,
   };
 }
 
@@ -176,4 +177,67 @@ test("runtime: continue's answer, its RESUMED and the next STOPPED may come in a
     assert.equal(rt.get(7).info.state, SessionState.SESSION_STATE_PAUSED, order);
     assert.equal(rt.get(7).info.position.layer, 4, order);
   }
+});
+
+test("runtime: after LAGGED, ListSessions is the truth: stops, resumes, ends and (attach) new sessions; older events are skipped", async () => {
+  const rt = new DjinnRuntime() as any;
+  rt.mode = "attach";
+  const log: string[] = [];
+  rt.on("stopped", (e: { sessionId: number }) => log.push(`stopped ${e.sessionId}`));
+  rt.on("resumed", (e: { sessionId: number; byUs: boolean }) => log.push(`resumed ${e.sessionId}${e.byUs ? " by us" : ""}`));
+  rt.on("sessionEnded", (e: { sessionId: number }) => log.push(`ended ${e.sessionId}`));
+  rt.on("sessionStarted", (e: { sessionId: number }) => log.push(`started ${e.sessionId}`));
+  rt.track(info(1, SessionState.SESSION_STATE_PAUSED, 3), false); // moved on meanwhile: paused at 7
+  rt.track(info(2, SessionState.SESSION_STATE_PAUSED, 3), false); // was continued: running now
+  rt.track(info(3, SessionState.SESSION_STATE_RUNNING), false); // closed meanwhile: not listed
+  rt.track(info(4, SessionState.SESSION_STATE_PAUSED, 5), false); // unchanged
+  log.length = 0;
+  rt.client = {
+    getInfo: async () => ({ eventSeq: 90, modules: [] }),
+    listSessions: async () => [
+      info(1, SessionState.SESSION_STATE_PAUSED, 7),
+      info(2, SessionState.SESSION_STATE_RUNNING),
+      info(4, SessionState.SESSION_STATE_PAUSED, 5),
+      info(6, SessionState.SESSION_STATE_PAUSED, 2), // created by another window of the user
+    ],
+    setBreakpoints: async () => ({ breakpoints: [] }),
+  };
+  await rt.resync(false);
+  assert.deepEqual(log, ["stopped 1", "resumed 2", "ended 3", "started 6", "stopped 6"]);
+  assert.equal(rt.sessions.get(1).info.position.layer, 7);
+  assert.equal(rt.ignoreUpTo, 90);
+  // a replayed event the list already reflects is skipped; a newer one applies
+  log.length = 0;
+  rt.onEvent(event(EventKind.EVENT_KIND_STOPPED, info(2, SessionState.SESSION_STATE_PAUSED, 1), 85));
+  assert.deepEqual(log, []);
+  rt.onEvent(event(EventKind.EVENT_KIND_STOPPED, info(2, SessionState.SESSION_STATE_PAUSED, 9), 91));
+  assert.deepEqual(log, ["stopped 2"]);
+  // a new server process: every thread of the old one ends
+  log.length = 0;
+  rt.client.listSessions = async () => [info(1, SessionState.SESSION_STATE_PAUSED, 7)];
+  await rt.resync(true);
+  const after = log as string[];
+  assert.ok(["ended 1", "ended 2", "ended 4", "ended 6"].every((x) => after.includes(x)), after.join(", "));
+});
+
+test("runtime: DEVICE_FAILED is said loudly once and ends every session with the server's message", () => {
+  const rt = new DjinnRuntime() as any;
+  rt.mode = "launch";
+  const logs: Array<{ text: string; category: string }> = [];
+  const ended: Array<{ sessionId: number; state: SessionState; text: string }> = [];
+  const all: Array<{ why?: string }> = [];
+  rt.on("log", (l: { text: string; category: string }) => logs.push(l));
+  rt.on("sessionEnded", (e: { sessionId: number; state: SessionState; text: string }) => ended.push(e));
+  rt.on("allEnded", (e: { why?: string }) => all.push(e));
+  rt.track(info(1, SessionState.SESSION_STATE_PAUSED, 3), true);
+  rt.track(info(2, SessionState.SESSION_STATE_RUNNING), true);
+  const failed: Event = { seq: 10, time: 0, kind: EventKind.EVENT_KIND_DEVICE_FAILED, sessionId: 0, stopReason: 0, bytes: 0, ms: 0, gbps: 0, token: 0, text: "CUDA error: device-side assert triggered; 2 session(s) failed" };
+  rt.onEvent(failed);
+  rt.onEvent({ ...failed, seq: 11 });
+  assert.equal(logs.filter((l) => l.category === "important").length, 1);
+  assert.match(logs[0].text, /CUDA error: device-side assert/);
+  assert.deepEqual(ended.map((e) => [e.sessionId, e.state]), [[1, SessionState.SESSION_STATE_FAILED], [2, SessionState.SESSION_STATE_FAILED]]);
+  assert.match(ended[0].text, /device-side assert/);
+  assert.equal(all.length, 1);
+  assert.match(all[0].why ?? "", /device failed: CUDA error/);
 });
