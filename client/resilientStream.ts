@@ -2,7 +2,8 @@
 // fails, ends, or the server says this subscriber LAGGED, it subscribes again (after a backoff
 // of 0.2 s doubling to 5 s) with since_seq = the last event seq it saw, so nothing retained
 // is missed. It tells its owner:
-//   'message'      every message (a LAGGED marker is consumed, not passed on)
+//   'message'      every message (a LAGGED marker is consumed, not passed on; one whose seq is
+//                  the since_seq asked means those events are gone: it resumes from the latest)
 //   'connected'    the first subscription is up
 //   'reconnected'  a later one is up; `lagged` (events were lost: re-read ListSessions) and
 //                  `restarted` (the server's seqs went backwards: it is a new process)
@@ -91,6 +92,8 @@ export class ResilientStream<T> extends EventEmitter<ResilientStreamEvents<T>> {
   private stopped = false;
   private started = false;
   private lagPending = false;
+  /** LAGGED at the very seq asked for: those events are gone; resume from the server's latest */
+  private skipToLatest = false;
   private restartPending = false;
   private lastError = "";
   private readonly t: Required<ResilientTiming>;
@@ -177,6 +180,11 @@ export class ResilientStream<T> extends EventEmitter<ResilientStreamEvents<T>> {
       }
       // Nothing to resume from: whatever happened meanwhile is unknown.
       if (this.lastSeq === 0 && this.o.seqOf) this.lagPending = true;
+      if (this.skipToLatest) {
+        // Asking again for what is no longer retained would only be told LAGGED again.
+        this.skipToLatest = false;
+        this.lastSeq = latest ?? 0;
+      }
       since = this.lastSeq;
     }
     let stream: DjinnStream<T, string>;
@@ -200,6 +208,7 @@ export class ResilientStream<T> extends EventEmitter<ResilientStreamEvents<T>> {
       const lag = this.o.lagOf?.(m);
       if (lag !== undefined) {
         confirm();
+        if (lag <= since) this.skipToLatest = true;
         this.lastSeq = lag;
         this.lagPending = true;
         this.current = undefined;

@@ -4,6 +4,7 @@
 // subscriber that lagged re-reads the sessions and the threads come back where they are; a
 // device failure is said loudly and ends the threads.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -218,4 +219,30 @@ test("a device failure: the reason as an important output, every thread ends, th
   assert.ok(important >= 0 && important < ev.all.findIndex((e) => e.event === "terminated"), "said before the debug session ends");
   assert.equal(outputs(ev, "important").length, 1, "said once");
   assert.ok(outputs(ev, "console").some((o) => /device failed/.test(o)), outputs(ev).join(""));
+});
+
+test("TLS: launch and attach reach a TLS server with caFile (and tlsServerName); without it the connection is refused", async (t) => {
+  const key = join(dir, "key.pem");
+  const cert = join(dir, "cert.pem");
+  try {
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=djinn-gpu-host", "-addext", "subjectAltName=DNS:djinn-gpu-host"], { stdio: "ignore" });
+  } catch {
+    t.skip("openssl is not available");
+    return;
+  }
+  const srv = await startLocalServer({ model: "tiny-4l", device: "cpu", startTimeoutMs: 180_000, extraArgs: ["--tls-cert", cert, "--tls-key", key, "--token", "tls-token-123"] });
+  extra.push(() => srv.stop());
+  // the certificate names djinn-gpu-host, not 127.0.0.1 (as through an SSH tunnel): tlsServerName says which name to check
+  const tls = { server: srv.address, token: "tls-token-123", caFile: cert, tlsServerName: "djinn-gpu-host" };
+  const L = await adapter();
+  await start(L.dc, L.ev, "launch", { ...tls, prompt: [promptTokens(91, 8, 290)], maxNewTokens: 1, stopOnEntry: true });
+  const id = (await L.ev.stopped()).body.threadId;
+  const A = await adapter();
+  await start(A.dc, A.ev, "attach", tls);
+  assert.deepEqual((await A.dc.threadsRequest()).body.threads.map((x) => x.id), [id]);
+  await A.dc.disconnectRequest({});
+  await L.dc.disconnectRequest({});
+  const plain = await adapter();
+  const r = await start(plain.dc, plain.ev, "attach", { server: srv.address, token: "tls-token-123" }).then(() => "attached", (e: Error) => e.message);
+  assert.match(r, /could not attach/);
 });

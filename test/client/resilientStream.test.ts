@@ -134,13 +134,18 @@ test("LAGGED: the marker is consumed, it resubscribes with since_seq = the marke
   h.rs.stop();
 });
 
-test("LAGGED on the first subscription (since_seq no longer retained)", async () => {
-  const h = harness({ sinceSeq: 3 });
+test("LAGGED at the since_seq asked (no longer retained): it resumes from the server's latest, not the same seq again", async () => {
+  const h = harness({ sinceSeq: 3, probe: true });
+  h.probe.latest = 99;
   h.rs.start();
+  await until("subscribed", () => h.opened.length === 1);
   h.opened[0].lag(3);
   await until("resubscribed", () => h.opened.length === 2);
+  assert.equal(h.opened[1].sinceSeq, 99);
   h.opened[1].send(100);
   assert.deepEqual(h.log, ["connected", "reconnected lagged"]);
+  await sleep(50);
+  assert.equal(h.opened.length, 2, "no loop of LAGGED re-subscriptions");
   h.rs.stop();
 });
 
