@@ -58,7 +58,7 @@ CASES = [
     ("softmax dim out of range", "softmax(hidden, -5)", BAD, None),
     ("topk k too large", "topk(hidden, 100000000)", BAD, None),
     ("cos_sim dim out of range", "cos_sim(hidden, hidden, 3)", BAD, None),
-    ("matmul shapes", "hidden @ hidden", BAD, None),
+    ("matmul shapes", "hidden[0:3] @ hidden[0:5]", BAD, None),
     ("clamp of mismatched shapes", "clamp(hidden, k_cache, 1)", BAD, None),
     ("elements limit", "hidden * 2", FULL, Limits(max_elements=1000)),
     ("elements limit: logits", "max(logits)", FULL, Limits(max_elements=1000)),
@@ -133,7 +133,7 @@ def main() -> int:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     ap.add_argument("--layer", type=int, default=20)
-    ap.add_argument("--prompt-len", type=int, default=512)
+    ap.add_argument("--prompt-len", type=int, default=0, help="default: 512, or a quarter of a small vocabulary")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-control", action="store_true", help="skip the unchecked gather in a child process")
     args = ap.parse_args()
@@ -149,6 +149,9 @@ def main() -> int:
         print("gpu_expr_checks: no CUDA device; running on the CPU (the device-fault cases prove nothing here)")
     t0 = time.perf_counter()
     model, tok, margs = build_model(args.model, device, dtype, args.seed)
+    # token ids come from the top of the vocabulary: they must exceed the rows of hidden
+    args.prompt_len = args.prompt_len or min(512, margs.vocab_size // 4)
+    assert margs.vocab_size - 97 > args.prompt_len, "--prompt-len must stay below vocab_size - 97"
     engine = Engine(model, tok, device, dtype, args.prompt_len + 4)
     layer = min(args.layer, margs.n_layers - 1)
     s = paused_session(engine, args.prompt_len, layer)
