@@ -51,6 +51,24 @@ describe("Djinn extension: debug configurations", () => {
     }
   });
 
+  it("passes djinn.caFile (made absolute) to configurations that name a running server, never to a local one", async () => {
+    const a = await api();
+    const cfg = vscode.workspace.getConfiguration("djinn");
+    await cfg.update("caFile", "certs/ca.pem", vscode.ConfigurationTarget.Workspace);
+    try {
+      const attach = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "djinn", request: "attach", name: "x", server: "gpu-host:5556" }))!;
+      assert.strictEqual(attach.caFile, join(folder().uri.fsPath, "certs", "ca.pem"));
+      const remote = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "djinn", request: "launch", name: "x", server: "gpu-host:5556" }))!;
+      assert.strictEqual(remote.caFile, attach.caFile);
+      const local = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "djinn", request: "launch", name: "x", model: "tiny-40l" }))!;
+      assert.strictEqual(local.caFile, undefined);
+      const given = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "djinn", request: "attach", name: "x", server: "gpu-host:5556", caFile: "/etc/mine.pem" }))!;
+      assert.strictEqual(given.caFile, "/etc/mine.pem");
+    } finally {
+      await cfg.update("caFile", undefined, vscode.ConfigurationTarget.Workspace);
+    }
+  });
+
   it("offers dynamic configurations, one per outline in the workspace", async () => {
     const a = await api();
     const configs = (await a.dynamicProvider.provideDebugConfigurations(folder())) as vscode.DebugConfiguration[];
