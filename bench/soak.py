@@ -30,7 +30,8 @@ def main() -> int:
     ap.add_argument("--lease-s", type=float, default=4.0)
     ap.add_argument("--abandoners", type=int, default=2)
     ap.add_argument("--budget-gb", default="0.046", help="weights + about 12 sessions of context 32: swaps under load")
-    ap.add_argument("--prompt-pool", type=int, default=256, help="prompts drawn from a fixed pool (references cached)")
+    ap.add_argument("--prompt-pool", type=int, default=64, help="prompts drawn from a fixed pool: one reference run "
+                    "(in this process, with the server's torch thread count: the bits depend on it) per prompt")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out", default=None, help="default bench/results/soak-cpu-DATE.json")
     a = ap.parse_args()

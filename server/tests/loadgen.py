@@ -345,7 +345,7 @@ class References:
     """Uninterrupted runs in this process: the same Engine, named model and seed as the server's
     default (build_model(name, cpu, float32, seed)). Cached by (prompt, max_new_tokens)."""
 
-    def __init__(self, model: str = "tiny-40l", seed: int = 0, max_context: int = 1024, all_points: bool = False):
+    def __init__(self, model: str = "tiny-40l", seed: int = 0, max_context: int = 1024):
         import torch
 
         from djinn.model.build import build_model
@@ -356,7 +356,6 @@ class References:
         m, tok, _ = build_model(model, dev, torch.float32, seed)
         self.engine = Engine(m, tok, dev, torch.float32, max_context)
         self.cache: dict = {}
-        self.all_points = all_points     # norms at every stop point, once per prompt (many sessions per prompt)
 
     def run(self, prompt: list[int], max_new: int, probes=()) -> tuple[list[int], dict]:
         """Tokens, and norm(hidden) at each probe (token_index, layer, point), by the server's own
@@ -367,7 +366,7 @@ class References:
         from djinn.runtime.session import FINISHED, Session
         from djinn.runtime.swap import SessionMemory
 
-        key = (tuple(prompt), max_new) if self.all_points else (tuple(prompt), max_new, tuple(sorted(set(probes))))
+        key = (tuple(prompt), max_new, tuple(sorted(set(probes))))
         if key in self.cache:
             return self.cache[key]
         e, a = self.engine, self.engine.args
@@ -380,7 +379,7 @@ class References:
         norms = {}
         while s.state != FINISHED:
             here = (s.pass_index, s.layer, s.point)
-            if self.all_points or here in want:
+            if here in want:
                 norms[here] = tensor_ops.evaluate_expression(e, s, "norm(hidden)")["scalar"]
             e.advance(s)
         out = (list(s.generated), norms)
@@ -409,7 +408,8 @@ class LoadConfig:
     max_new: tuple = (2, 3)
     context: int = 32
     breakpoints: tuple = (1, 2)          # how many per session
-    prompt_pool: int = 0                 # > 0: prompts drawn from a fixed pool (soak: references cached)
+    prompt_pool: int = 50                # prompts drawn from a fixed pool: one reference run per prompt
+                                         # (a reference costs a full run in this process; 0 = every prompt new)
     doomed: float = 0.08                 # share of sessions closed early on purpose
     seed: int = 1234
     check_owners: bool = True            # multi-user server (tokens file)
@@ -1086,9 +1086,10 @@ def run_load(server: ServerProcess, users: list[User], cfg: LoadConfig, lease_s:
                 problems.append(f"{user} saw session {i} of {t.owner} in {where}")
     # the sessions themselves
     log("[load] computing references in this process ...")
-    refs = References(all_points=bool(cfg.prompt_pool))
+    refs = References()
     counts = Counter()
     lost = []
+    checked: list[tuple[Tracked, dict]] = []
     for t in reg.sessions.values():
         counts["created"] += 1
         if t.lost or t.state == "lost":
@@ -1112,9 +1113,18 @@ def run_load(server: ServerProcess, users: list[User], cfg: LoadConfig, lease_s:
             lost.append(f"session {t.id} finished without tokens")
             continue
         probes = {p: v for p, v in t.norms.items() if not t.written or _pos_key(p) <= _pos_key(t.first_write)}
-        if not probes and (t.state != "finished" or t.written):
-            continue
-        ref_tokens, ref_norms = refs.run(t.prompt, t.max_new, probes.keys())
+        if probes or (t.state == "finished" and not t.written):
+            checked.append((t, probes))
+    # one uninterrupted run per (prompt, max_new), at the union of the points read
+    want: dict = defaultdict(set)
+    for t, probes in checked:
+        want[(tuple(t.prompt), t.max_new)] |= set(probes)
+    t_ref = time.monotonic()
+    ref = {k: refs.run(list(k[0]), k[1], sorted(v)) for k, v in want.items()}
+    counts["reference_runs"] = len(ref)
+    ref_seconds = round(time.monotonic() - t_ref, 1)
+    for t, probes in checked:
+        ref_tokens, ref_norms = ref[(tuple(t.prompt), t.max_new)]
         for p, v in probes.items():
             counts["norms_checked"] += 1
             if ref_norms.get(p) != v:
@@ -1168,7 +1178,7 @@ def run_load(server: ServerProcess, users: list[User], cfg: LoadConfig, lease_s:
         events_seen_by_admin=dict(watcher.kinds), telemetry_peaks=dict(watcher.peaks),
         telemetry_samples=watcher.samples, lease_closed_after_s=lease_closed, lease_close_texts=lease_texts,
         memory_start=mem_start, memory_end=mem_end, rpc_calls=sum(len(v) for v in stats.lat.values()),
-        timeline=timeline, slow_calls=sorted(stats.slow),
+        timeline=timeline, slow_calls=sorted(stats.slow), reference_seconds=ref_seconds,
         latency_table=stats.latency_table())
 
 
