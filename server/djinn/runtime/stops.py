@@ -73,7 +73,7 @@ def check_stop(engine: Engine, s: Session) -> tuple[str, list[int], str] | None:
             if bp.condition:
                 env = env or expression_env(engine, s)
                 try:
-                    if not _truthy(evaluate(bp.condition, env)):
+                    if not _truthy(evaluate(bp.condition, env, getattr(engine, "expr_limits", None))):
                         continue
                 except (ExprError, ValueError, RuntimeError) as e:
                     if is_device_fault(e):

@@ -99,6 +99,8 @@ class ServerState:
         ledger.weights = sum(p.untyped_storage().nbytes() for p in model.parameters())
         ledger.workspace = self._measure_workspace(max_ctx) if cuda else 0
         if cuda:
+            self._warm_up_expressions()
+        if cuda:
             torch.cuda.empty_cache()
             # CUDA context, cuBLAS handles and the like: memory the allocator does not see.
             ledger.overhead = max(0, self.nvml.used() - torch.cuda.memory_reserved(self.device)) if self.nvml.handle else 0
@@ -149,6 +151,24 @@ class ServerState:
         peak = torch.cuda.max_memory_allocated(dev) - base
         del s, mem
         return max(0, peak - self._kv_bytes(context) - self.act_bytes(context))
+
+    def _warm_up_expressions(self) -> None:
+        """Loads the kernels expressions use, so a user's first one is not charged their start-up
+        (2 s on a fresh H200 process, which the --expr-max-ms limit would refuse)."""
+        from ..inspect.expr import evaluate
+        from ..inspect.tensors import summarize
+
+        h = torch.randn(8, self.args.dim, device=self.device, dtype=self.dtype)
+        env = {"hidden": h, "tokens": torch.arange(8, device=self.device)}
+        for e in ("hidden[tokens]", "hidden[0, :4]", "norm(hidden)", "mean(hidden)", "std(hidden)", "max(abs(hidden)) > 1",
+                  "topk(hidden, 2)", "softmax(hidden)", "argmax(hidden)", "count_nan(hidden)", "hidden * 2 + 1",
+                  "cos_sim(hidden, hidden)", "hidden @ hidden[0]"):
+            try:
+                evaluate(e, env)
+            except Exception:  # noqa: BLE001 - a warm-up only
+                pass
+        summarize(h)
+        torch.cuda.synchronize(self.device)
 
     def _kv_bytes(self, context: int) -> int:
         return context * self.args.kv_bytes_per_token(self.itemsize)
