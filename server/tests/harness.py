@@ -11,7 +11,7 @@ import grpc
 
 from djinn.server.auth import AuthInterceptor
 from djinn.server.server_main import grpc_options
-from djinn.server.service import DjinnService
+from djinn.server.service import DjinnService, add_to_server
 from djinn.server.state import Options, ServerState
 from djinn.v1 import djinn_pb2 as pb
 from djinn.v1 import djinn_pb2_grpc as pb_grpc
@@ -33,7 +33,7 @@ class InProcessServer:
         mb, creds = self._args
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         server = grpc.aio.server(interceptors=[AuthInterceptor(self.state.users)], options=grpc_options(mb))
-        pb_grpc.add_DjinnServicer_to_server(DjinnService(self.state, self._loop), server)
+        add_to_server(DjinnService(self.state, self._loop), server)
         self.port = (server.add_secure_port("127.0.0.1:0", creds) if creds else server.add_insecure_port("127.0.0.1:0"))
         await server.start()
         self._ready.set()

@@ -96,7 +96,7 @@ async def serve(a, state, log=print) -> int:
 
     from ..v1 import djinn_pb2_grpc as pb_grpc
     from .auth import AuthInterceptor
-    from .service import DjinnService
+    from .service import DjinnService, add_to_server
 
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
@@ -112,7 +112,7 @@ async def serve(a, state, log=print) -> int:
     state.scheduler.on_device_failed = device_failed
 
     server = grpc.aio.server(interceptors=[AuthInterceptor(state.users)], options=grpc_options(a.max_request_mb))
-    pb_grpc.add_DjinnServicer_to_server(DjinnService(state, loop), server)
+    add_to_server(DjinnService(state, loop), server)
     bind = f"{a.host}:{a.port}"
     if a.tls_cert:
         with open(a.tls_cert, "rb") as c, open(a.tls_key, "rb") as k:

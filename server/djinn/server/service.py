@@ -29,6 +29,7 @@ from .state import ServerState
 from .streams import Fanout
 
 MAX_CHUNK = 1 << 20
+SERVICE = pb.DESCRIPTOR.services_by_name["Djinn"]
 FAULT_EXPRESSION = "__device_fault__"   # only with --test-fault-injection (the language forbids '__')
 
 
@@ -41,11 +42,47 @@ def _internal(fn_name: str, e: BaseException) -> str:
     return f"internal error in {fn_name}: {type(e).__name__}: {e}"
 
 
+class Undecodable:
+    """A request whose bytes are not a valid message (grpc itself would answer UNKNOWN)."""
+
+    def __init__(self, message_name: str, error: Exception):
+        self.why = f"the request is not a valid {message_name} message: {error}"
+
+
+def _decoder(cls):
+    def decode(data: bytes):
+        try:
+            return cls.FromString(data)
+        except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
+            return Undecodable(cls.DESCRIPTOR.full_name, e)
+    return decode
+
+
+def _encode(msg) -> bytes:
+    return msg if isinstance(msg, bytes) else msg.SerializeToString()
+
+
+def add_to_server(service: "DjinnService", server) -> None:
+    """Registers every method of djinn.v1.Djinn, as the generated code would, except that a
+    request that cannot be decoded reaches the handler (INVALID_ARGUMENT, not UNKNOWN) and a
+    stream may send bytes encoded once for all its subscribers."""
+    handlers = {}
+    for m in SERVICE.methods:
+        kind = grpc.unary_stream_rpc_method_handler if m.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[m.name] = kind(getattr(service, m.name), request_deserializer=_decoder(getattr(pb, m.input_type.name)),
+                                response_serializer=_encode)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    if hasattr(server, "add_registered_method_handlers"):
+        server.add_registered_method_handlers(SERVICE.full_name, handlers)
+
+
 def rpc(fn):
     """Every failure becomes a specific status with its message; never UNKNOWN, never a crash."""
     @functools.wraps(fn)
     async def wrapper(self, request, context):
         try:
+            if isinstance(request, Undecodable):
+                raise invalid(request.why)
             return await fn(self, request, context)
         except DjinnError as e:
             await _abort(context, e.code, str(e))
@@ -60,6 +97,8 @@ def stream_rpc(fn):
     @functools.wraps(fn)
     async def wrapper(self, request, context):
         try:
+            if isinstance(request, Undecodable):
+                raise invalid(request.why)
             async for msg in fn(self, request, context):
                 yield msg
         except DjinnError as e:
@@ -321,15 +360,16 @@ class DjinnService(pb_grpc.DjinnServicer):
         return pb.LogitLensResponse(top=[pb.TokenProb(**d) for d in top])
 
     # ------------------------------------------------------------ streams
-    def _wire(self, ev, who: Identity) -> pb.Event:
+    def _wire(self, ev, who: Identity) -> bytes:
+        """The event's bytes, encoded once for every subscriber (a stop is re-encoded per client:
+        each sees only its own breakpoint ids)."""
         if ev.wire is None:
-            ev.wire = convert.event(ev)
+            ev.wire = convert.event(ev).SerializeToString()
         if not ev.hits:
             return ev.wire
-        msg = pb.Event()
-        msg.CopyFrom(ev.wire)   # this client's breakpoint ids only
+        msg = pb.Event.FromString(ev.wire)
         msg.session.hit_breakpoint_ids.extend(i for key, i in ev.hits if key == who.key)
-        return msg
+        return msg.SerializeToString()
 
     def _lagged(self, seq: int, why: str) -> pb.Event:
         return pb.Event(seq=seq, time=time.time(), kind=pb.EVENT_KIND_LAGGED, text=why)
@@ -371,6 +411,6 @@ class DjinnService(pb_grpc.DjinnServicer):
         with self.clients.streaming(who.key):
             next_t = loop.time()
             while not self.state.stopping:
-                yield self.state.telemetry_sample(who)
+                yield self.state.telemetry_wire(who)
                 next_t = max(next_t + interval, loop.time())
                 await asyncio.sleep(next_t - loop.time())

@@ -123,7 +123,7 @@ class ServerState:
                                    patience_ms=opts.patience_ms)
         self.leases = Leases(self.scheduler, self.clients, opts.lease_s, opts.retire_s)
         self.scheduler.every(min(0.5, max(0.05, opts.lease_s / 4)), self.leases.tick)
-        self._samples: dict[tuple[str, bool], tuple[float, pb.TelemetrySample]] = {}
+        self._samples: dict[tuple[str, bool], tuple[float, pb.TelemetrySample, bytes]] = {}
         self.scheduler.start()
         self.nvml_peak = self.nvml.used()
         self._sampler = threading.Thread(target=self._sample_peaks, daemon=True, name="djinn-nvml")
@@ -224,6 +224,17 @@ class ServerState:
         cached = self._samples.get(key)
         if cached and now - cached[0] < 0.01:
             return cached[1]
+        return self._sample(who, key, now)[0]
+
+    def telemetry_wire(self, who: Identity) -> bytes:
+        """telemetry_sample's bytes, encoded once per (user, admin) and 10 ms for every stream."""
+        key, now = (who.user, who.admin), time.monotonic()
+        cached = self._samples.get(key)
+        if cached and now - cached[0] < 0.01:
+            return cached[2]
+        return self._sample(who, key, now)[1]
+
+    def _sample(self, who: Identity, key, now: float) -> tuple[pb.TelemetrySample, bytes]:
         sched, L = self.scheduler, self.ledger
         with sched.lock:
             sessions = list(sched.sessions.values())
@@ -247,8 +258,9 @@ class ServerState:
             accounted_peak_bytes=max(L.peak, accounted), nvml_peak_bytes=self.nvml_peak,
             auth_failures=self.users.failures, clients_connected=connected, open_streams=streams,
             device_error=sched.device_error)
-        self._samples[key] = (now, sample)
-        return sample
+        wire = sample.SerializeToString()
+        self._samples[key] = (now, sample, wire)
+        return sample, wire
 
     def summary_line(self, address: str) -> str:
         L = self.ledger
