@@ -19,6 +19,8 @@ from typing import Callable, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 
+from ..runtime.faults import is_device_fault  # noqa: F401 - a CUDA error must reach the server as itself
+
 MAX_LEN = 2000          # characters of source
 MAX_NEST = 64           # parentheses, brackets, call arguments and prefix operators
 MAX_TREE = 256          # node depth: keeps evaluation recursion far below Python's limit
@@ -62,15 +64,6 @@ class Lazy:
 
     def __call__(self):
         return self.load()
-
-
-def is_device_fault(e: BaseException) -> bool:
-    """A CUDA error (device-side assert, illegal access...): not the expression's fault, and the
-    context is gone, so it must reach the server as itself, never as an ExprError."""
-    accel = getattr(torch, "AcceleratorError", None)
-    return (accel is not None and isinstance(e, accel)) or isinstance(e, RuntimeError) and \
-        not isinstance(e, torch.OutOfMemoryError) and any(m in str(e) for m in (
-            "CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS"))
 
 
 # ------------------------------------------------------------------------------ tokenizer

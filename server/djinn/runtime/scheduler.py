@@ -175,17 +175,9 @@ class Scheduler:
         self.on_device_failed(reason)
 
     def _drain_after_fault(self) -> None:
-        """Refuses every queued command (UNAVAILABLE) and waits; nothing touches the device."""
-        pending, self._deferred = self._deferred, []
-        for fn, fut in pending:
-            self._execute(fn, fut)
-        while True:
-            try:
-                fn, fut = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            if fut.set_running_or_notify_cancel():
-                self._execute(fn, fut)
+        """Refuses every queued command (UNAVAILABLE: see _execute) and waits; nothing touches the device."""
+        self._running = None
+        self._run_commands()
         self._idle(0.05)
 
     def bring_back(self, s: Session) -> None:
