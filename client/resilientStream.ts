@@ -72,7 +72,7 @@ export interface ResilientOptions<T> extends ResilientTiming {
    * known); a rejection is a failed attempt. Without it a subscription counts as up at its
    * first message.
    */
-  probe?: () => Promise<number | undefined>;
+  probe?: () => Promise<number | undefined | { latest: number; restarted: boolean }>;
   /** since_seq of the first subscription; default: the probe's latest seq (only what comes after), else 0. */
   sinceSeq?: number | ((latest: number) => number);
 }
@@ -158,8 +158,13 @@ export class ResilientStream<T> extends EventEmitter<ResilientStreamEvents<T>> {
     if (this.stopped || this.current || this.connecting) return;
     this.connecting = true;
     let latest: number | undefined;
+    let newProcess = false;
     try {
-      if (this.o.probe) latest = await withTimeout(this.o.probe(), this.t.probeTimeoutMs, "the server did not answer");
+      if (this.o.probe) {
+        const p = await withTimeout(this.o.probe(), this.t.probeTimeoutMs, "the server did not answer");
+        if (typeof p === "object") ({ latest, restarted: newProcess } = p);
+        else latest = p;
+      }
     } catch (e) {
       this.connecting = false;
       if (!this.stopped) this.fail(errorText(e));
@@ -173,10 +178,10 @@ export class ResilientStream<T> extends EventEmitter<ResilientStreamEvents<T>> {
       since = typeof s === "function" ? s(latest ?? 0) : s ?? latest ?? 0;
       this.lastSeq = since;
     } else {
-      if (latest !== undefined && latest < this.lastSeq) {
-        // a new server process: its seqs started again
+      if (newProcess || (latest !== undefined && latest < this.lastSeq)) {
+        // a new server process (another server_id, or its seqs started again)
         this.restartPending = true;
-        this.lastSeq = latest;
+        this.lastSeq = latest ?? 0;
       }
       // Nothing to resume from: whatever happened meanwhile is unknown.
       if (this.lastSeq === 0 && this.o.seqOf) this.lagPending = true;
@@ -312,6 +317,7 @@ export interface ResilientEventsOptions extends ResilientTiming {
 /** The Events stream of `client`, kept alive. Call start() after attaching listeners. */
 export function resilientEvents(client: DjinnClient, o: ResilientEventsOptions = {}): ResilientStream<Event> {
   const probeTimeoutMs = o.probeTimeoutMs ?? 5_000;
+  let serverId = "";
   return new ResilientStream<Event>({
     ...o,
     open: (sinceSeq) => client.events({ sinceSeq, sessionId: o.sessionId ?? 0 }),
@@ -321,7 +327,9 @@ export function resilientEvents(client: DjinnClient, o: ResilientEventsOptions =
     probe: async () => {
       const info = await client.getInfo(probeTimeoutMs);
       o.onInfo?.(info);
-      return info.eventSeq;
+      const restarted = !!serverId && !!info.serverId && info.serverId !== serverId;
+      serverId = info.serverId || serverId;
+      return { latest: info.eventSeq, restarted };
     },
   });
 }

@@ -46,7 +46,7 @@ def test_unknown_tokens_are_refused_and_counted(tokens_file):
         assert code(wrong.ListSessions, pb.ListSessionsRequest()) == grpc.StatusCode.UNAUTHENTICATED
         alice = Client.connect(st.address, "alice-token-1", "w1")
         info = alice.GetInfo(pb.GetInfoRequest())
-        assert (info.user, info.admin, info.client_id) == ("alice", False, "w1")
+        assert (info.user, info.admin, info.client_id) == ("alice", False, "w1") and len(info.server_id) == 32
         sample = next(iter(alice.Telemetry(pb.TelemetryRequest())))
         assert sample.auth_failures >= 3   # anon's Events stream, its GetInfo, wrong's stream + call
 

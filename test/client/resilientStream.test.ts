@@ -51,7 +51,7 @@ interface Harness {
   seqs: number[];
   reconnects: ReconnectInfo[];
   log: string[];
-  probe: { fail: boolean; latest: number; calls: number };
+  probe: { fail: boolean; latest: number; calls: number; restarted?: boolean };
 }
 
 function harness(opts: { probe?: boolean; downAfterMs?: number; sinceSeq?: number; stableMs?: number } = {}): Harness {
@@ -70,7 +70,7 @@ function harness(opts: { probe?: boolean; downAfterMs?: number; sinceSeq?: numbe
       ? async () => {
           probe.calls++;
           if (probe.fail) throw new Error("UNAVAILABLE: no connection");
-          return probe.latest;
+          return probe.restarted === undefined ? probe.latest : { latest: probe.latest, restarted: probe.restarted };
         }
       : undefined,
     sinceSeq: opts.sinceSeq,
@@ -201,6 +201,20 @@ test("a server whose latest seq is below ours restarted: lagged and restarted", 
   h.opened[0].fail();
   await until("resubscribed", () => h.opened.length === 2);
   assert.equal(h.opened[1].sinceSeq, 3);
+  assert.deepEqual(h.log, ["connected", "reconnected lagged restarted"]);
+  h.rs.stop();
+});
+
+test("another server_id with a higher seq is a restart too: lagged and restarted, resumed from its latest", async () => {
+  const h = harness({ probe: true });
+  h.probe.latest = 0;
+  h.rs.start();
+  await until("connected", () => h.opened.length === 1);
+  h.opened[0].send(50);
+  Object.assign(h.probe, { latest: 900, restarted: true });
+  h.opened[0].fail();
+  await until("resubscribed", () => h.opened.length === 2);
+  assert.equal(h.opened[1].sinceSeq, 900);
   assert.deepEqual(h.log, ["connected", "reconnected lagged restarted"]);
   h.rs.stop();
 });

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+import uuid
 import threading
 import time
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class ServerState:
     def __init__(self, opts: Options, log=print):
         t0 = time.perf_counter()
         self.opts, self.stopping = opts, False
+        self.server_id = uuid.uuid4().hex
         self.device = pick_device(opts)
         self.dtype = pick_dtype(opts.dtype, self.device)
         cuda = self.device.type == "cuda"
@@ -214,7 +216,7 @@ class ServerState:
             modules=[pb.ModuleNode(**m) for m in self.modules], swap_policy=self.opts.swap_policy,
             torch_version=torch.__version__, startup_seconds=self.startup_seconds, event_seq=self.hub.last_seq,
             user=who.user, admin=who.admin, client_id=who.client, lease_seconds=self.opts.lease_s, tls=self.opts.tls,
-            device_error=self.scheduler.device_error)
+            device_error=self.scheduler.device_error, server_id=self.server_id)
 
     def telemetry_sample(self, who: Identity | None = None) -> pb.TelemetrySample:
         """Device totals plus the caller's own sessions (an admin's: all). Built at most every
