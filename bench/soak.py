@@ -33,6 +33,8 @@ def main() -> int:
     ap.add_argument("--prompt-pool", type=int, default=64, help="prompts drawn from a fixed pool: one reference run "
                     "(in this process, with the server's torch thread count: the bits depend on it) per prompt")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--server-arg", action="append", default=[], help="extra server flag (repeatable), "
+                    "e.g. --server-arg=--replay-mb=1")
     ap.add_argument("--out", default=None, help="default bench/results/soak-cpu-DATE.json")
     a = ap.parse_args()
     out = a.out or os.path.join(HERE, "results", f"soak-cpu-{time.strftime('%Y-%m-%d')}.json")
@@ -40,11 +42,12 @@ def main() -> int:
     away = users[a.users]
     tmp = tempfile.mkdtemp(prefix="djinn-soak-")
     args = ["--vram-budget-gb", a.budget_gb, "--max-context", "64", "--lease-s", str(a.lease_s),
-            "--tokens-file", loadgen.write_tokens_file(os.path.join(tmp, "tokens"), users)]
+            "--tokens-file", loadgen.write_tokens_file(os.path.join(tmp, "tokens"), users), *a.server_arg]
     cfg = loadgen.LoadConfig(clients_per_user=a.clients_per_user, sessions=0, seconds=a.seconds,
                              live_per_client=a.live_per_client, prompt_pool=a.prompt_pool, seed=a.seed,
                              abandoners=a.abandoners)
     t0 = time.time()
+    commit = loadgen.git_commit()          # of the code the server starts with
     with loadgen.ServerProcess(*args, log_path=os.path.join(tmp, "server.log")) as srv:
         print(f"[soak] server {srv.address} pid {srv.pid}; {a.seconds:.0f} s of load", flush=True)
         result = loadgen.run_load(srv, users, cfg, lease_s=a.lease_s, away=away,
@@ -55,7 +58,8 @@ def main() -> int:
     result.update(
         command=" ".join([os.path.relpath(sys.executable, os.getcwd()) if sys.executable.startswith(os.getcwd())
                           else sys.executable] + sys.argv),
-        server_command=server_command, server_exit_code=rc, git_commit=loadgen.git_commit(),
+        server_command=server_command, server_exit_code=rc, git_commit=commit,
+        git_commit_at_end=loadgen.git_commit(),
         host=dict(machine=platform.machine(), cpus=os.cpu_count(), python=platform.python_version()),
         wall_seconds=round(time.time() - t0, 1), sessions_lost=len(result["lost"]), failures=bad[:200],
         failure_count=len(bad), passed=not bad and rc == 0)
