@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)
 class ServerEvent:
     kind: str                    # created, stopped, resumed, swap_out, swap_in, token, finished, closed, error,
     session_id: int              # waiting, device_failed
@@ -27,17 +27,26 @@ class ServerEvent:
     hits: tuple = ()             # ((user, client), breakpoint id) pairs of a stop
     time: float = field(default_factory=time.time)
     seq: int = 0
-    size: int = 0                # approximate bytes, for the replay bound
-    wire: object = None          # the encoded message, cached by the service layer
+    size: int = 0                # bytes it holds, for the replay bound
+    wire: bytes | None = None    # the encoded message (set by the hub's encoder at publish)
+
+
+_OVERHEAD = 320   # the event object, its deque slot, its bytes object: about 270 B (tracemalloc), rounded up
 
 
 def _size(ev: ServerEvent) -> int:
+    if ev.wire is not None:
+        return _OVERHEAD + len(ev.wire) + len(ev.text)
     snap = getattr(ev.snapshot, "ByteSize", None)
-    return 96 + len(ev.text) + (snap() if snap else 0)
+    return _OVERHEAD + 4 * len(ev.text) + 8 * (snap() if snap else 0)   # a decoded message holds far more
 
 
 class EventHub:
-    def __init__(self, keep_bytes: int = 64 << 20):
+    """`encode(ev)`, when given, turns an event into its wire bytes once, at publish; the
+    decoded snapshot is then dropped, so what the replay buffer counts is what it holds."""
+
+    def __init__(self, keep_bytes: int = 64 << 20, encode=None):
+        self._encode = encode
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._recent: deque[ServerEvent] = deque()
@@ -45,9 +54,11 @@ class EventHub:
         self._listeners: list = []
 
     def publish(self, ev: ServerEvent) -> None:
-        ev.size = _size(ev)
-        with self._lock:
+        with self._lock:   # numbered, encoded and appended together: the buffer stays in seq order
             ev.seq = next(self._seq)
+            if self._encode is not None:
+                ev.wire, ev.snapshot = self._encode(ev), None
+            ev.size = _size(ev)
             self._recent.append(ev)
             self._bytes += ev.size
             while self._bytes > self.keep_bytes and len(self._recent) > 1:

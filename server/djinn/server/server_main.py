@@ -32,6 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--swap-policy", default="pressure", choices=["pressure", "eager"],
                    help="pressure: swap paused sessions out only when room is needed; eager: at every stop")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights of a named config")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch's intra-op work (default: torch's own choice)")
     g = p.add_argument_group("users and security")
     g.add_argument("--token", default=os.environ.get("DJINN_TOKEN", ""),
                    help="one-user shorthand: require this x-djinn-token on every call (default $DJINN_TOKEN)")
@@ -157,6 +158,8 @@ def main(argv=None) -> int:
 
     from .state import Options, ServerState
 
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     cuda = a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
     opts = Options(model=a.model, device=a.device, gpu=a.gpu, dtype=a.dtype,
                    budget=a.vram_budget_gb or ("80" if cuda else "8"), plan_sessions=a.plan_sessions,

@@ -363,7 +363,7 @@ class DjinnService(pb_grpc.DjinnServicer):
     def _wire(self, ev, who: Identity) -> bytes:
         """The event's bytes, encoded once for every subscriber (a stop is re-encoded per client:
         each sees only its own breakpoint ids)."""
-        if ev.wire is None:
+        if ev.wire is None:     # a hub without an encoder (tests)
             ev.wire = convert.event(ev).SerializeToString()
         if not ev.hits:
             return ev.wire

@@ -100,8 +100,7 @@ class ServerState:
         ledger = Ledger(budget=0)
         ledger.weights = sum(p.untyped_storage().nbytes() for p in model.parameters())
         ledger.workspace = self._measure_workspace(max_ctx) if cuda else 0
-        if cuda:
-            self._warm_up_expressions()
+        self._warm_up_expressions()
         if cuda:
             torch.cuda.empty_cache()
             # CUDA context, cuBLAS handles and the like: memory the allocator does not see.
@@ -119,7 +118,7 @@ class ServerState:
         region = self._kv_bytes(opts.plan_context) + self.act_bytes(opts.plan_context)
         self.pool = HostPool(int(pool_gb * GB), pin=cuda, chunk_bytes=region * max(1, int(8 * GB // region)))
         self.pool_seconds = time.perf_counter() - tp
-        self.hub = EventHub(keep_bytes=int(opts.replay_mb * 1e6))
+        self.hub = EventHub(keep_bytes=int(opts.replay_mb * 1e6), encode=lambda ev: convert.event(ev).SerializeToString())
         self.scheduler = Scheduler(self.engine, Swapper(self.device, self.pool), self.pool, ledger, self.hub,
                                    opts.swap_policy, snapshot=convert.session_info, quantum_ms=opts.quantum_ms,
                                    patience_ms=opts.patience_ms)
@@ -155,8 +154,9 @@ class ServerState:
         return max(0, peak - self._kv_bytes(context) - self.act_bytes(context))
 
     def _warm_up_expressions(self) -> None:
-        """Loads the kernels expressions use, so a user's first one is not charged their start-up
-        (2 s on a fresh H200 process, which the --expr-max-ms limit would refuse)."""
+        """Loads the kernels (and on the CPU torch's lazily imported helpers) expressions use, so a
+        user's first one is not charged their start-up: 2 s on a fresh H200 process (which the
+        --expr-max-ms limit would refuse), 0.4-0.7 s on the CPU (the worker stalled meanwhile)."""
         from ..inspect.expr import evaluate
         from ..inspect.tensors import summarize
 
@@ -170,7 +170,8 @@ class ServerState:
             except Exception:  # noqa: BLE001 - a warm-up only
                 pass
         summarize(h)
-        torch.cuda.synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _kv_bytes(self, context: int) -> int:
         return context * self.args.kv_bytes_per_token(self.itemsize)
