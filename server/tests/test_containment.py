@@ -117,6 +117,30 @@ def test_a_slow_subscriber_is_told_it_lagged_and_nobody_waits_for_it():
     assert len(sub.queue) == 5 and sub.lagged_at == 5
 
 
+def test_a_subscriber_that_stops_reading_lags_alone_and_resumes_from_since_seq():
+    with running_server(subscriber_queue=5, max_context=2400) as (c, st):
+        # a small receive window (no BDP growth), so a reader that stops really stops the sending
+        tight = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384)]
+        slow = pb_grpc.DjinnStub(grpc.insecure_channel(st.address, options=tight)).Events(pb.EventsRequest(), timeout=60)
+        prompt = [3 + i % 500 for i in range(2000)]        # each event's snapshot carries ~4 KB of tokens
+        s = c.create(prompt, max_new=300, context=2300)
+        first = next(slow)          # its CREATED; now it stops reading while the session generates
+        ev = c.wait(pb.EVENT_KIND_FINISHED, s.id, timeout=120)   # nobody else is held up
+        assert len(ev.session.generated_tokens) == 300
+        rest = []
+        try:
+            for e in slow:          # its backlog, then LAGGED, then the end of the stream
+                rest.append(e)
+        except grpc.RpcError as e:
+            pytest.fail(f"the slow subscriber's stream did not end with LAGGED: {e.code()} after {len(rest)} events")
+        lagged = [e for e in rest if e.kind == pb.EVENT_KIND_LAGGED]
+        assert len(lagged) == 1 and rest[-1].kind == pb.EVENT_KIND_LAGGED
+        got = [e.seq for e in [first] + rest[:-1]]
+        assert got == list(range(got[0], got[0] + len(got))) and lagged[0].seq == got[-1]   # nothing skipped before it
+        again = Client(c.stub, since_seq=lagged[0].seq)
+        assert again.wait(None).seq == lagged[0].seq + 1           # resumes exactly after the mark
+
+
 def test_replay_is_bounded_and_an_old_since_seq_is_told_it_lagged():
     with running_server(replay_mb=0.002) as (c, st):
         s = c.create([5, 6, 7], max_new=20)
