@@ -16,7 +16,8 @@ const isAutoBudget = (b: number | string) => typeof b === "string" && b.startsWi
 
 export async function connect(args: Exp3Args, log: (line: string) => void): Promise<Connection> {
   if (args.server) {
-    const client = new DjinnClient(args.server, { token: args.token });
+    const tls = args.caFile || args.tlsServerName ? { caFile: args.caFile, serverName: args.tlsServerName } : undefined;
+    const client = new DjinnClient(args.server, { token: args.token, tls });
     try {
       await client.waitForReady(15_000);
       const info = await client.getInfo();

@@ -16,6 +16,9 @@ export interface Exp3Options {
   /** host:port of a running server; when absent a local server is started. */
   server?: string;
   token?: string;
+  /** PEM CA of a --server that serves TLS; tlsServerName overrides the name checked in its certificate. */
+  caFile?: string;
+  tlsServerName?: string;
   baseline: boolean;
   device: Device;
   python?: string;
@@ -65,6 +68,8 @@ export function defaultsFor(gpu: boolean, args: Exp3Args): Exp3Options {
     outDir: args.outDir ?? "out/exp3",
     server: args.server,
     token: args.token,
+    caFile: args.caFile,
+    tlsServerName: args.tlsServerName,
     baseline: args.baseline ?? false,
     device: args.device ?? "auto",
     python: args.python,
@@ -89,6 +94,8 @@ export const USAGE = `Usage: node dist/exp3.js [options]   (Exp 3: N paused sess
   --out DIR             results folder (default out/exp3)
   --server HOST:PORT    use a running server instead of starting one
   --token T             x-djinn-token for --server
+  --ca-file F           TLS: the PEM CA (or self-signed certificate) of --server
+  --tls-server-name N   TLS: the name to check in --server's certificate (default: its host)
   --baseline            also run the PyTorch-eager baseline afterwards
   --device D            auto | cpu | cuda (default auto)
   --python P            python for the local server and the baseline
@@ -113,6 +120,8 @@ const FLAGS: Record<string, [keyof Exp3Options, Kind]> = {
   out: ["outDir", "string"],
   server: ["server", "string"],
   token: ["token", "string"],
+  "ca-file": ["caFile", "string"],
+  "tls-server-name": ["tlsServerName", "string"],
   baseline: ["baseline", "flag"],
   device: ["device", "device"],
   python: ["python", "string"],

@@ -56,7 +56,7 @@ interface Harness {
 
 function harness(opts: { probe?: boolean; downAfterMs?: number; sinceSeq?: number; stableMs?: number } = {}): Harness {
   const opened: FakeStream[] = [];
-  const probe = { fail: false, latest: 0, calls: 0 };
+  const probe: Harness["probe"] = { fail: false, latest: 0, calls: 0 };
   const rs = new ResilientStream<Event>({
     open: (since) => {
       const s = new FakeStream(since);

@@ -72,11 +72,12 @@ test("parseArgs reads every flag", () => {
     "--sessions", "6", "--model=tiny-40l", "--context", "64", "--budget-gb", "auto:0.33", "--host-pool-gb", "2",
     "--new-tokens", "2", "--breakpoints", "1,2,3", "--think-ms", "5", "--out", "/tmp/x", "--server", "h:1",
     "--baseline", "--device", "cpu", "--python", "/usr/bin/python3", "--seed", "7",
+    "--ca-file", "ca.pem", "--tls-server-name", "gpu-host",
   ])!;
   assert.deepEqual(a, {
     sessions: 6, model: "tiny-40l", context: 64, budgetGb: "auto:0.33", hostPoolGb: 2, newTokens: 2,
     breakpoints: [1, 2, 3], thinkMs: 5, outDir: "/tmp/x", server: "h:1", baseline: true, device: "cpu",
-    python: "/usr/bin/python3", seed: 7,
+    python: "/usr/bin/python3", seed: 7, caFile: "ca.pem", tlsServerName: "gpu-host",
   });
   assert.equal(parseArgs(["--budget-gb", "80"])!.budgetGb, 80);
   assert.equal(parseArgs(["--help"]), null);
