@@ -409,8 +409,9 @@ class DjinnService(pb_grpc.DjinnServicer):
         interval = max(r.interval_ms or 100.0, 10.0) / 1e3
         loop = asyncio.get_running_loop()
         with self.clients.streaming(who.key):
-            next_t = loop.time()
+            next_t, first = loop.time(), True
             while not self.state.stopping:
-                yield self.state.telemetry_wire(who)
+                yield self.state.telemetry_wire(who, fresh=first)
+                first = False
                 next_t = max(next_t + interval, loop.time())
                 await asyncio.sleep(next_t - loop.time())

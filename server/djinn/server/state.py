@@ -229,11 +229,12 @@ class ServerState:
             return cached[1]
         return self._sample(who, key, now)[0]
 
-    def telemetry_wire(self, who: Identity) -> bytes:
-        """telemetry_sample's bytes, encoded once per (user, admin) and 10 ms for every stream."""
+    def telemetry_wire(self, who: Identity, fresh: bool = False) -> bytes:
+        """telemetry_sample's bytes, encoded once per (user, admin) and 10 ms for every stream;
+        `fresh`: measured now (a new subscriber's first sample must not predate its request)."""
         key, now = (who.user, who.admin), time.monotonic()
         cached = self._samples.get(key)
-        if cached and now - cached[0] < 0.01:
+        if cached and now - cached[0] < 0.01 and not fresh:
             return cached[2]
         return self._sample(who, key, now)[1]
 
