@@ -23,12 +23,17 @@ async function step(name, fn) {
 async function palette(text) {
   const input = page.locator('.quick-input-widget input');
   // F1 now and then is swallowed while the workbench settles: press it again until the box shows.
+  // A webview that just took focus (the VRAM panel) can leave the box visible but not typable:
+  // the fill is retried with the rest.
   for (let i = 0; ; i++) {
     await page.keyboard.press('Escape');
     await page.keyboard.press('F1');
-    try { await input.waitFor({ state: 'visible', timeout: 3000 }); break; } catch (e) { if (i >= 4) throw e; }
+    try {
+      await input.waitFor({ state: 'visible', timeout: 3000 });
+      await input.fill('>' + text, { timeout: 5000 });
+      break;
+    } catch (e) { if (i >= 5) throw e; }
   }
-  await input.fill('>' + text);
   // The row whose label starts with the text ("Preferences: Color Theme", not "...Browse Color Themes...").
   const row = page.locator('.quick-input-list .monaco-list-row', { hasText: new RegExp('^' + text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) }).first();
   await row.waitFor();
