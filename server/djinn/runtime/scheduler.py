@@ -50,7 +50,6 @@ class Scheduler:
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopping = False
-        self._last: Session | None = None
         self._running: Session | None = None   # the session whose pass is on the worker right now
         self._deferred: list = []              # commands waiting for that pass to yield
         self.totals = {"out": [0, 0, 0.0], "in": [0, 0, 0.0]}   # count, bytes, ms
@@ -144,8 +143,6 @@ class Scheduler:
         s.state = CLOSED
         with self.lock:
             self.sessions.pop(s.id, None)
-        if self._last is s:
-            self._last = None
         self.ledger.note()
         self._publish("closed", s, text=why)
 
@@ -153,8 +150,6 @@ class Scheduler:
         """Forgets an ended session (its memory is already free)."""
         with self.lock:
             self.sessions.pop(s.id, None)
-        if self._last is s:
-            self._last = None
 
     # ------------------------------------------------------------ device faults (worker thread)
     def _device_failed(self, e: BaseException) -> None:
@@ -308,7 +303,7 @@ class Scheduler:
     def _run(self, s: Session) -> None:
         """One turn of s: until it stops, ends a pass, finishes, or has used its quantum while
         another session is runnable. Commands are served between pieces."""
-        self._last, self._running = s, s
+        self._running = s
         self._turns += 1
         s.turn = self._turns
         eng = self.engine
@@ -355,8 +350,6 @@ class Scheduler:
         self._release(s)
         self.ledger.note()
         self._publish("finished", s, text=s.text)
-        if self._last is s:
-            self._last = None
 
     def _fail(self, s: Session, e: Exception) -> None:
         s.state, s.error, s.ended_at = FAILED, f"{type(e).__name__}: {e}", time.monotonic()
@@ -366,8 +359,6 @@ class Scheduler:
             self.swapper.free(s.memory)
         self.ledger.note()
         self._publish("error", s, text=s.error)
-        if self._last is s:
-            self._last = None
 
     # ------------------------------------------------------------ memory
     def _make_resident(self, s: Session, evict_running: bool = True) -> bool:

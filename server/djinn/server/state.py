@@ -222,23 +222,18 @@ class ServerState:
     def telemetry_sample(self, who: Identity | None = None) -> pb.TelemetrySample:
         """Device totals plus the caller's own sessions (an admin's: all). Built at most every
         10 ms per (user, admin), so hundreds of subscribers cost a few samples per tick."""
-        who = who or Identity("", True)
-        key, now = (who.user, who.admin), time.monotonic()
-        cached = self._samples.get(key)
-        if cached and now - cached[0] < 0.01:
-            return cached[1]
-        return self._sample(who, key, now)[0]
+        return self._sample(who or Identity("", True))[0]
 
     def telemetry_wire(self, who: Identity, fresh: bool = False) -> bytes:
         """telemetry_sample's bytes, encoded once per (user, admin) and 10 ms for every stream;
         `fresh`: measured now (a new subscriber's first sample must not predate its request)."""
+        return self._sample(who, fresh)[1]
+
+    def _sample(self, who: Identity, fresh: bool = False) -> tuple[pb.TelemetrySample, bytes]:
         key, now = (who.user, who.admin), time.monotonic()
         cached = self._samples.get(key)
         if cached and now - cached[0] < 0.01 and not fresh:
-            return cached[2]
-        return self._sample(who, key, now)[1]
-
-    def _sample(self, who: Identity, key, now: float) -> tuple[pb.TelemetrySample, bytes]:
+            return cached[1], cached[2]
         sched, L = self.scheduler, self.ledger
         with sched.lock:
             sessions = list(sched.sessions.values())
