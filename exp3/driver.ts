@@ -151,7 +151,7 @@ class Exp3Run {
       startedAt: startedAt.toISOString(),
       serverAddress: this.conn.address,
       startedLocally: !!this.conn.server,
-      environment: environment(),
+      environment: environment(opts.gitDirs),
     });
     if (baseline) results.baseline = baseline;
     if (this.gather) results.first_stop_gathering = this.gather;

@@ -30,6 +30,8 @@ export interface Exp3Options {
   stallTimeoutS: number;
   /** Recorded in the results file. */
   commandLine?: string[];
+  /** Where else to look for the git checkout whose commit is recorded (after this code's own: the workspace). */
+  gitDirs?: string[];
 }
 
 /** What the user said; everything else comes from defaultsFor(). */
@@ -79,6 +81,7 @@ export function defaultsFor(gpu: boolean, args: Exp3Args): Exp3Options {
     telemetryMs: args.telemetryMs ?? 100,
     stallTimeoutS: args.stallTimeoutS ?? 300,
     commandLine: args.commandLine,
+    gitDirs: args.gitDirs,
   };
 }
 

@@ -1,6 +1,7 @@
 // The results file: the seed's fields plus ours, and the success criteria.
 import type { ServerInfo } from "../client";
 import { toGb } from "../client/format";
+import type { Environment } from "./environment";
 import type { Exp3Options } from "./options";
 import type { Peaks, ProgressSample, Recorder, SessionRecord, TelemetryPoint } from "./recorder";
 import { downsampleMax, mean, minMaxAvg, percentile, round } from "./stats";
@@ -58,6 +59,10 @@ export interface Exp3Results {
   think_ms: number;
   seed: number;
   git_commit: string;
+  /** uncommitted changes to tracked files when the run started (absent: no checkout found) */
+  git_dirty?: boolean;
+  /** the checkout git_commit was read from */
+  git_root?: string;
   command_line: string[];
   started_at: string;
   phases_seconds: Record<string, number>;
@@ -85,7 +90,7 @@ export interface ResultInputs {
   startedAt: string;
   serverAddress: string;
   startedLocally: boolean;
-  environment: { gitCommit: string; nodeVersion: string; hostCpu: string; hostMemoryGb: number; platform: string };
+  environment: Environment;
 }
 
 const sameTokens = (a?: number[], b?: number[]) => !!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]);
@@ -185,6 +190,7 @@ export function buildResults(x: ResultInputs): Exp3Results {
       torch_version: info.torchVersion,
       node_version: x.environment.nodeVersion,
       host_cpu: x.environment.hostCpu,
+      host_cpu_cores: x.environment.hostCpuCores,
       host_memory_gb: x.environment.hostMemoryGb,
       platform: x.environment.platform,
     },
@@ -204,6 +210,8 @@ export function buildResults(x: ResultInputs): Exp3Results {
     think_ms: opts.thinkMs,
     seed: opts.seed,
     git_commit: x.environment.gitCommit,
+    ...(x.environment.gitDirty !== undefined ? { git_dirty: x.environment.gitDirty } : {}),
+    ...(x.environment.gitRoot ? { git_root: x.environment.gitRoot } : {}),
     command_line: opts.commandLine ?? [],
     started_at: x.startedAt,
     phases_seconds: Object.fromEntries(Object.entries(x.phasesSeconds).map(([k, v]) => [k, round(v, 3)])),

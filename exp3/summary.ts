@@ -9,7 +9,8 @@ export function summaryLines(r: Exp3Results, resultsPath: string): string[] {
     `Exp 3 memory pressure: ${r.status.toUpperCase()}`,
     `  sessions ${r.num_sessions_spawned}/${n} spawned, ${r.num_sessions_finished}/${n} finished, ${r.outputs_match}/${n} outputs identical to the reference`,
     `  peak ${r.peak_sessions_alive} sessions alive, ${r.peak_sessions_paused} paused at once`,
-    `  budget ${f1(r.budget_gb)} GB; peak accounted ${f1(r.peaks.accounted_gb)} GB, NVML ${f1(r.peaks.nvml_gb)} GB, allocator ${f1(r.peaks.allocator_gb)} GB`,
+    `  budget ${f1(r.budget_gb)} GB; peak accounted ${f1(r.peaks.accounted_gb)} GB, ` +
+      (String(r.hardware?.device ?? "").startsWith("cuda") ? `NVML ${f1(r.peaks.nvml_gb)} GB, allocator ${f1(r.peaks.allocator_gb)} GB` : "NVML / allocator n/a (CPU)"),
     `  swaps: ${r.swap_count.out} out, ${r.swap_count.in} in; mean ${f1(r.swap_latency_ms_stats.out_mean)} ms out / ${f1(r.swap_latency_ms_stats.in_mean)} ms in; ${f1(r.swap_bandwidth_gbps.out_mean)} / ${f1(r.swap_bandwidth_gbps.in_mean)} GB/s`,
     `  elapsed ${r.total_elapsed_seconds.toFixed(1)} s; results: ${resultsPath}`,
   ];

@@ -166,6 +166,8 @@ export class Exp3Runner {
       python: argsIn.python ?? resolveServerPython(this.context),
       token: argsIn.token ?? (argsIn.server ? s.token || undefined : undefined),
       outDir,
+      // The commit recorded: the extension's own checkout, else the workspace when it is a Djinn checkout.
+      gitDirs: [this.context.extensionUri.fsPath, ...(folder ? [folder.uri.fsPath] : [])],
       commandLine: ["vscode", "djinn.runExp3", JSON.stringify(stripUndefined({ ...argsIn, token: argsIn.token ? "***" : undefined }))],
     };
     await mkdir(outDir, { recursive: true });

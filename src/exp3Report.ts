@@ -1,14 +1,14 @@
 // The Exp 3 report in a webview (the HTML: exp3ReportHtml.ts).
 import * as vscode from "vscode";
 import type { Exp3Results } from "../exp3/results";
-import { reportHtml, type ReportFiles } from "./exp3ReportHtml";
+import { reportHtml, reportTitle, type ReportFiles } from "./exp3ReportHtml";
 import { nonce } from "./webviewHtml";
 
-export { REPORT_FILE, reportHtml } from "./exp3ReportHtml";
+export { REPORT_FILE, reportHtml, reportTitle } from "./exp3ReportHtml";
 export const REPORT_VIEW_TYPE = "djinn.exp3Report";
 
 export function showReport(extensionUri: vscode.Uri, r: Exp3Results, f: ReportFiles): vscode.WebviewPanel {
-  const panel = vscode.window.createWebviewPanel(REPORT_VIEW_TYPE, `Exp 3 report: ${r.status.toUpperCase()}`, vscode.ViewColumn.Active, { enableScripts: true, localResourceRoots: [] });
+  const panel = vscode.window.createWebviewPanel(REPORT_VIEW_TYPE, reportTitle(r), vscode.ViewColumn.Active, { enableScripts: true, localResourceRoots: [] });
   panel.iconPath = vscode.Uri.joinPath(extensionUri, "media", "vram.svg");
   panel.webview.html = reportHtml(r, f, { cspSource: panel.webview.cspSource, nonce: nonce() });
   panel.webview.onDidReceiveMessage((m: { type: string }) => {

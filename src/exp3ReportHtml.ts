@@ -20,6 +20,60 @@ function row(label: string, ...cells: string[]): string {
   return `<tr><th>${escapeHtml(label)}</th>${cells.map((c) => `<td>${c}</td>`).join("")}</tr>`;
 }
 
+const pad2 = (x: number) => String(x).padStart(2, "0");
+const clean = (x: unknown) => (typeof x === "string" ? x.replace(/\s+/g, " ").trim() : "");
+
+/** A CUDA run (NVML and the allocator measure something); on a CPU both are absent, not 0. */
+export function isGpuRun(r: Pick<Exp3Results, "hardware">): boolean {
+  return String((r.hardware as Record<string, unknown> | undefined)?.device ?? "").startsWith("cuda");
+}
+
+/** What the text says where a CPU run has no NVML / allocator figure. */
+export const NO_NVML = "n/a (CPU: no NVML, no CUDA allocator)";
+
+/** "peak NVML used / allocator": the two figures on a GPU, n/a on a CPU. */
+export function nvmlAllocatorText(r: Pick<Exp3Results, "hardware" | "peaks">): string {
+  return isGpuRun(r) ? `${num(r.peaks.nvml_gb)} GB / ${num(r.peaks.allocator_gb)} GB` : NO_NVML;
+}
+
+/**
+ * The hardware in one line: on a GPU the GPU (and its memory) and the host CPU; on a CPU the
+ * CPU model once with its core count (the server's CPU, which is this machine's unless the
+ * run used a server elsewhere). Reads the older "MODEL x N" host_cpu too.
+ */
+export function hardwareText(hwIn: Record<string, unknown> | undefined): string {
+  const hw = hwIn ?? {};
+  const device = clean(hw.device);
+  const legacy = /^(.*) x (\d+)$/.exec(clean(hw.host_cpu));
+  const cpuModel = legacy ? clean(legacy[1]) : clean(hw.host_cpu) === "unknown" ? "" : clean(hw.host_cpu);
+  const cores = typeof hw.host_cpu_cores === "number" && hw.host_cpu_cores > 0 ? hw.host_cpu_cores : legacy ? Number(legacy[2]) : undefined;
+  const withCores = (model: string) => `${model}${cores ? ` (${cores} core${cores === 1 ? "" : "s"})` : ""}`;
+  if (device.startsWith("cuda")) {
+    const name = clean(hw.device_name) || device;
+    const mem = typeof hw.device_total_gb === "number" && hw.device_total_gb > 0 ? `, ${hw.device_total_gb.toFixed(0)} GB` : "";
+    return `GPU ${name}${mem}${cpuModel ? ` · CPU ${withCores(cpuModel)}` : ""}`;
+  }
+  const serverCpu = clean(hw.device_name);
+  if (serverCpu && cpuModel && serverCpu !== cpuModel) return `CPU ${serverCpu} (server) · ${withCores(cpuModel)} (this machine)`;
+  const model = cpuModel || serverCpu;
+  return model ? `CPU ${withCores(model)}, no GPU` : device || "–";
+}
+
+/** The commit line: HEAD with a dirty flag, or why it is unknown. */
+export function commitText(r: Pick<Exp3Results, "git_commit" | "git_dirty" | "git_root">): string {
+  const c = clean(r.git_commit);
+  if (!c || c === "unknown") return "unknown (not a git checkout, or git is missing)";
+  return `${c}${r.git_dirty ? " + uncommitted changes" : ""}${r.git_root ? ` (${r.git_root})` : ""}`;
+}
+
+/** The report's title (tab and page): distinct per run, "Exp 3 report · SUCCESS · 14:02:31 · 8 sessions". */
+export function reportTitle(r: Pick<Exp3Results, "status" | "started_at" | "num_sessions_requested">): string {
+  const t = new Date(r.started_at);
+  const when = Number.isNaN(t.getTime()) ? "" : ` · ${pad2(t.getHours())}:${pad2(t.getMinutes())}:${pad2(t.getSeconds())}`;
+  const n = r.num_sessions_requested;
+  return `Exp 3 report · ${r.status.toUpperCase()}${when} · ${n} session${n === 1 ? "" : "s"}`;
+}
+
 export function reportHtml(r: Exp3Results, f: ReportFiles, webview?: { cspSource: string; nonce: string }): string {
   const n = r.num_sessions_requested;
   const ok = r.status === "success";
@@ -28,6 +82,7 @@ export function reportHtml(r: Exp3Results, f: ReportFiles, webview?: { cspSource
   const hw = r.hardware as Record<string, unknown>;
   const model = r.model as Record<string, unknown>;
   const b = r.baseline;
+  const gpu = isGpuRun(r);
   const plot = f.svg ? `<img class="plot" alt="VRAM over time" src="data:image/svg+xml;base64,${Buffer.from(f.svg).toString("base64")}">` : `<p class="muted">no plot</p>`;
 
   const numbers = [
@@ -36,7 +91,7 @@ export function reportHtml(r: Exp3Results, f: ReportFiles, webview?: { cspSource
     row("peak sessions alive / paused at once", `${r.peak_sessions_alive} / ${r.peak_sessions_paused}`),
     row("VRAM budget", `${num(r.budget_gb)} GB`),
     row("peak accounted (weights + workspace + resident KV)", `${num(r.peaks.accounted_gb)} GB`),
-    row("peak NVML used / allocator", `${num(r.peaks.nvml_gb)} GB / ${num(r.peaks.allocator_gb)} GB`),
+    row("peak NVML used / allocator", escapeHtml(nvmlAllocatorText(r))),
     row("weights / workspace", `${num(r.weights_gb)} GB / ${num(r.workspace_gb)} GB`),
     row("KV demand of all sessions (full context)", `${num(r.kv_demand_gb)} GB (${r.kv_bytes_per_token.toLocaleString("en-US")} B per token)`),
     row("host pool", `${num(r.host_pool_gb)} GB`),
@@ -49,11 +104,11 @@ export function reportHtml(r: Exp3Results, f: ReportFiles, webview?: { cspSource
 
   const setup = [
     row("model", `${escapeHtml(String(model.name))} (${escapeHtml(String(model.dtype ?? ""))}), ${int(model.n_layers)} layers, dim ${int(model.dim)}`),
-    row("hardware", `${escapeHtml(String(hw.device_name || hw.device))} · ${escapeHtml(String(hw.host_cpu ?? ""))}`),
+    row("hardware", escapeHtml(hardwareText(hw))),
     row("context / new tokens", `${r.context} / ${r.new_tokens}`),
     row("breakpoints", r.breakpoints.join(", ")),
     row("server", `${escapeHtml(String(r.server.address))}${r.server.started_locally ? " (started for this run)" : ""}, swap policy ${escapeHtml(String(r.server.swap_policy))}`),
-    row("commit", escapeHtml(r.git_commit || "–")),
+    row("commit", escapeHtml(commitText(r))),
     row("started", escapeHtml(r.started_at)),
   ].join("\n");
 
@@ -69,7 +124,7 @@ export function reportHtml(r: Exp3Results, f: ReportFiles, webview?: { cspSource
 ${row("sessions held at once", `${r.peak_sessions_paused} paused, ${r.num_sessions_finished}/${n} finished`, `${int(b.sessions_fit)}/${int(b.sessions_requested)}`)}
 ${row("out of memory", "never", escapeHtml(oom))}
 ${row("VRAM at the peak", `${num(r.peaks.accounted_gb)} GB accounted`, `${num(b.vram_held_while_paused_gb)} GB held while paused`)}
-${row("allocator peak", `${num(r.peaks.allocator_gb)} GB`, `${num(b.peak_allocator_gb)} GB`)}
+${gpu ? row("allocator peak", `${num(r.peaks.allocator_gb)} GB`, `${num(b.peak_allocator_gb)} GB`) : ""}
 ${row("budget", `${num(r.budget_gb)} GB`, `${num(b.budget_gb)} GB (${escapeHtml(String(b.budget_enforced_by ?? ""))})`)}
 ${row("elapsed", `${num(r.total_elapsed_seconds, 1)} s`, `${num(b.elapsed_seconds, 1)} s`)}
 </table>`;
@@ -88,7 +143,7 @@ ${row("elapsed", `${num(r.total_elapsed_seconds, 1)} s`, `${num(b.elapsed_second
 <script nonce="${webview.nonce}">const vs = acquireVsCodeApi(); document.querySelectorAll('button[data-cmd]').forEach(b => b.addEventListener('click', () => vs.postMessage({ type: b.dataset.cmd })));</script>`
     : "";
   return `<!DOCTYPE html>
-<html lang="en"><head><meta charset="UTF-8">${csp}<title>Exp 3 report: ${r.status.toUpperCase()}</title>
+<html lang="en"><head><meta charset="UTF-8">${csp}<title>${escapeHtml(reportTitle(r))}</title>
 <style>
 body { font-family: var(--vscode-font-family, system-ui, sans-serif); color: var(--vscode-foreground, #222); background: var(--vscode-editor-background, #fff); padding: 8px 20px 30px; max-width: 1200px; }
 h1 { font-size: 1.5em; margin: 10px 0 4px; } h2 { font-size: 1.15em; margin: 22px 0 8px; }
