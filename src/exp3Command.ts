@@ -11,10 +11,11 @@ import { PLOT_FILE, RESULTS_FILE, runExp3 } from "../exp3/driver";
 import type { Exp3Args } from "../exp3/options";
 import type { Exp3Results } from "../exp3/results";
 import { summaryLines } from "../exp3/summary";
-import { describeArgs, EXP3_FILE, Exp3ConfigError, parseExp3Yaml } from "./exp3Config";
+import { describeArgs, detectMachine, EXP3_FILE, Exp3ConfigError, exp3Choices, parseExp3Yaml, type CustomDefaults, type Machine } from "./exp3Config";
 import { REPORT_FILE, reportHtml, showReport } from "./exp3Report";
 import type { Monitor } from "./monitor";
 import { resolveServerPython } from "./python";
+import type { ServerManager } from "./serverManager";
 import { settings } from "./settings";
 import type { VramPanel } from "./vramPanel";
 
@@ -43,11 +44,14 @@ const POINTS: Record<number, string> = { 2: ".attn", 3: ".mlp" };
 export class Exp3Runner {
   private running = false;
   private readonly out: vscode.OutputChannel;
+  private probed?: Promise<Machine>;
 
   constructor(
     private readonly context: vscode.ExtensionContext,
     private readonly monitor: Monitor,
     private readonly vram: VramPanel,
+    /** the window's (palette's) server: Exp 3 runs there unless another run is picked */
+    private readonly servers?: ServerManager,
   ) {
     this.out = vscode.window.createOutputChannel("Djinn Exp 3");
     context.subscriptions.push(this.out);
@@ -99,20 +103,31 @@ export class Exp3Runner {
     return asked ? { args: asked, out } : undefined;
   }
 
-  private async ask(): Promise<Exp3Args | undefined> {
+  /** This machine: the running server's device, else the device setting, else `nvidia-smi -L` (looked up once). */
+  async machine(): Promise<Machine> {
+    const cur = this.servers?.current;
+    if (cur) return detectMachine({ serverDevice: cur.info.device, serverDeviceName: cur.info.deviceName });
+    const device = settings().device;
+    if (device !== "auto") return detectMachine({ deviceSetting: device });
+    this.probed ??= detectMachine({ deviceSetting: "auto" });
+    return this.probed;
+  }
+
+  /** The picker's items (the pre-selected one first) and Custom's defaults, for this window and machine. */
+  async choices(): Promise<ReturnType<typeof exp3Choices>> {
     const s = settings();
-    type Item = vscode.QuickPickItem & { args?: Exp3Args; custom?: boolean };
-    const items: Item[] = [
-      { label: "$(server-environment) GPU: the full Exp 3", description: "50 × llama-2-13b, 2048 tokens, breakpoints 10/20/30, 80 GB budget", args: { sessions: 50, model: "llama-2-13b", context: 2048, breakpoints: [10, 20, 30], budgetGb: 80, hostPoolGb: 96, device: "cuda" } },
-      { label: "$(vm) CPU: the same pressure, small model", description: "50 × tiny-40l, 256 tokens, budget holds a third of the KV", args: { sessions: 50, model: "tiny-40l", context: 256, breakpoints: [10, 20, 30], budgetGb: "auto:0.33", device: "cpu" } },
-      { label: "$(zap) Quick check", description: "4 × tiny-40l, 64 tokens on the CPU (about 20 s)", args: { sessions: 4, model: "tiny-40l", context: 64, breakpoints: [10, 20, 30], budgetGb: "auto:0.33", device: "cpu" } },
-      { label: "$(edit) Custom…", description: "sessions, model, context, breakpoints, budget", custom: true },
-    ];
-    if (s.address) items.unshift({ label: `$(remote) On ${s.address}`, description: "the running server's model and budget; 50 sessions", args: { server: s.address, token: s.token || undefined, sessions: 50 } });
+    const cur = this.servers?.current;
+    const running = cur ? { address: cur.address, token: cur.token, caFile: cur.caFile, info: cur.info } : undefined;
+    return exp3Choices(await this.machine(), { running, address: s.address, token: s.token, defaultModel: s.defaultModel });
+  }
+
+  private async ask(): Promise<Exp3Args | undefined> {
+    const { items, custom } = await this.choices();
+    // showQuickPick makes the first item the active one: the run that fits this machine.
     const pick = await vscode.window.showQuickPick(items, { title: "Djinn: Exp 3 memory-pressure test (put an exp3.yaml in the workspace to skip this)", ignoreFocusOut: true });
     if (!pick) return undefined;
     let args = pick.args;
-    if (pick.custom) args = await this.askCustom();
+    if (pick.custom) args = await this.askCustom(custom);
     if (!args) return undefined;
     const baseline = await vscode.window.showQuickPick(
       [
@@ -125,23 +140,24 @@ export class Exp3Runner {
     return { ...args, baseline: baseline.baseline };
   }
 
-  private async askCustom(): Promise<Exp3Args | undefined> {
-    const s = settings();
+  private async askCustom(d: CustomDefaults): Promise<Exp3Args | undefined> {
     const intBox = async (title: string, value: string, min = 1) => {
       const v = await vscode.window.showInputBox({ title, value, ignoreFocusOut: true, validateInput: (x) => (/^\d+$/.test(x.trim()) && Number(x) >= min ? undefined : `an integer ≥ ${min}`) });
       return v === undefined ? undefined : Number(v);
     };
-    const sessions = await intBox("Exp 3: sessions created at once", "50");
+    const where = d.device === "cuda" ? "on the GPU" : "on the CPU";
+    const sessions = await intBox(`Exp 3: sessions created at once (${where})`, String(d.sessions));
     if (sessions === undefined) return undefined;
-    const model = await vscode.window.showInputBox({ title: "Exp 3: model (named config or checkpoint folder)", value: s.defaultModel, ignoreFocusOut: true });
+    const model = await vscode.window.showInputBox({ title: `Exp 3: model (named config or checkpoint folder; ${where})`, value: d.model, ignoreFocusOut: true });
     if (!model) return undefined;
-    const context = await intBox("Exp 3: context per session (tokens)", model.startsWith("llama") ? "2048" : "256", 2);
+    const same = model === d.model;
+    const context = await intBox("Exp 3: context per session (tokens)", same ? String(d.context) : model.startsWith("llama") ? "2048" : "256", 2);
     if (context === undefined) return undefined;
-    const bps = await vscode.window.showInputBox({ title: "Exp 3: breakpoints (layers)", value: "10,20,30", ignoreFocusOut: true, validateInput: (x) => (/^\d+(\s*,\s*\d+)*$/.test(x.trim()) ? undefined : "comma-separated layer numbers") });
+    const bps = await vscode.window.showInputBox({ title: "Exp 3: breakpoints (layers)", value: d.breakpoints.join(","), ignoreFocusOut: true, validateInput: (x) => (/^\d+(\s*,\s*\d+)*$/.test(x.trim()) ? undefined : "comma-separated layer numbers") });
     if (bps === undefined) return undefined;
     const budget = await vscode.window.showInputBox({
       title: "Exp 3: VRAM budget (GB, or auto:FRACTION)",
-      value: model.startsWith("llama") ? "80" : "auto:0.33",
+      value: same ? d.budget : model.startsWith("llama") ? "80" : "auto:0.33",
       ignoreFocusOut: true,
       validateInput: (x) => (/^(\d+(\.\d+)?|auto:(0?\.\d+|1(\.0*)?))$/.test(x.trim()) ? undefined : "a number of GB or auto:FRACTION"),
     });
@@ -152,6 +168,7 @@ export class Exp3Runner {
       context,
       breakpoints: bps.split(",").map((x) => Number(x.trim())),
       budgetGb: /^auto:/.test(budget.trim()) ? budget.trim() : Number(budget),
+      device: d.device,
     };
   }
 

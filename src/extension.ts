@@ -54,7 +54,7 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
   const vram = new VramPanel(context.extensionUri, monitor);
   const tracker = new DebugTracker(monitor, log);
   const tensors = new TensorViewers(context.extensionUri, tracker, log);
-  const exp3 = new Exp3Runner(context, monitor, vram);
+  const exp3 = new Exp3Runner(context, monitor, vram, servers);
   const statusBar = new StatusBar(monitor);
   const configProvider = new DjinnConfigurationProvider(context, servers);
   const dynamicProvider = new DjinnDynamicProvider(servers);
