@@ -63,8 +63,23 @@ class Clients implements vscode.Disposable {
   }
 }
 
+/**
+ * Where a new tensor viewer opens: in the group of the viewers already open (the one used
+ * last), as another tab; the first one beside the active editor. So any number of View
+ * Tensors add at most one editor group.
+ */
+export function viewerColumn(lastUsed: vscode.ViewColumn | undefined, open: Array<vscode.ViewColumn | undefined>): vscode.ViewColumn {
+  // A new panel's viewColumn is Beside (-2) until the workbench says where it went: not a group yet.
+  const real = open.filter((c): c is vscode.ViewColumn => c !== undefined && c >= 1);
+  if (lastUsed !== undefined && real.includes(lastUsed)) return lastUsed;
+  return real.length ? real[real.length - 1] : vscode.ViewColumn.Beside;
+}
+
 export class TensorViewers implements vscode.Disposable {
   private readonly viewers = new Map<string, TensorViewer>();
+  /** the group of the viewer shown last (panels can be dragged to another group) */
+  private lastColumn?: vscode.ViewColumn;
+  private placing: Promise<unknown> = Promise.resolve();
   private readonly clients = new Clients();
   private readonly subs: vscode.Disposable[] = [];
   private readonly renderedEmitter = new vscode.EventEmitter<{ key: string; r: TensorRendered }>();
@@ -100,9 +115,19 @@ export class TensorViewers implements vscode.Disposable {
       return existing;
     }
     const endpoint = await endpointOf(ref.session);
-    const viewer = new TensorViewer(this.extensionUri, ref, () => this.clients.get(endpoint), this.log, (r) => this.renderedEmitter.fire({ key, r }));
-    this.viewers.set(key, viewer);
-    viewer.onDispose(() => this.viewers.delete(key));
+    // One placement at a time: the next viewer goes to the group this one landed in.
+    const placing = this.placing.then(async () => {
+      const again = this.viewers.get(key);
+      if (again) return again;
+      const column = viewerColumn(this.lastColumn, this.open.map((v) => v.column));
+      const v = new TensorViewer(this.extensionUri, ref, () => this.clients.get(endpoint), this.log, (r) => this.renderedEmitter.fire({ key, r }), column, (c) => (this.lastColumn = c));
+      this.viewers.set(key, v);
+      v.onDispose(() => this.viewers.delete(key));
+      this.lastColumn = (await v.placed()) ?? this.lastColumn;
+      return v;
+    });
+    this.placing = placing.catch(() => undefined);
+    const viewer = await placing;
     await viewer.refresh();
     return viewer;
   }
@@ -144,9 +169,11 @@ export class TensorViewer {
     private readonly client: () => DjinnClient,
     private readonly log: (line: string) => void,
     private readonly rendered: (r: TensorRendered) => void,
+    column: vscode.ViewColumn = vscode.ViewColumn.Beside,
+    onShown: (column: vscode.ViewColumn) => void = () => undefined,
   ) {
     this.ready = new Promise((r) => (this.markReady = r));
-    this.panel = vscode.window.createWebviewPanel(TENSOR_VIEW_TYPE, `Tensor ${ref.expression} · session ${ref.threadId}`, vscode.ViewColumn.Beside, {
+    this.panel = vscode.window.createWebviewPanel(TENSOR_VIEW_TYPE, `Tensor ${ref.expression} · session ${ref.threadId}`, column, {
       enableScripts: true,
       retainContextWhenHidden: true,
       localResourceRoots: [vscode.Uri.joinPath(extensionUri, "dist", "webview"), vscode.Uri.joinPath(extensionUri, "media")],
@@ -159,6 +186,9 @@ export class TensorViewer {
       body: `<div id="app" data-view="tensor"></div>`,
     });
     this.panel.webview.onDidReceiveMessage((m) => void this.onMessage(m));
+    this.panel.onDidChangeViewState((e) => {
+      if (e.webviewPanel.active && e.webviewPanel.viewColumn !== undefined) onShown(e.webviewPanel.viewColumn);
+    });
     this.panel.onDidDispose(() => {
       this.disposed = true;
       for (const fn of this.disposeFns) fn();
@@ -167,6 +197,29 @@ export class TensorViewer {
 
   get title(): string {
     return this.panel.title;
+  }
+
+  /** the editor group it is in (undefined once closed; Beside until the workbench placed it) */
+  get column(): vscode.ViewColumn | undefined {
+    return this.disposed ? undefined : this.panel.viewColumn;
+  }
+
+  /** Resolves with its editor group once the workbench has placed the panel (undefined after `timeoutMs`). */
+  placed(timeoutMs = 3000): Promise<vscode.ViewColumn | undefined> {
+    const now = this.column;
+    if (now !== undefined && now >= 1) return Promise.resolve(now);
+    return new Promise((resolve) => {
+      const done = (c: vscode.ViewColumn | undefined) => {
+        clearTimeout(timer);
+        sub.dispose();
+        resolve(c);
+      };
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      const sub = this.panel.onDidChangeViewState((e) => {
+        const c = e.webviewPanel.viewColumn;
+        if (c !== undefined && c >= 1) done(c);
+      });
+    });
   }
 
   onDispose(fn: () => void): void {
