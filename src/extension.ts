@@ -12,6 +12,7 @@ import { Notices } from "./notices";
 import { openOutline } from "./outlineCommand";
 import { setupPython } from "./python";
 import { ServerManager } from "./serverManager";
+import { register as registerSetValue } from "./setValueCommand";
 import { settings } from "./settings";
 import { StatusBar } from "./statusBar";
 import { TensorViewers } from "./tensorViewer";
@@ -84,6 +85,7 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
     openOutline(servers, arg instanceof vscode.Uri ? { path: arg.fsPath } : arg).catch(fail("cannot open the model outline")),
   );
   command("djinn.viewTensor", (arg?: any) => viewTensor(tensors, arg).catch(fail("cannot view the tensor")));
+  registerSetValue(context, tensors);
   command("djinn.startServer", () =>
     vscode.window
       .withProgress({ location: vscode.ProgressLocation.Notification, title: `Djinn: starting a local server (${settings().defaultModel})` }, () => servers.startLocal())
