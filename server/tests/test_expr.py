@@ -104,6 +104,8 @@ def test_reductions():
     assert torch.allclose(ev("log_softmax(x, dim=0)"), X.log_softmax(0))
     assert torch.equal(ev("topk(x[0, 0], 2)"), torch.tensor([3.0, 2.0]))
     assert torch.equal(ev("topk(x, k=1, dim=0)"), X.topk(1, 0).values)
+    assert torch.equal(ev("argtopk(x[0, 0], 2)"), torch.tensor([3, 2]))
+    assert torch.equal(ev("argtopk(x, k=1, dim=0)"), X.topk(1, 0).indices)
     assert torch.equal(ev("shape(x)"), torch.tensor([2, 3, 4])) and ev("numel(x)") == 24
     assert torch.equal(ev("clamp(x, 2, 5)"), X.clamp(2, 5))
     assert torch.equal(ev("clamp(x, x[0], 5.0)"), X.clamp(X[0], torch.tensor(5.0)))
@@ -138,7 +140,7 @@ def test_low_precision_reductions_use_float32():
     ("mean(x, dim='a')", "dim must be an integer"), ("mean(x, foo=1)", "unexpected argument 'foo'"),
     ("mean()", "missing argument 'x'"), ("mean(x, 1, 2)", "too many arguments"),
     ("mean(x, dim=1, dim=2)", "repeated argument 'dim'"), ("mean(dim=1, x)", "positional argument"),
-    ("topk(x, 9)", "k=9 out of range"), ("mean('a')", "got a string"),
+    ("topk(x, 9)", "k=9 out of range"), ("argtopk(x, 9)", "argtopk: k=9 out of range"), ("mean('a')", "got a string"),
     ("clamp(x, 1)", "missing argument 'hi'"), ("x @ x", "'@' failed"), ("1 @ 2", "two tensors"),
     ("randn_like(x)", "unknown function 'randn_like'"),
 ])

@@ -154,12 +154,12 @@ def test_integer_rules(engine, sess):
 def test_last_resort_and_device_faults(engine, sess, monkeypatch):
     def boom(*a, **k):
         raise KeyError("surprise")
-    monkeypatch.setattr(tensor_ops, "evaluate", boom)
+    monkeypatch.setattr(tensor_ops, "evaluate_outcome", boom)
     assert "expression failed: KeyError: 'surprise'" in fails(engine, sess, "1")
 
     def fault(*a, **k):
         raise RuntimeError("CUDA error: device-side assert triggered")
-    monkeypatch.setattr(tensor_ops, "evaluate", fault)
+    monkeypatch.setattr(tensor_ops, "evaluate_outcome", fault)
     with pytest.raises(RuntimeError, match="device-side assert"):   # reaches the server as itself
         ev(engine, sess, "1")
     with pytest.raises(RuntimeError, match="device-side assert"):
@@ -247,6 +247,28 @@ def test_a_result_from_k_cache_does_not_keep_the_kv_buffer_alive(engine):
     gc.collect()
     assert ref() is None, "a stored result still references the KV buffer"
     assert len(s.results) == 3 and all(t.device.type == "cpu" for t in s.results.values())
+
+
+def test_small_results_topk_and_shape_on_the_device(engine, sess):
+    s = sess
+    h = s.memory.acts["hidden"]
+    r = ev(engine, s, "hidden[0, :4]")
+    assert r["summary"]["values"] == h[0, :4].tolist() and r["value"].startswith("f32[4] [")
+    top = ev(engine, s, "topk(hidden[1], 3)")
+    ref = h[1].topk(3)
+    (idx,) = top["also"]
+    assert top["summary"]["values"] == ref.values.tolist() and idx["summary"]["values"] == ref.indices.tolist()
+    assert (top["result_name"], idx["result_name"]) == ("$2", "$3")
+    assert s.results["$3"].device.type == "cpu" and s.results["$3"].dtype == torch.int64
+    assert idx["value"] == f"i64[3] {ref.indices.tolist()}"
+    assert ev(engine, s, "sum(hidden[1][$3] != $2)")["scalar"] == 0
+    assert "also" not in ev(engine, s, "topk(hidden[1], 3) + 0")
+    assert ev(engine, s, "argtopk(hidden[1], 3)")["value"] == idx["value"]
+    sh = ev(engine, s, "shape(k_cache)")
+    assert sh["value"] == str(list(s.memory.kv[1, 0, :, :s.input_pos + 8].shape)) and sh["is_tensor"]
+    assert ev(engine, s, "hidden[:0]")["value"] == "f32[0, 64] empty"
+    big = ev(engine, s, "tokens * 0 + 2 ** 62 + 1")     # int64 values past 2**53, exact
+    assert big["summary"]["values"] == [2 ** 62 + 1] * 8
 
 
 def test_expression_errors_keep_their_column(engine, sess):

@@ -104,9 +104,11 @@ def test_format_summary_line():
          "inf_count": 0}
     assert format_summary_line(s) == ("bf16[1, 2048, 5120] μ=0.001235 σ=1.02 min=-5.123 "
                                       "max=6.3 ‖x‖=4123 nan=0 inf=0")
-    line = format_summary_line(summarize(torch.tensor([1, 2], dtype=torch.int64)))
-    assert line.startswith("i64[2] μ=1.5 ")
-    assert format_summary_line(summarize(torch.empty(0))).startswith("f32[0] μ=nan")
+    line = format_summary_line(summarize(torch.arange(17, dtype=torch.int64)))
+    assert line.startswith("i64[17] μ=8 ")       # past 16 elements: statistics
+    assert format_summary_line(summarize(torch.tensor([1, 2], dtype=torch.int64))) == "i64[2] [1, 2]"
+    assert format_summary_line(summarize(torch.empty(0))) == "f32[0] empty"
+    # (small tensors' values: tests/test_small_results.py)
 
 
 # ----------------------------------------------------------------------------- slicing

@@ -415,11 +415,21 @@ def _reduce(f, conv=_f32):
     return lambda x, dim=None: f(conv(x)) if dim is None else f(conv(x), dim=_dim(x, dim))
 
 
-def _topk(x, k, dim=-1):
+def _topk_pair(x, k, dim=-1, what="topk"):
+    """(values, int64 indices) of the k largest along dim; k and dim checked first."""
     x, k, dim = _t(x), _int(k, "k"), _dim(x, dim)
     if not 1 <= k <= (x.shape[dim] if x.dim() else 1):
-        raise ExprError(f"topk: k={k} out of range for dim {dim} of shape {list(x.shape)}")
-    return torch.topk(x, k, dim=dim).values
+        raise ExprError(f"{what}: k={k} out of range for dim {dim} of shape {list(x.shape)}")
+    out = torch.topk(x, k, dim=dim)
+    return out.values, out.indices
+
+
+def _topk(x, k, dim=-1):
+    return _topk_pair(x, k, dim)[0]
+
+
+def _argtopk(x, k, dim=-1):
+    return _topk_pair(x, k, dim, "argtopk")[1]
 
 
 def _clamp(x, lo, hi):
@@ -454,6 +464,7 @@ _FUNCS: dict[str, tuple[Callable, tuple[str, ...], int]] = {
     "softmax": (lambda x, dim=-1: torch.softmax(_f32(x), _dim(x, dim)), _XD, 1),
     "log_softmax": (lambda x, dim=-1: torch.log_softmax(_f32(x), _dim(x, dim)), _XD, 1),
     "topk": (_topk, ("x", "k", "dim"), 2),
+    "argtopk": (_argtopk, ("x", "k", "dim"), 2),
     "shape": (lambda x: torch.tensor(_t(x).shape, dtype=torch.int64), _X, 1),
     "float": (lambda x: x.float() if isinstance(x, torch.Tensor) else float(_t(x)), _X, 1),
     "clamp": (_clamp, ("x", "lo", "hi"), 3),
@@ -496,8 +507,9 @@ def _is_int_tensor(k) -> bool:
 
 
 class _Eval:
-    def __init__(self, env: Mapping[str, object], limits: Limits):
+    def __init__(self, env: Mapping[str, object], limits: Limits, pair: Node | None = None):
         self.env, self.cache, self.limits, self.used = env, {}, limits, 0
+        self.pair = pair   # the topk call (the whole expression) that answers values and indices
         self.deadline = time.perf_counter() + limits.max_ms / 1e3
 
     def charge(self, n: int, what: str):
@@ -673,10 +685,13 @@ class _Eval:
             raise ExprError(f"missing argument '{missing[0]}'; signature: {sig}")
         if name not in _META:
             self.charge(_numel(*bound.values()) + _out_bound(bound.values()), f"{name}()")
+        if n is self.pair:   # the whole expression is topk(...): torch makes the indices too
+            fn = _topk_pair
         out = fn(**bound)
-        if not isinstance(bound[params[0]], torch.Tensor) and isinstance(out, torch.Tensor) \
-                and out.dim() == 0:
-            return out.item()  # numbers in, number out: sqrt(2) is a float
+        if not isinstance(bound[params[0]], torch.Tensor):
+            # numbers in, number out: sqrt(2) is a float
+            one = lambda o: o.item() if isinstance(o, torch.Tensor) and o.dim() == 0 else o  # noqa: E731
+            return tuple(map(one, out)) if isinstance(out, tuple) else one(out)
         return out
 
     handlers = {"num": lambda s, n: n.args[0], "str": lambda s, n: n.args[0], "name": name,
@@ -692,3 +707,26 @@ def evaluate(src: str, env: Mapping[str, object], limits: Limits | None = None) 
     tree = parse(src)
     with torch.no_grad():  # never build autograd graphs over model activations
         return _Eval(env, limits or Limits()).ev(tree)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an expression gives as a whole, for display: `value` (as `evaluate` returns it),
+    `also` (further results: topk's indices) and `kind`: "topk" or "shape" when the whole
+    expression is that call (a shape displays as a list), "" otherwise."""
+    value: object
+    also: tuple = ()
+    kind: str = ""
+
+
+def evaluate_outcome(src: str, env: Mapping[str, object], limits: Limits | None = None) -> Outcome:
+    """`evaluate`, except that `topk(...)` as the whole expression answers its values with its
+    indices in `also` (inside a larger expression topk stays the values), and the outcome says
+    whether the whole expression was a call to topk or shape."""
+    tree = parse(src)
+    top = tree.args[0] if tree.kind == "call" and tree.args[0] in ("topk", "shape") else ""
+    with torch.no_grad():
+        out = _Eval(env, limits or Limits(), tree if top == "topk" else None).ev(tree)
+    if top == "topk":
+        return Outcome(out[0], (out[1],), top)
+    return Outcome(out, (), top)

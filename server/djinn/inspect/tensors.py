@@ -47,6 +47,9 @@ def _chunk_stats(c: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
                                              isnan.sum(), isinf.sum())])
 
 
+MAX_VALUES = 16  # a tensor with at most this many elements carries (and prints) its values
+
+
 def summarize(t: torch.Tensor) -> dict:
     """Statistics over the finite values, computed on t's device; one device->host copy.
 
@@ -54,8 +57,12 @@ def summarize(t: torch.Tensor) -> dict:
     torch.std. Statistics with no finite values are NaN (l2_norm is 0.0). Reduced in chunks of
     SUMMARY_CHUNK elements, so the float32 temporaries stay bounded (a 2048 x 32000 logits
     tensor would otherwise need several 262 MB copies); chunks combine in float64.
+
+    A tensor of 1..MAX_VALUES elements also gets `values`: every element in C order (bool as
+    0/1, integers as exact Python ints, floats as the float64 of the value), fetched in the same
+    copy as the statistics. `values` is empty otherwise.
     """
-    out = {"dtype": dtype_name(t.dtype), "shape": list(t.shape), "numel": t.numel()}
+    out = {"dtype": dtype_name(t.dtype), "shape": list(t.shape), "numel": t.numel(), "values": []}
     if t.numel() == 0:
         nan = float("nan")
         return {**out, "min": nan, "max": nan, "mean": nan, "std": nan, "l2_norm": 0.0,
@@ -63,7 +70,8 @@ def summarize(t: torch.Tensor) -> dict:
     with torch.no_grad():
         # float64 keeps counts exact past 2**24; MPS has no float64.
         acc = torch.float32 if t.device.type == "mps" else torch.float64
-        parts = torch.stack([_chunk_stats(c, acc) for c in t.detach().reshape(-1).split(SUMMARY_CHUNK)])
+        flat = t.detach().reshape(-1)
+        parts = torch.stack([_chunk_stats(c, acc) for c in flat.split(SUMMARY_CHUNK)])
         n, sums, m2, lo, hi, l2, nans, infs = parts.unbind(1)
         N = n.sum()
         mean = sums.sum() / N                                   # 0/0 = nan when nothing is finite
@@ -72,12 +80,32 @@ def summarize(t: torch.Tensor) -> dict:
         nan = torch.full((), float("nan"), dtype=acc, device=t.device)
         std = torch.where(N > 1, (m2 / (N - 1)).sqrt(), nan)
         lo, hi = torch.where(N > 0, lo.amin(), nan), torch.where(N > 0, hi.amax(), nan)
-        vals = torch.stack([lo, hi, mean, std, l2.square().sum().sqrt(), nans.sum(),
-                            infs.sum()]).tolist()  # the only device->host transfer
+        stats = torch.stack([lo, hi, mean, std, l2.square().sum().sqrt(), nans.sum(), infs.sum()])
+        small = flat.numel() <= MAX_VALUES
+        if small and acc == torch.float64:
+            vals, out["values"] = _with_values(stats, flat)    # still the only transfer
+        else:
+            vals = stats.tolist()  # the only device->host transfer
+            if small:   # MPS: float32 would round integers past 2**24, so the values copy apart
+                out["values"] = flat.tolist() if flat.dtype != torch.bool else [int(v) for v in flat.tolist()]
     keys = ("min", "max", "mean", "std", "l2_norm", "nan_count", "inf_count")
     out.update(zip(keys, vals))
     out["nan_count"], out["inf_count"] = int(vals[5]), int(vals[6])
     return out
+
+
+def _with_values(stats: torch.Tensor, flat: torch.Tensor) -> tuple[list, list]:
+    """The statistics and the elements of a small tensor in one float64 copy. int64 goes as two
+    exact halves (high 32 bits signed, low 32 unsigned), since float64 holds only 53 bits."""
+    k = stats.numel()
+    if flat.dtype == torch.int64:
+        host = torch.cat([stats, (flat >> 32).double(), (flat & 0xFFFFFFFF).double()]).tolist()
+        n = flat.numel()
+        return host[:k], [(int(h) << 32) + int(lo) for h, lo in zip(host[k:k + n], host[k + n:])]
+    host = torch.cat([stats, flat.double()]).tolist()
+    if flat.is_floating_point():
+        return host[:k], host[k:]
+    return host[:k], [int(v) for v in host[k:]]   # bool (0/1) and the other integers: exact
 
 
 class SliceError(IndexError):
@@ -145,10 +173,40 @@ def iter_chunks(data: bytes, chunk_bytes: int) -> Iterator[tuple[int, memoryview
         yield off, mv[off:off + size]
 
 
+def format_value(v, dtype: str = "float32") -> str:
+    """One element for display: bool as true/false, integers exactly, floats with 6 significant
+    digits (nan, inf, -inf spelled so)."""
+    if dtype == "bool":
+        return "true" if v else "false"
+    if not dtype.startswith(("float", "bfloat")) and float(v).is_integer():
+        return str(int(v))
+    return f"{float(v):.6g}"
+
+
+def format_values(values, shape, dtype: str = "float32") -> str:
+    """Elements in C order as nested lists of the tensor's shape, like Python's repr of
+    t.tolist(): [1, 2] for [2], [[1, 2, 3], [4, 5, 6]] for [2, 3]; a 0-d tensor is its value."""
+    items = [format_value(v, dtype) for v in values]
+    for size in reversed(list(shape)[1:]):
+        items = ["[" + ", ".join(items[i:i + size]) + "]" for i in range(0, len(items), size)]
+    return ("[" + ", ".join(items) + "]") if len(shape) else items[0]
+
+
 def format_summary_line(summary: dict) -> str:
-    """E.g. 'bf16[1, 2048, 5120] μ=0.0012 σ=1.02 min=-5.1 max=6.3 ‖x‖=4.1e+03 nan=0 inf=0'."""
+    """One display line: 'dtype[shape]' then the values of a small tensor, 'empty', or statistics.
+
+    'i64[1] [457]', 'f32[2, 2] [[1, 0.5], [nan, -inf]]', 'f32[2, 0, 32] empty',
+    'bf16[1, 2048, 5120] μ=0.0012 σ=1.02 min=-5.1 max=6.3 ‖x‖=4.1e+03 nan=0 inf=0'.
+    """
     dt = _SHORT.get(summary["dtype"], summary["dtype"])
+    head = f"{dt}{list(summary['shape'])}"
+    numel = summary.get("numel", math.prod(summary["shape"]))
+    if numel == 0:
+        return f"{head} empty"
+    values = summary.get("values") or []
+    if 0 < numel <= MAX_VALUES and len(values) == numel:
+        return f"{head} {format_values(values, summary['shape'], summary['dtype'])}"
     g = lambda k: f"{summary[k]:.4g}"  # noqa: E731
-    return (f"{dt}{list(summary['shape'])} μ={g('mean')} σ={g('std')} min={g('min')} "
+    return (f"{head} μ={g('mean')} σ={g('std')} min={g('min')} "
             f"max={g('max')} ‖x‖={g('l2_norm')} nan={summary['nan_count']} "
             f"inf={summary['inf_count']}")

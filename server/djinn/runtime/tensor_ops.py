@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..inspect.expr import ExprError, ExprLimit, Limits, evaluate, is_device_fault
+from ..inspect.expr import ExprError, ExprLimit, Limits, Outcome, evaluate_outcome, is_device_fault
 from ..inspect.tensors import (SliceError, dtype_name, format_summary_line, from_bytes,
                                parse_slice, summarize, to_bytes)
 from .catalog import Entry, catalog, expression_env
@@ -99,8 +99,8 @@ def evaluate_expression(engine: Engine, s: Session, expression: str) -> dict:
     limits = getattr(engine, "expr_limits", None) or Limits()
     try:
         with torch.no_grad():
-            value = evaluate(expression, expression_env(engine, s), limits)
-            out = _result(s, expression, value, limits)
+            outcome = evaluate_outcome(expression, expression_env(engine, s), limits)
+            out = _result(s, expression, outcome, limits)
     except DjinnError:
         raise
     except ExprLimit as e:
@@ -117,33 +117,48 @@ def evaluate_expression(engine: Engine, s: Session, expression: str) -> dict:
     return out
 
 
-def _result(s: Session, expression: str, value, limits: Limits) -> dict:
-    out: dict = {}
-    if isinstance(value, torch.Tensor) and value.numel() != 1:
+def _result(s: Session, expression: str, outcome: Outcome, limits: Limits) -> dict:
+    """The answer to Evaluate. A tensor result (anything but a single value; always for topk and
+    shape as the whole expression) is stored as $N; topk's indices follow as $N+1, in `also`."""
+    value, kind = outcome.value, outcome.kind
+    tensors = [value, *outcome.also]
+    if all(isinstance(t, torch.Tensor) for t in tensors) and (kind or value.numel() != 1):
         held = sum(t.numel() * t.element_size() for t in s.results.values())
-        size = value.numel() * value.element_size()
+        size = sum(t.numel() * t.element_size() for t in tensors)   # topk: values and indices
         if held + size > limits.max_result_bytes:
             raise exhausted(f"this result ({_size(size)}) would bring session {s.id}'s stored results to "
                             f"{_size(held + size)}; the limit is {_size(limits.max_result_bytes)}: "
                             "resume the session (that drops its results) or evaluate a slice")
-        rname = f"${s.result_counter + 1}"
-        summ = summary(rname, value, None)   # on the device, before the copy
-        # A host copy: a view would keep its base alive (k_cache's is the whole KV buffer, past a
-        # swap-out), and device memory held here is memory the VRAM budget does not see.
-        s.results[rname] = value.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-        s.result_counter += 1
-        summ["description"] = expression
-        out.update(is_tensor=True, summary=summ, result_name=rname, value=format_summary_line(summ))
+        answers = [_store(s, t, expression if i == 0 else f"indices of {expression}", kind)
+                   for i, t in enumerate(tensors)]
+        out = answers[0]
+        if len(answers) > 1:
+            out["also"] = answers[1:]
+        return out
+    out: dict = {}
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, bool):
+        out.update(is_bool=True, scalar=float(value), value="true" if value else "false")
+    elif isinstance(value, (int, float)):
+        out.update(scalar=float(value), value=f"{value:.6g}" if isinstance(value, float) else str(value))
     else:
-        if isinstance(value, torch.Tensor):
-            value = value.item()
-        if isinstance(value, bool):
-            out.update(is_bool=True, scalar=float(value), value="true" if value else "false")
-        elif isinstance(value, (int, float)):
-            out.update(scalar=float(value), value=f"{value:.6g}" if isinstance(value, float) else str(value))
-        else:
-            out.update(value=str(value))
+        out.update(value=str(value))
     return out
+
+
+def _store(s: Session, t: torch.Tensor, description: str, kind: str) -> dict:
+    rname = f"${s.result_counter + 1}"
+    summ = summary(rname, t, None)   # on the device, before the copy (values included)
+    # A host copy, also of a CPU tensor (copy=True): a view would keep its base alive (k_cache's
+    # is the whole KV buffer, past a swap-out), would change when the source is written, and
+    # device memory held here is memory the VRAM budget does not see.
+    s.results[rname] = t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+    s.result_counter += 1
+    summ["description"] = description
+    # shape(x) reads as the list it is; the stored $N stays an int64 tensor (shape(x)[0] works)
+    line = str(s.results[rname].tolist()) if kind == "shape" else format_summary_line(summ)
+    return dict(is_tensor=True, summary=summ, result_name=rname, value=line)
 
 
 def logit_lens(engine: Engine, s: Session, top_k: int, tensor: str, position: int) -> list[dict]:

@@ -50,7 +50,20 @@ def traps_from_pb(t) -> TrapSpec:
 def tensor_summary(d: dict) -> pb.TensorSummary:
     keys = ("name", "dtype", "shape", "min", "max", "mean", "std", "l2_norm", "nan_count", "inf_count", "numel",
             "writable", "description", "compute_ms")
-    return pb.TensorSummary(**{k: d[k] for k in keys if k in d and d[k] is not None})
+    msg = pb.TensorSummary(**{k: d[k] for k in keys if k in d and d[k] is not None})
+    msg.values.extend(float(v) for v in d.get("values") or ())   # a small tensor's elements (int64 as doubles)
+    return msg
+
+
+def evaluate_response(d: dict) -> pb.EvaluateResponse:
+    """tensor_ops.evaluate_expression's answer; `also` (topk's indices) nests the same shape."""
+    resp = pb.EvaluateResponse(value=d.get("value", ""), is_tensor=d.get("is_tensor", False),
+                               result_name=d.get("result_name", ""), scalar=d.get("scalar", 0.0),
+                               is_bool=d.get("is_bool", False), compute_ms=d.get("compute_ms", 0.0))
+    if "summary" in d:
+        resp.summary.CopyFrom(tensor_summary(d["summary"]))
+    resp.also.extend(evaluate_response({"compute_ms": d.get("compute_ms", 0.0), **a}) for a in d.get("also", ()))
+    return resp
 
 
 def event(ev: ServerEvent) -> pb.Event:

@@ -345,12 +345,7 @@ class DjinnService(pb_grpc.DjinnServicer):
             await self._work(lambda: faults.inject(self.engine.device))
         d = await self._paused_work(who, r.session_id,
                                     lambda s: tensor_ops.evaluate_expression(self.engine, s, r.expression))
-        resp = pb.EvaluateResponse(value=d.get("value", ""), is_tensor=d.get("is_tensor", False),
-                                   result_name=d.get("result_name", ""), scalar=d.get("scalar", 0.0),
-                                   is_bool=d.get("is_bool", False), compute_ms=d["compute_ms"])
-        if "summary" in d:
-            resp.summary.CopyFrom(convert.tensor_summary(d["summary"]))
-        return resp
+        return convert.evaluate_response(d)
 
     @rpc
     async def LogitLens(self, r, context):
