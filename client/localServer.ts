@@ -42,6 +42,69 @@ export interface LocalServer {
 }
 
 export const READY_PREFIX = "DJINN_READY ";
+
+/** Why a server did not get ready: its Python is missing or unusable, or the server itself failed. */
+export type StartFailure = "python-not-found" | "missing-module" | "python-too-old" | "exited" | "timeout" | "bad-ready-line";
+
+/** The rejection of startLocalServer: the command line, the exit, and the telling line of its stderr. */
+export class LocalServerStartError extends Error {
+  constructor(
+    message: string,
+    readonly kind: StartFailure,
+    /** one line: what went wrong ("ModuleNotFoundError: No module named 'grpc'", "python not found: /x/python") */
+    override readonly cause: string,
+    readonly python: string,
+    readonly args: string[],
+    readonly code: number | null,
+    readonly signal: string | null,
+    readonly stderr: string[],
+    /** missing-module: the module Python named */
+    readonly missingModule?: string,
+  ) {
+    super(message);
+    this.name = "LocalServerStartError";
+  }
+
+  /** The Python, not the server, is the problem: a different interpreter or environment fixes it. */
+  get isPythonProblem(): boolean {
+    return this.kind === "python-not-found" || this.kind === "missing-module" || this.kind === "python-too-old";
+  }
+}
+
+/**
+ * The telling line of a server's stderr when it ends before it is ready: a missing module, a
+ * Python too old for the server's syntax, else the last error-like line (not a traceback frame).
+ */
+export function startupCause(stderr: string[]): { kind: StartFailure; cause: string; missingModule?: string } {
+  const lines = stderr.map((l) => l.trim()).filter(Boolean);
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const m = /(?:ModuleNotFoundError|ImportError): No module named '?([\w.]+)'?/.exec(lines[i]);
+    if (m) return { kind: "missing-module", cause: lines[i].slice(m.index), missingModule: m[1] };
+  }
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const l = lines[i];
+    if (/future feature annotations is not defined|^SyntaxError\b|requires Python|Python 3\.1\d or (newer|later)|unsupported operand type\(s\) for \|/.test(l)) {
+      return { kind: "python-too-old", cause: l };
+    }
+  }
+  const telling = lines.filter((l) => /error|exception|refusing|cannot|unknown|invalid|not found|killed|out of memory/i.test(l) && !/^File "/.test(l) && !/^Traceback/.test(l));
+  const cause = (telling.length ? telling[telling.length - 1] : lines[lines.length - 1]) ?? "";
+  return { kind: "exited", cause: cause.length > 300 ? `${cause.slice(0, 297)}…` : cause };
+}
+
+/** The DJINN_READY line as one plain line: "Djinn server ready at 127.0.0.1:5556 (tiny-40l, cpu, budget 0.045 GB)". */
+export function readyLine(ready: any, address?: string): string {
+  const at = address ?? ready?.address ?? "?";
+  const parts = [ready?.model, ready?.device_name && ready?.device !== "cpu" ? `${ready.device} [${ready.device_name}]` : ready?.device].filter(Boolean);
+  const budget = typeof ready?.budget_bytes === "number" ? `budget ${formatGb(ready.budget_bytes)} GB` : "";
+  return `Djinn server ready at ${at} (${[...parts, budget].filter(Boolean).join(", ")})`;
+}
+
+/** Bytes as GB (1e9) with 2–3 significant decimals: 0.045, 1.25, 80.0 */
+export function formatGb(bytes: number): string {
+  const g = bytes / 1e9;
+  return g >= 10 ? g.toFixed(1) : g >= 1 ? g.toFixed(2) : g >= 0.01 ? g.toFixed(3) : g.toPrecision(2);
+}
 const STDERR_TAIL_LINES = 40;
 const KILL_AFTER_MS = 5000;
 
@@ -90,16 +153,18 @@ export function startLocalServer(opts: LocalServerOptions): Promise<LocalServer>
 
   return new Promise<LocalServer>((resolve, reject) => {
     let settled = false;
-    const fail = (why: string) => {
+    const fail = (why: string, found?: { kind: StartFailure; cause: string; missingModule?: string }, code: number | null = null, signal: string | null = null) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      const f = found ?? startupCause(stderrTail);
       const tail = stderrTail.length ? `\n--- last ${stderrTail.length} lines of stderr ---\n${stderrTail.join("\n")}` : "";
-      reject(new Error(`Djinn server (${python} ${args.join(" ")}) ${why}${tail}`));
+      const cause = f.cause ? `: ${f.cause}` : "";
+      reject(new LocalServerStartError(`Djinn server (${python} ${args.join(" ")}) ${why}${cause}${tail}`, f.kind, f.cause, python, args, code, signal, [...stderrTail], f.missingModule));
     };
     const timeoutMs = opts.startTimeoutMs ?? 600_000;
     const timer = setTimeout(() => {
-      fail(`was not ready after ${timeoutMs} ms`);
+      fail(`was not ready after ${timeoutMs} ms`, { kind: "timeout", cause: `not ready after ${Math.round(timeoutMs / 1000)} s` });
       void stop();
     }, timeoutMs);
 
@@ -110,7 +175,7 @@ export function startLocalServer(opts: LocalServerOptions): Promise<LocalServer>
       try {
         ready = JSON.parse(line.slice(READY_PREFIX.length));
       } catch (e) {
-        fail(`printed an unparsable ready line: ${line}`);
+        fail(`printed an unparsable ready line: ${line}`, { kind: "bad-ready-line", cause: `an unparsable ready line: ${line.slice(0, 200)}` });
         void stop();
         return;
       }
@@ -119,8 +184,12 @@ export function startLocalServer(opts: LocalServerOptions): Promise<LocalServer>
       const address = typeof ready?.address === "string" ? ready.address : `127.0.0.1:${ready?.port ?? opts.port}`;
       resolve({ address, ready, process: child, stop, recentStderr: () => [...stderrTail] });
     });
-    child.once("error", (e) => fail(`could not start: ${e.message}`));
+    child.once("error", (e: NodeJS.ErrnoException) => {
+      // ENOENT: no such executable; EACCES: not executable
+      if (e.code === "ENOENT" || e.code === "EACCES") fail(`could not start: ${e.message}`, { kind: "python-not-found", cause: `python not found: ${python}${e.code === "EACCES" ? " is not executable" : ""}` });
+      else fail(`could not start: ${e.message}`, { kind: "exited", cause: e.message });
+    });
     // 'close' (not 'exit') so the last stderr lines have been read.
-    child.once("close", (code, signal) => fail(`exited before it was ready (code ${code}, signal ${signal})`));
+    child.once("close", (code, signal) => fail(`exited before it was ready (code ${code}, signal ${signal})`, undefined, code, signal));
   });
 }

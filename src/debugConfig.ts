@@ -4,37 +4,95 @@
 import { basename, dirname, join } from "node:path";
 import * as vscode from "vscode";
 import { parseOutline } from "../debug-adapter/outline";
-import type { ServerManager } from "./serverManager";
+import type { ServerManager, WantedServer } from "./serverManager";
 import { resolveServerPython } from "./python";
 import { settings } from "./settings";
 
 /** Attributes that configure a local server: the adapter refuses them together with `server`. */
 export const LOCAL_ONLY = ["device", "dtype", "vramBudgetGb", "hostPoolGb", "pythonPath", "env", "serverArgs"];
 
-export function initialConfigurations(): vscode.DebugConfiguration[] {
+/**
+ * The configurations of a new launch.json: a local run on the CPU (tiny-40l, quick anywhere)
+ * and an attach to the running server (the window's, else djinn.server.address, else the
+ * server's default port). package.json declares no initialConfigurations: VS Code would add
+ * them to these, and they could not know the running server.
+ */
+export function initialConfigurations(running?: string): vscode.DebugConfiguration[] {
+  const attachTo = running || "127.0.0.1:5556";
   return [
     {
       type: "djinn",
       request: "launch",
-      name: "Djinn: 4 sessions of tiny-40l (local)",
+      name: "Djinn: 4 sessions of tiny-40l (local, CPU)",
       model: "tiny-40l",
+      device: "cpu",
       sessions: 4,
       prompt: "The quick brown fox",
       maxNewTokens: 4,
       contextTokens: 64,
-      breakpoints: [],
+      breakpoints: [10, 20, 30],
       outlinePath: "${workspaceFolder}/tiny-40l.djinn",
     },
-    { type: "djinn", request: "attach", name: "Djinn: attach to a running server", server: "127.0.0.1:5556" },
+    { type: "djinn", request: "attach", name: `Djinn: attach to ${attachTo}`, server: attachTo, outlinePath: "${workspaceFolder}/model.djinn" },
   ];
 }
+
+/** The launch attributes that configure a local server, as ServerManager.ensureServer wants them. */
+export function wantedOf(config: vscode.DebugConfiguration): WantedServer {
+  const w: WantedServer = {};
+  if (typeof config.model === "string" && config.model) w.model = config.model;
+  if (typeof config.device === "string") w.device = config.device as WantedServer["device"];
+  if (typeof config.dtype === "string") w.dtype = config.dtype;
+  if (typeof config.vramBudgetGb === "number" || typeof config.vramBudgetGb === "string") w.budgetGb = config.vramBudgetGb;
+  if (typeof config.hostPoolGb === "number") w.hostPoolGb = config.hostPoolGb;
+  if (typeof config.contextTokens === "number") w.maxContext = config.contextTokens;
+  if (typeof config.pythonPath === "string" && config.pythonPath) w.pythonPath = config.pythonPath;
+  if (config.env && typeof config.env === "object") w.env = config.env as Record<string, string>;
+  if (Array.isArray(config.serverArgs)) w.extraArgs = config.serverArgs.map(String);
+  return w;
+}
+
+/** Marks a configuration whose server the extension handed it (the window's): its address. */
+export const WINDOW_SERVER = "__djinnWindowServer";
 
 export class DjinnConfigurationProvider implements vscode.DebugConfigurationProvider {
   constructor(private readonly context: vscode.ExtensionContext, private readonly servers: ServerManager) {}
 
   provideDebugConfigurations(folder: vscode.WorkspaceFolder | undefined): vscode.DebugConfiguration[] {
     void folder;
-    return initialConfigurations();
+    return initialConfigurations(this.servers.current?.address || settings().address);
+  }
+
+  /**
+   * One server per window: a launch configuration that names a model and no `server` gets
+   * the window's server (ServerManager.ensureServer: the running one when it fits, a question
+   * when it differs, else one started with the configuration's model, device, budget, ...),
+   * and the adapter connects to it as `server`. Ending the debug session leaves it running.
+   */
+  async resolveDebugConfigurationWithSubstitutedVariables(folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration): Promise<vscode.DebugConfiguration | undefined> {
+    if (config.type !== "djinn" || (config.request ?? "launch") !== "launch" || config.server || !config.model) return config;
+    const original = { ...config };
+    const wanted = wantedOf(config);
+    let server;
+    try {
+      server = await this.servers.ensureServer(wanted, `debug configuration '${config.name}'`);
+    } catch (e) {
+      void this.servers.reportStartFailure(e, () => vscode.debug.startDebugging(folder, original));
+      return undefined;
+    }
+    if (!server) return undefined; // cancelled
+    const model = server.info.model?.name;
+    // the outline named after the configuration's model follows the server's when they differ ("use the running server")
+    if (model && config.model !== model && typeof config.outlinePath === "string" && basename(config.outlinePath) === `${basename(String(config.model).replace(/[\\/]+$/, ""))}.djinn`) {
+      config.outlinePath = join(dirname(config.outlinePath), `${model}.djinn`);
+    }
+    for (const k of [...LOCAL_ONLY, "model"]) delete config[k];
+    config.server = server.address;
+    if (server.token) config.token = server.token;
+    else delete config.token;
+    if (server.caFile) config.caFile = server.caFile;
+    config[WINDOW_SERVER] = server.address;
+    return config;
   }
 
   /** Fills what is missing; returns undefined (with a message) when nothing sensible can be done. */
@@ -135,6 +193,7 @@ export class DjinnDynamicProvider implements vscode.DebugConfigurationProvider {
       out.push({ type: "djinn", request: "launch", name: `Djinn: debug ${basename(uri.fsPath)} (${model}, local)`, model, sessions: 4, maxNewTokens: 4, outlinePath: uri.fsPath });
     }
     out.push({ type: "djinn", request: "launch", name: `Djinn: ${s.defaultModel} (local, 4 sessions)`, model: s.defaultModel, sessions: 4, maxNewTokens: 4 });
-    return out;
+    const names = new Set<string>();
+    return out.filter((c) => !names.has(c.name) && !!names.add(c.name));
   }
 }

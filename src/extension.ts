@@ -1,6 +1,8 @@
 // The Djinn Debugger extension: the djinn debugger (adapter inline or as a process), its
 // configuration provider, the model-outline language, the VRAM panel, the tensor viewer,
 // Exp 3 from the palette, local server / connection commands and the status-bar item.
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import * as vscode from "vscode";
 import { DjinnDebugSession } from "../debug-adapter/index";
 import * as codec from "../native/codec";
@@ -10,11 +12,10 @@ import { Exp3Runner, type Exp3CommandArgs } from "./exp3Command";
 import { Monitor } from "./monitor";
 import { Notices } from "./notices";
 import { openOutline } from "./outlineCommand";
-import { setupPython } from "./python";
 import { ServerManager } from "./serverManager";
 import { register as registerSetValue } from "./setValueCommand";
 import { settings } from "./settings";
-import { StatusBar } from "./statusBar";
+import { StatusBar, STATUS_MENU } from "./statusBar";
 import { TensorViewers } from "./tensorViewer";
 import { viewTensor } from "./viewTensorCommand";
 import { VramPanel, VRAM_VIEW_TYPE } from "./vramPanel";
@@ -56,7 +57,7 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
   const tracker = new DebugTracker(monitor, log);
   const tensors = new TensorViewers(context.extensionUri, tracker, log);
   const exp3 = new Exp3Runner(context, monitor, vram, servers);
-  const statusBar = new StatusBar(monitor);
+  const statusBar = new StatusBar(monitor, isDjinnWorkspace());
   const configProvider = new DjinnConfigurationProvider(context, servers);
   const dynamicProvider = new DjinnDynamicProvider(servers);
   context.subscriptions.push(out, notices, monitor, servers, vram, tracker, tensors, statusBar);
@@ -77,7 +78,10 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
     void vscode.window.showErrorMessage(`Djinn: ${what}: ${msg.split("\n")[0]}`, show).then((c) => c === show && out.show());
     return undefined;
   };
-  const command = (id: string, fn: (...args: any[]) => unknown) => context.subscriptions.push(vscode.commands.registerCommand(id, fn));
+  // any Djinn command shows the status-bar item from then on
+  const command = (id: string, fn: (...args: any[]) => unknown) =>
+    context.subscriptions.push(vscode.commands.registerCommand(id, (...args: any[]) => (statusBar.reveal(), fn(...args))));
+  context.subscriptions.push(vscode.debug.onDidStartDebugSession((s) => s.type === "djinn" && statusBar.reveal()));
 
   command("djinn.runExp3", (args?: Exp3CommandArgs) => exp3.run(args ?? {}).catch(fail("Exp 3 failed")));
   command("djinn.showVramPanel", () => vram.show());
@@ -86,14 +90,18 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
   );
   command("djinn.viewTensor", (arg?: any) => viewTensor(tensors, arg).catch(fail("cannot view the tensor")));
   registerSetValue(context, tensors);
-  command("djinn.startServer", () =>
+  const startServer = (): Thenable<string | undefined> =>
     vscode.window
       .withProgress({ location: vscode.ProgressLocation.Notification, title: `Djinn: starting a local server (${settings().defaultModel})` }, () => servers.startLocal())
-      .then((s) => {
-        void vscode.window.showInformationMessage(`Djinn: local server ready at ${s.address}: ${s.info.model?.name} on ${s.info.deviceName || s.info.device}.`);
-        return s.address;
-      }, fail("the local server did not start")),
-  );
+      .then(
+        (s) => {
+          void vscode.window.showInformationMessage(`Djinn: local server ready at ${s.address}: ${s.info.model?.name} on ${s.info.deviceName || s.info.device}.`);
+          return s.address;
+        },
+        // the cause in the message (a missing module, no such python, ...) with the Python buttons
+        async (e) => (await servers.reportStartFailure(e, startServer), undefined),
+      );
+  command("djinn.startServer", startServer);
   command("djinn.stopServer", async () => {
     const s = servers.current;
     if (!(await servers.stop())) void vscode.window.showInformationMessage("Djinn: no local server or connection to stop.");
@@ -103,7 +111,10 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
   command("djinn.restartServer", () =>
     vscode.window
       .withProgress({ location: vscode.ProgressLocation.Notification, title: "Djinn: restarting the local server" }, () => servers.restart())
-      .then((s) => s.address, fail("the local server did not restart")),
+      .then(
+        (s) => s.address,
+        async (e) => (await servers.reportStartFailure(e, () => vscode.commands.executeCommand("djinn.restartServer")), undefined),
+      ),
   );
   command("djinn.reconnect", () => {
     if (!monitor.target) void vscode.window.showInformationMessage("Djinn: no server to reconnect to.");
@@ -135,9 +146,54 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
       }, fail(`cannot connect to ${address}`));
   });
   command("djinn.showLog", () => out.show());
-  command("djinn.setupPython", () => setupPython(context, out));
+  const offerStart = (py: string | undefined) => {
+    if (py && !servers.current)
+      notices.show("info", `Djinn: local servers will run with ${py}.`, ["Start Server"], (a) => a === "Start Server" && vscode.commands.executeCommand("djinn.startServer"));
+    return py;
+  };
+  command("djinn.setupPython", () => servers.python.setup().then(offerStart));
+  command("djinn.selectPython", () => servers.python.select().then(offerStart));
+  command(STATUS_MENU, () => statusMenu(servers));
+
+  void servers.checkAfterReload();
 
   return { monitor, notices, servers, vram, tensors, exp3, statusBar, tracker, configProvider, dynamicProvider, codecBackend: codec.codecBackend };
+}
+
+/** Outlines, exp3.yaml, a djinn launch configuration or a server address: show the status bar from startup. */
+function isDjinnWorkspace(): boolean {
+  const launch = vscode.workspace.getConfiguration("launch").get<Array<{ type?: string }>>("configurations") ?? [];
+  if (launch.some((c) => c?.type === "djinn")) return true;
+  if (settings().address) return true;
+  const folders = vscode.workspace.workspaceFolders ?? [];
+  if (folders.some((f) => existsSync(join(f.uri.fsPath, "exp3.yaml")))) return true;
+  // *.djinn anywhere activates the extension (workspaceContains), so it is one
+  return folders.some((f) => {
+    try {
+      return readdirSync(f.uri.fsPath).some((n) => n.endsWith(".djinn"));
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** A click on the status bar without a server: start, connect, or fix the Python. */
+async function statusMenu(servers: ServerManager): Promise<unknown> {
+  type Item = vscode.QuickPickItem & { command: string };
+  const s = settings();
+  const items: Item[] = [
+    { label: "$(play) Start Local Server", description: `${s.defaultModel} on ${s.device}`, command: "djinn.startServer" },
+    { label: "$(plug) Connect to Server…", description: s.address || "host:port", command: "djinn.connectServer" },
+  ];
+  if (servers.canRestart) items.push({ label: "$(debug-restart) Restart Local Server", description: "the same settings, the same port", command: "djinn.restartServer" });
+  items.push(
+    { label: "$(tools) Set Up Python Environment…", description: "a venv with torch, grpcio, protobuf, numpy", command: "djinn.setupPython" },
+    { label: "$(symbol-namespace) Select Python Interpreter…", description: s.pythonPath || "", command: "djinn.selectPython" },
+    { label: "$(graph-line) Show VRAM Panel", command: "djinn.showVramPanel" },
+    { label: "$(output) Show Log", command: "djinn.showLog" },
+  );
+  const pick = await vscode.window.showQuickPick(items, { title: "Djinn: no server" });
+  return pick ? vscode.commands.executeCommand(pick.command) : undefined;
 }
 
 /** The monitor's reconnection timing; DJINN_MONITOR_DOWN_MS shortens the grace time (tests). */

@@ -182,7 +182,8 @@ export class Monitor implements vscode.Disposable {
    */
   markLost(id: string, why: string): void {
     this.quiet.add(id);
-    if (this.current?.id !== id) return;
+    const source = this.targets.find((x) => x.id === id);
+    if (!this.current || (this.current.id !== id && this.current.address !== source?.address)) return;
     this.log(`monitor: ${this.current.label} at ${this.current.address} is gone: ${why}`);
     this.setStatus({ state: "gone", target: this.current, info: this.status.info, message: goneMessage(this.current, why) });
   }
@@ -201,10 +202,14 @@ export class Monitor implements vscode.Disposable {
 
   private follow(idleMessage?: string): void {
     const want = this.targets[this.targets.length - 1];
-    const same = (x: Target, y: Target) => x.id === y.id && x.address === y.address && x.token === y.token && x.caFile === y.caFile;
+    const same = (x: Target, y: Target) => x.address === y.address && x.token === y.token && x.caFile === y.caFile;
     if (want && this.current && same(want, this.current) && this.streams.length > 0) {
+      // The same server (another source offering it, e.g. a debug session on the window's
+      // server): keep the streams and the history, only the label changes.
+      const was = this.current;
       this.current = want;
       if (this.status.state === "gone") this.reconnectNow();
+      else if (was.id !== want.id || was.label !== want.label) this.setStatus({ ...this.status, target: want, message: this.status.message.replace(was.label, want.label) });
       return;
     }
     this.generation++;
@@ -272,9 +277,11 @@ export class Monitor implements vscode.Disposable {
     this.streams = [telemetry as ResilientStream<unknown>, events as ResilientStream<unknown>];
     // live once samples flow and GetInfo (the events stream's probe) has answered
     const live = () => {
-      if (this.status.state === "live" && this.status.target === t) return;
+      // the target shown may have been relabelled since (another source of the same server)
+      const cur = this.current ?? t;
+      if (this.status.state === "live" && this.status.target === cur) return;
       if (!info) return;
-      this.setStatus({ state: "live", target: t, info: infoOf(info), message: `${t.label}: ${info.model?.name} on ${info.deviceName || info.device} at ${t.address}` });
+      this.setStatus({ state: "live", target: cur, info: infoOf(info), message: `${cur.label}: ${info.model?.name} on ${info.deviceName || info.device} at ${t.address}` });
     };
     telemetry.on("message", (s) => {
       if (gen !== this.generation) return;
@@ -317,7 +324,7 @@ export class Monitor implements vscode.Disposable {
       });
       s.on("down", ({ error }) => {
         if (gen !== this.generation || this.status.state === "gone") return;
-        this.lostAt(t, error);
+        this.lostAt(this.current ?? t, error);
       });
       s.on("up", () => {
         if (gen !== this.generation) return;
@@ -332,12 +339,18 @@ export class Monitor implements vscode.Disposable {
   private lostAt(t: Target, why: string): void {
     this.log(`monitor: ${t.label} at ${t.address} is gone: ${why}`);
     this.setStatus({ state: "gone", target: t, info: this.status.info, message: goneMessage(t, why) });
-    if (this.quiet.has(t.id) || !this.notices) return;
+    if (this.isQuiet(t) || !this.notices) return;
     const reconnect = "Reconnect";
     this.notices.show("warning", `Djinn: lost the connection to ${t.label} at ${t.address} (${why}). Its history is kept; reconnecting automatically.`, [reconnect, "Show Log"], (a) => {
       if (a === reconnect) this.reconnectNow();
       else void vscode.commands.executeCommand("djinn.showLog");
     });
+  }
+
+  /** The loss of this server is reported by a source of it (a local server that exited). */
+  private isQuiet(t: Target): boolean {
+    if (this.quiet.has(t.id)) return true;
+    return this.targets.some((x) => x.address === t.address && this.quiet.has(x.id));
   }
 
   private setStatus(s: MonitorStatus): void {

@@ -1,21 +1,51 @@
-// The status-bar item: server state and VRAM used / budget; a click opens the VRAM panel.
+// The status-bar item: server state and VRAM used / budget. Live, a click opens the VRAM
+// panel; without a server it says "Djinn: no server" and a click offers to start or connect.
+// It is shown from startup in a Djinn workspace (outlines, exp3.yaml, a djinn launch
+// configuration, djinn.server.address), elsewhere from the first Djinn command or server.
 import * as vscode from "vscode";
 import type { Monitor, MonitorStatus, Sample } from "./monitor";
 
 const gb = (b: number) => (b / 1e9).toFixed(b >= 10e9 ? 1 : b >= 1e9 ? 2 : 3);
+
+/** The command behind a click when there is no server (a quick pick: start, connect, ...). */
+export const STATUS_MENU = "djinn.statusMenu";
 
 export class StatusBar implements vscode.Disposable {
   private readonly item = vscode.window.createStatusBarItem("djinn.status", vscode.StatusBarAlignment.Left, 50);
   private readonly subs: vscode.Disposable[] = [];
   private lastDraw = 0;
   private pending?: NodeJS.Timeout;
+  private shown = false;
 
-  constructor(private readonly monitor: Monitor) {
+  constructor(private readonly monitor: Monitor, show = true) {
     this.item.name = "Djinn server and VRAM";
     this.item.command = "djinn.showVramPanel";
-    this.subs.push(monitor.onStatus(() => this.draw()), monitor.onSample(() => this.throttled()));
+    this.subs.push(
+      monitor.onStatus((st) => {
+        if (st.state !== "idle") this.reveal();
+        this.draw();
+      }),
+      monitor.onSample(() => this.throttled()),
+    );
     this.draw();
+    if (show) this.reveal();
+  }
+
+  /** Shows the item (from then on, for the rest of the window's life). */
+  reveal(): void {
+    if (this.shown) return;
+    this.shown = true;
     this.item.show();
+  }
+
+  get visible(): boolean {
+    return this.shown;
+  }
+
+  /** The command a click runs now (tests read it). */
+  get command(): string | undefined {
+    const c = this.item.command;
+    return typeof c === "string" ? c : c?.command;
   }
 
   /** The text shown now (tests read it). */
@@ -35,10 +65,12 @@ export class StatusBar implements vscode.Disposable {
     const s: Sample | undefined = this.monitor.samples[this.monitor.samples.length - 1];
     const item = this.item;
     item.backgroundColor = undefined;
+    item.command = st.state === "gone" ? STATUS_MENU : "djinn.showVramPanel";
     switch (st.state) {
       case "idle":
-        item.text = "$(circle-slash) Djinn";
-        item.tooltip = new vscode.MarkdownString(`**Djinn**: no server.\n\nStart one with *Djinn: Start Local Server*, connect with *Djinn: Connect to Server*, or start debugging.`);
+        item.text = "$(circle-slash) Djinn: no server";
+        item.command = STATUS_MENU;
+        item.tooltip = new vscode.MarkdownString(`**Djinn**: no server.\n\nClick to start a local server or connect to a running one (or start debugging: F5 starts the window's server).`);
         return;
       case "connecting":
         item.text = "$(sync~spin) Djinn";

@@ -10,6 +10,17 @@ describe("Djinn extension: activation", () => {
     assert.ok(["native", "typescript"].includes(a.codecBackend), `codec backend ${a.codecBackend}`);
   });
 
+  it("shows the status-bar item from startup, before any Djinn command: 'Djinn: no server', a click offers to start or connect", async () => {
+    const pkg = vscode.extensions.getExtension(EXTENSION_ID)!.packageJSON;
+    assert.ok(pkg.activationEvents.includes("onStartupFinished"), "activated at startup, not by the first command");
+    const a = await api();
+    assert.strictEqual(a.monitor.status.state, "idle");
+    assert.ok(a.statusBar.visible, "shown");
+    assert.match(a.statusBar.text, /Djinn: no server/);
+    assert.strictEqual(a.statusBar.command, "djinn.statusMenu");
+    assert.ok((await vscode.commands.getCommands(true)).includes("djinn.statusMenu"));
+  });
+
   it("registers every command of package.json under the Djinn category", async () => {
     const pkg = vscode.extensions.getExtension(EXTENSION_ID)!.packageJSON;
     const declared: Array<{ command: string; category: string }> = pkg.contributes.commands;

@@ -2,7 +2,7 @@ import * as assert from "node:assert";
 import { join } from "node:path";
 import * as vscode from "vscode";
 import { parseExp3Yaml } from "../../src/exp3Config";
-import { api, workspaceDir } from "./helpers";
+import { api, EXTENSION_ID, workspaceDir } from "./helpers";
 
 describe("Djinn extension: debug configurations", () => {
   const folder = () => vscode.workspace.workspaceFolders![0];
@@ -12,6 +12,28 @@ describe("Djinn extension: debug configurations", () => {
     const configs = (await a.configProvider.provideDebugConfigurations(folder())) as vscode.DebugConfiguration[];
     assert.ok(configs.some((c) => c.type === "djinn" && c.request === "launch" && c.model));
     assert.ok(configs.some((c) => c.type === "djinn" && c.request === "attach" && c.server));
+  });
+
+  it("a new launch.json has no duplicates: one attach entry, at djinn.server.address (or the window's server); the CPU entry says device cpu", async () => {
+    const a = await api();
+    const pkg = vscode.extensions.getExtension(EXTENSION_ID)!.packageJSON;
+    const dbg = pkg.contributes.debuggers.find((d: { type: string }) => d.type === "djinn");
+    const cfg = vscode.workspace.getConfiguration("djinn");
+    await cfg.update("server.address", "gpu-host:7000", vscode.ConfigurationTarget.Workspace);
+    try {
+      // VS Code puts package.json's initialConfigurations before the provider's
+      const all: vscode.DebugConfiguration[] = [...(dbg.initialConfigurations ?? []), ...((await a.configProvider.provideDebugConfigurations(folder())) as vscode.DebugConfiguration[])];
+      const attach = all.filter((c) => c.request === "attach");
+      assert.strictEqual(attach.length, 1, JSON.stringify(attach));
+      assert.strictEqual(attach[0].server, a.servers.current?.address ?? "gpu-host:7000");
+      assert.strictEqual(new Set(all.map((c) => c.name)).size, all.length, "distinct names");
+      assert.strictEqual(new Set(all.map((c) => JSON.stringify({ ...c, name: "" }))).size, all.length, "distinct configurations");
+      const cpu = all.filter((c) => /\bCPU\b/.test(c.name));
+      assert.ok(cpu.length > 0);
+      for (const c of cpu) assert.strictEqual(c.device, "cpu", c.name);
+    } finally {
+      await cfg.update("server.address", undefined, vscode.ConfigurationTarget.Workspace);
+    }
   });
 
   it("fills an empty configuration (F5 without launch.json): model, python, outline", async () => {

@@ -4,6 +4,8 @@ import * as assert from "node:assert";
 import { reportHtml } from "../../src/exp3ReportHtml";
 import { defaultView, parseTensorExpression, picture, planSlice } from "../../src/tensorSlice";
 import * as codec from "../../native/codec";
+import { readyLine, startupCause } from "../../client";
+import { serverDifferences, type PaletteServer } from "../../src/serverManager";
 
 function f32(values: number[]): Uint8Array {
   return new Uint8Array(new Float32Array(values).buffer);
@@ -72,5 +74,36 @@ describe("Djinn extension: the Exp 3 report", () => {
     assert.match(html, /at session 25/);
     assert.match(html, /data:image\/svg\+xml;base64,/);
     assert.match(html, /30\.40 · 30\.00 · 31\.00/);
+  });
+});
+
+describe("Djinn extension: why a local server did not start, and whether the running one fits", () => {
+  it("finds the telling line of the server's stderr: the missing module, a Python too old, else the last error", () => {
+    const tb = ["Traceback (most recent call last):", '  File "/x/server_main.py", line 157, in main', "    import grpc", "ModuleNotFoundError: No module named 'grpc'"];
+    assert.deepStrictEqual(startupCause(tb), { kind: "missing-module", cause: "ModuleNotFoundError: No module named 'grpc'", missingModule: "grpc" });
+    assert.strictEqual(startupCause(["  from __future__ import annotations", "SyntaxError: future feature annotations is not defined"]).kind, "python-too-old");
+    const other = startupCause(["loading", "djinn: refusing to start: --host 0.0.0.0 without --token", ""]);
+    assert.strictEqual(other.kind, "exited");
+    assert.match(other.cause, /refusing to start/);
+  });
+
+  it("says the ready line plainly", () => {
+    const line = readyLine({ address: "127.0.0.1:5556", model: "tiny-40l", device: "cpu", device_name: "x86_64", budget_bytes: 45_000_000 });
+    assert.strictEqual(line, "Djinn server ready at 127.0.0.1:5556 (tiny-40l, cpu, budget 0.045 GB)");
+  });
+
+  it("compares the running server with what a configuration wants", () => {
+    const s = {
+      kind: "local",
+      address: "127.0.0.1:1",
+      info: { model: { name: "tiny-40l" }, device: "cpu", dtype: "float32", memory: { budgetBytes: 45_000_000, hostPoolBytes: 2e9 } },
+      started: { model: "tiny-40l", device: "auto", budgetGb: "auto:0.33", hostPoolGb: 2, maxContext: 256, python: "p", extraArgs: [] },
+    } as unknown as PaletteServer;
+    assert.deepStrictEqual(serverDifferences(s, { model: "tiny-40l", device: "cpu", hostPoolGb: 2, maxContext: 64, budgetGb: "auto:0.33" }), []);
+    assert.deepStrictEqual(serverDifferences(s, { budgetGb: 8 }), ["budget 8 GB (it has 0.045 GB)"]);
+    assert.deepStrictEqual(serverDifferences(s, { model: "llama-2-7b" }), ["model llama-2-7b (it runs tiny-40l)"]);
+    assert.deepStrictEqual(serverDifferences(s, { device: "cuda" }), ["device cuda (it runs on cpu)"]);
+    assert.deepStrictEqual(serverDifferences(s, { maxContext: 2048 }), ["context 2048 tokens (it allows 256)"]);
+    assert.strictEqual(serverDifferences(s, { extraArgs: ["--swap-policy", "eager"] }).length, 1);
   });
 });
