@@ -10,6 +10,17 @@ export type PromptSpec = { text: string } | { tokens: number[] };
 /** A breakpoint from the `breakpoints` attribute: a layer number or a module name. */
 export type LaunchBreakpoint = number | string;
 
+/**
+ * The label of the i-th of `sessions` sessions made from `prompts` prompts (used in turn):
+ * `prompt 2`, and `prompt 1, copy 3` when prompts repeat; none for a single session.
+ */
+export function sessionLabel(i: number, sessions: number, prompts: number): string {
+  if (sessions <= 1) return "";
+  const p = prompts > 0 ? prompts : 1;
+  const label = `prompt ${(i % p) + 1}`;
+  return sessions > p ? `${label}, copy ${Math.floor(i / p) + 1}` : label;
+}
+
 export interface LaunchConfig {
   request: "launch";
   model?: string;
@@ -58,6 +69,20 @@ export class ConfigError extends Error {
 }
 
 export const DEFAULT_PROMPT = "Hello, Djinn.";
+/**
+ * Prompts of sessions a launch creates without `prompt`: session k gets the k-th (in turn past
+ * the end), so the threads of `sessions: 4` differ (the first is DEFAULT_PROMPT).
+ */
+export const DEFAULT_PROMPTS: readonly string[] = [
+  DEFAULT_PROMPT,
+  "The quick brown fox",
+  "Once upon a time",
+  "The capital of France is",
+  "def fibonacci(n):",
+  "To be, or not to be",
+  "In the beginning",
+  "2 + 2 =",
+];
 export const DEFAULT_MAX_NEW_TOKENS = 8;
 export const DEFAULT_RECONNECT_GRACE_SECONDS = 10;
 
@@ -209,8 +234,9 @@ export function parseLaunch(input: unknown): LaunchConfig {
   if (!server && !model) {
     throw new ConfigError("model", "launch attribute 'model' is required unless 'server' names a running Djinn server: a named config (tiny-40l, llama-2-7b, llama-2-13b) or a checkpoint folder");
   }
-  const ps = prompts(r);
+  let ps = prompts(r);
   const sessions = r.int("sessions", 1, 10_000) ?? ps.length;
+  if (raw.prompt === undefined) ps = DEFAULT_PROMPTS.slice(0, Math.min(sessions, DEFAULT_PROMPTS.length)).map((text) => ({ text }));
   if (sessions < ps.length) {
     throw new ConfigError("sessions", `launch attribute 'sessions' (${sessions}) is smaller than the number of prompts (${ps.length}); each prompt gets a session`);
   }

@@ -30,7 +30,7 @@ import {
   type TokenProb,
   type Traps,
 } from "../client";
-import type { AttachConfig, LaunchConfig, PromptSpec } from "./config";
+import { sessionLabel, type AttachConfig, type LaunchConfig, type PromptSpec } from "./config";
 
 export { StopPoint, StopReason, SessionState, KvLocation, StepKind };
 export type { SessionInfo, TensorSummary, ServerInfo, DimSlice, TokenProb };
@@ -89,7 +89,8 @@ export type RuntimeEvents = {
   resumed: [{ sessionId: number; byUs: boolean }];
   sessionStarted: [{ sessionId: number }];
   sessionEnded: [{ sessionId: number; state: SessionState; text: string }];
-  token: [{ sessionId: number; token: number; text: string; generated: string }];
+  /** `index`: tokens generated so far, this one included; `max`: the session's max new tokens */
+  token: [{ sessionId: number; token: number; text: string; generated: string; index: number; max: number }];
   swap: [{ sessionId: number; direction: "out" | "in"; bytes: number; ms: number }];
   progressStart: [{ id: string; title: string; message?: string }];
   progressEnd: [{ id: string; message?: string }];
@@ -388,7 +389,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
                 breakpoints: bps.map(toWire),
                 traps: this.wireTraps(),
                 stopOnEntry: cfg.stopOnEntry,
-                label: cfg.sessions > 1 ? `prompt ${(i % cfg.prompts.length) + 1}` : "",
+                label: sessionLabel(i, cfg.sessions, cfg.prompts.length),
               });
               this.track(info, true);
               break;
@@ -633,7 +634,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
       }
       case EventKind.EVENT_KIND_TOKEN: {
         if (info) s.info = { ...info, state: s.info.state === SessionState.SESSION_STATE_PAUSED ? s.info.state : info.state };
-        this.emit("token", { sessionId: s.id, token: e.token, text: e.text, generated: info?.generatedText ?? "" });
+        this.emit("token", { sessionId: s.id, token: e.token, text: e.text, generated: info?.generatedText ?? "", index: s.info.generatedTokens.length, max: s.info.maxNewTokens });
         return;
       }
       case EventKind.EVENT_KIND_FINISHED:
@@ -641,7 +642,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
       case EventKind.EVENT_KIND_ERROR: {
         if (info) s.info = info;
         if (e.kind === EventKind.EVENT_KIND_ERROR && info && info.state !== SessionState.SESSION_STATE_FAILED) {
-          this.emit("log", { text: `session ${s.id}: ${e.text}`, category: "stderr" });
+          this.emit("log", { text: `s${s.id}: ${e.text}`, category: "stderr" });
           return;
         }
         // The server fails every session before it says DEVICE_FAILED: the first one tells.
@@ -651,7 +652,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
         return;
       }
       case EventKind.EVENT_KIND_WAITING:
-        this.emit("log", { text: `session ${s.id}: ${e.text}`, category: "console" });
+        this.emit("log", { text: `s${s.id}: ${e.text}`, category: "console" });
         return;
       default:
         return;

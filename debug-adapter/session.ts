@@ -53,8 +53,13 @@ export const ErrorIds = {
 
 const CONFIG_DONE_TIMEOUT_MS = 5000;
 const OUTLINE_REF = 1;
-const FRAMES_PER_THREAD = 16;
 const DEFAULT_NORM_SPIKE = 10;
+/** frame ids of earlier stops remembered (to answer them with a clear error) */
+const OLD_FRAMES_KEPT = 10_000;
+/** thread-name refreshes (a `thread` event, reason "started", for a known thread) at most this often */
+const THREAD_REFRESH_MS = 250;
+/** a refresh names a paused thread only this long after its stopped event (VS Code cancels a stop's handling on a thread event) */
+const STOP_SETTLE_MS = 1000;
 
 type BpOrigin = "source" | "function" | "launch";
 
@@ -125,6 +130,23 @@ export class DjinnDebugSession extends LoggingDebugSession {
   private closing = false;
   private disposing?: Promise<void>;
   private lastStopped?: number;
+  /** frame id -> the stop it belongs to; ids are unique per stop, never reused */
+  private readonly frames = new Map<number, { sessionId: number; epoch: number }>();
+  /** session -> the frame ids of its current stop (index k: module, layer, pass, session) */
+  private readonly stopFrames = new Map<number, { epoch: number; ids: number[] }>();
+  /** frame ids of earlier stops -> their session (bounded) */
+  private readonly oldFrames = new Map<number, number>();
+  private nextFrameId = 1;
+  /** the thread the user is looking at, as far as requests tell (scopes, evaluate with a frame, resumes) */
+  private focusedThread?: number;
+  /** threads this client resumed, stepped or paused by a request whose next stop is not announced yet */
+  private readonly userDriven = new Set<number>();
+  /** thread names as the client last read them (threads request) */
+  private readonly shownNames = new Map<number, string>();
+  private refreshTimer?: NodeJS.Timeout;
+  private lastRefreshAt = 0;
+  /** session -> when its last stopped event went out */
+  private readonly stoppedAt = new Map<number, number>();
   /** session -> epoch of the stop last announced with a stopped event */
   private readonly announced = new Map<number, number>();
   /** resumes in flight: stopped events of these sessions wait for the request's response */
@@ -143,6 +165,13 @@ export class DjinnDebugSession extends LoggingDebugSession {
       else this.sendEvent(new OutputEvent(`djinn: ignored a malformed message (${text})\n`, "stderr"));
     });
     this.wireRuntime();
+    this.vars.outline = (module) => {
+      const file = this.outlineFile;
+      const line = file?.parsed.lineOf.get(module);
+      if (file && line !== undefined) return { file: basename(file.path), line };
+      const virtual = this.outlineParsed?.lineOf.get(module);
+      return virtual !== undefined ? { file: `${this.info?.model?.name ?? "model"}.djinn`, line: virtual } : undefined;
+    };
   }
 
   // ------------------------------------------------------------------ plumbing
@@ -188,26 +217,36 @@ export class DjinnDebugSession extends LoggingDebugSession {
 
   private wireRuntime(): void {
     const rt = this.runtime;
-    rt.on("stopped", (e) => this.whenSettled(e.sessionId, () => this.onStopped(e)));
+    rt.on("stopped", (e) => {
+      this.retireFrames(e.sessionId);
+      this.whenSettled(e.sessionId, () => this.onStopped(e));
+    });
     rt.on("resumed", ({ sessionId, byUs }) => {
       this.vars.invalidate(sessionId);
+      this.retireFrames(sessionId);
       if (!byUs) this.send(new ContinuedEvent(sessionId, false));
+      this.scheduleThreadRefresh();
     });
     rt.on("sessionStarted", ({ sessionId }) => this.send(new ThreadEvent("started", sessionId)));
     rt.on("sessionEnded", ({ sessionId, state, text }) => {
       this.vars.invalidate(sessionId);
+      this.retireFrames(sessionId);
+      this.userDriven.delete(sessionId);
+      this.shownNames.delete(sessionId);
+      this.stoppedAt.delete(sessionId);
       const s = rt.sessions.get(sessionId);
-      const what = state === SessionState.SESSION_STATE_FAILED ? `failed: ${text}` : `${stateName(state)}: ${JSON.stringify(s?.info.generatedText ?? text)}`;
-      this.send(new OutputEvent(`[session ${sessionId}] ${what}\n`, state === SessionState.SESSION_STATE_FAILED ? "stderr" : "console", { sessionId, state: stateName(state), text }));
+      this.send(new OutputEvent(`${endLine(sessionId, state, text, s?.info)}\n`, state === SessionState.SESSION_STATE_FAILED ? "stderr" : "console", { sessionId, state: stateName(state), text }));
       this.send(new ThreadEvent("exited", sessionId));
     });
-    rt.on("token", ({ sessionId, token, text, generated }) => {
-      const e = new OutputEvent(`[session ${sessionId}] ${JSON.stringify(text)} → ${JSON.stringify(generated)}\n`, "stdout", { sessionId, token, text, generated });
-      this.send(e);
+    rt.on("token", ({ sessionId, token, text, generated, index, max }) => {
+      this.send(new OutputEvent(`${tokenLine(sessionId, token, text, index, max)}\n`, "stdout", { sessionId, token, text, generated, index, max }));
+      this.scheduleThreadRefresh();
     });
     rt.on("swap", ({ sessionId, direction, bytes, ms }) => {
-      this.send(new OutputEvent(`[session ${sessionId}] KV swapped ${direction === "out" ? "out to host" : "in to the device"}: ${(bytes / 1e6).toFixed(2)} MB in ${ms.toFixed(2)} ms\n`, "console", { sessionId, swap: direction, bytes, ms }));
+      this.send(new OutputEvent(`${swapLine(sessionId, direction, bytes, ms)}\n`, "console", { sessionId, swap: direction, bytes, ms }));
+      this.scheduleThreadRefresh();
     });
+    rt.on("sessionChanged", () => this.scheduleThreadRefresh());
     rt.on("progressStart", ({ id, title, message: m }) => {
       if (this.clientCaps.supportsProgressReporting) this.send(new ProgressStartEvent(id, title, m));
     });
@@ -273,15 +312,63 @@ export class DjinnDebugSession extends LoggingDebugSession {
     return s;
   }
 
+  /** The session of a frame of its current stop; a frame of an earlier stop is refused, never read at the new one. */
   private sessionOfFrame(frameId: unknown): RtSession {
-    if (typeof frameId !== "number" || !Number.isInteger(frameId) || frameId < FRAMES_PER_THREAD) throw new VariableError(`unknown frameId ${JSON.stringify(frameId)}`);
-    return this.session(Math.floor(frameId / FRAMES_PER_THREAD));
+    if (typeof frameId !== "number" || !Number.isInteger(frameId)) throw new VariableError(`unknown frameId ${JSON.stringify(frameId)}`);
+    const f = this.frames.get(frameId);
+    const old = f ? (this.runtime.sessions.get(f.sessionId)?.epoch === f.epoch ? undefined : f.sessionId) : this.oldFrames.get(frameId);
+    if (old !== undefined) {
+      const s = this.runtime.sessions.get(old);
+      const now = !s || s.ended ? "it has ended" : s.info.state === SessionState.SESSION_STATE_PAUSED && s.info.position ? `it is paused at ${moduleName(s.info.position.layer, s.info.position.point)} now` : `it is ${stateName(s.info.state)} now`;
+      throw new VariableError(`frame ${frameId} is from an earlier stop of session ${old} (${now}): ask for the stack of thread ${old} again`);
+    }
+    if (!f) throw new VariableError(`unknown frameId ${frameId}`);
+    return this.session(f.sessionId);
+  }
+
+  /** The id of frame k of a session's current stop (allocated once per stop). */
+  private frameId(s: RtSession, k: number): number {
+    let cur = this.stopFrames.get(s.id);
+    if (!cur || cur.epoch !== s.epoch) {
+      this.retireFrames(s.id);
+      cur = { epoch: s.epoch, ids: [] };
+      this.stopFrames.set(s.id, cur);
+    }
+    let id = cur.ids[k];
+    if (id === undefined) {
+      id = this.nextFrameId++;
+      cur.ids[k] = id;
+      this.frames.set(id, { sessionId: s.id, epoch: s.epoch });
+    }
+    return id;
+  }
+
+  /** The session left the stop its frames belong to: they are remembered only to be refused clearly. */
+  private retireFrames(sessionId: number): void {
+    const cur = this.stopFrames.get(sessionId);
+    if (!cur) return;
+    this.stopFrames.delete(sessionId);
+    for (const id of cur.ids) {
+      if (id === undefined) continue;
+      this.frames.delete(id);
+      this.oldFrames.set(id, sessionId);
+    }
+    for (const id of this.oldFrames.keys()) {
+      if (this.oldFrames.size <= OLD_FRAMES_KEPT) break;
+      this.oldFrames.delete(id);
+    }
+  }
+
+  /** The user is looking at this thread (a scopes, evaluate-with-frame or resume request of it). */
+  private focus(threadId: number): void {
+    this.focusedThread = threadId;
   }
 
   // -------------------------------------------------------------- initialize
 
   protected override initializeRequest(response: DebugProtocol.InitializeResponse, args: DebugProtocol.InitializeRequestArguments): void {
     this.clientCaps = args ?? { adapterID: "djinn" };
+    this.vars.forVsCode = this.clientCaps.clientID === "vscode";
     response.body = {
       ...response.body,
       supportsConfigurationDoneRequest: true,
@@ -589,24 +676,48 @@ export class DjinnDebugSession extends LoggingDebugSession {
 
   // ---------------------------------------------------------------- threads
 
-  private threadName(s: RtSession): string {
-    const head = `session ${s.id}${s.info.label ? ` (${s.info.label})` : ""}`;
-    const i = s.info;
-    if (i.state === SessionState.SESSION_STATE_PAUSED && i.position) {
-      const where = moduleName(i.position.layer, i.position.point);
-      const kv = i.kvLocation === KvLocation.KV_LOCATION_HOST || i.kvLocation === KvLocation.KV_LOCATION_MOVING_OUT ? "KV on host" : i.kvLocation === KvLocation.KV_LOCATION_MOVING_IN ? "KV coming back" : "KV resident";
-      return `${head} · paused @ ${where} · ${kv}`;
-    }
-    if (i.state === SessionState.SESSION_STATE_RUNNING) {
-      const n = i.generatedTokens.length;
-      return `${head} · running${n ? ` · ${n} token${n === 1 ? "" : "s"}` : ""}`;
-    }
-    return `${head} · ${stateName(i.state)}`;
+  protected override threadsRequest(response: DebugProtocol.ThreadsResponse): void {
+    const threads = this.runtime.list().map((s) => ({ id: s.id, name: threadName(s) }));
+    for (const t of threads) this.shownNames.set(t.id, t.name);
+    response.body = { threads };
+    this.sendResponse(response);
   }
 
-  protected override threadsRequest(response: DebugProtocol.ThreadsResponse): void {
-    response.body = { threads: this.runtime.list().map((s) => ({ id: s.id, name: this.threadName(s) })) };
-    this.sendResponse(response);
+  /**
+   * VS Code reads thread names only with the threads list, which it re-fetches on a stop or a
+   * `thread` event with reason "started" (debounced 100 ms), not on `continued`. When a name the
+   * client has shown goes out of date (a resume, a token, a swap), a "started" event for that
+   * known thread makes it re-read the list: at most every THREAD_REFRESH_MS, and only when a
+   * name it showed changed. VS Code cancels the handling of a thread's stop (its stack, the
+   * focus) on any thread event of that thread, so the event names a running thread, or a paused
+   * one whose stop is at least STOP_SETTLE_MS old.
+   */
+  private scheduleThreadRefresh(delayMs = 0): void {
+    if (this.refreshTimer || this.terminated || this.shownNames.size === 0) return;
+    const wait = Math.max(delayMs, this.lastRefreshAt + THREAD_REFRESH_MS - Date.now(), 20);
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = undefined;
+      this.refreshThreads();
+    }, wait);
+    this.refreshTimer.unref?.();
+  }
+
+  private refreshThreads(): void {
+    if (this.terminated) return;
+    const now = Date.now();
+    const stale = this.runtime.list().filter((s) => this.shownNames.has(s.id) && this.shownNames.get(s.id) !== threadName(s));
+    if (stale.length === 0) return;
+    const settled = (s: RtSession) => s.info.state !== SessionState.SESSION_STATE_PAUSED || now - (this.stoppedAt.get(s.id) ?? 0) >= STOP_SETTLE_MS;
+    const pick = stale.find((s) => s.info.state !== SessionState.SESSION_STATE_PAUSED) ?? stale.find(settled);
+    if (!pick) {
+      const soonest = Math.min(...stale.map((s) => (this.stoppedAt.get(s.id) ?? 0) + STOP_SETTLE_MS - now));
+      this.scheduleThreadRefresh(Math.max(soonest, 20));
+      return;
+    }
+    this.lastRefreshAt = now;
+    // the client re-reads every name; until it does, these count as shown (no second event)
+    for (const s of stale) this.shownNames.set(s.id, threadName(s));
+    this.send(new ThreadEvent("started", pick.id));
   }
 
   private onStopped(e: StoppedEvt): void {
@@ -658,12 +769,17 @@ export class DjinnDebugSession extends LoggingDebugSession {
         description = `Paused at ${where}`;
     }
     const othersPaused = this.runtime.list().some((x) => x.id !== s.id && x.info.state === SessionState.SESSION_STATE_PAUSED);
+    // Keep the user where they are when another thread stops, but never on the thread they
+    // resumed (or stepped, paused) themselves, nor on the one they are looking at: VS Code would
+    // keep showing that thread's previous stop (its old frame and scopes) in VARIABLES.
+    const ours = this.userDriven.delete(s.id) || this.focusedThread === s.id;
     const ev = new StoppedEvent(reason, s.id, text) as DebugProtocol.StoppedEvent;
     ev.body.description = description;
     ev.body.allThreadsStopped = false;
-    ev.body.preserveFocusHint = reason !== "step" && othersPaused;
+    ev.body.preserveFocusHint = reason !== "step" && othersPaused && !ours;
     if (hit.length) ev.body.hitBreakpointIds = hit;
     this.announced.set(s.id, s.epoch);
+    this.stoppedAt.set(s.id, Date.now());
     this.send(ev);
   }
 
@@ -672,6 +788,8 @@ export class DjinnDebugSession extends LoggingDebugSession {
   protected override continueRequest(response: DebugProtocol.ContinueResponse, args: DebugProtocol.ContinueArguments): void {
     this.handle(response, ErrorIds.server, () => {
       const s = this.session(args.threadId);
+      this.focus(s.id);
+      this.userDriven.add(s.id);
       this.resumeRequest(response, s.id, () => this.runtime.continue(s.id), { allThreadsContinued: false });
     });
   }
@@ -691,6 +809,8 @@ export class DjinnDebugSession extends LoggingDebugSession {
   private stepRequest(response: DebugProtocol.Response, threadId: number, kind: StepKind): void {
     this.handle(response, ErrorIds.server, () => {
       const s = this.session(threadId);
+      this.focus(s.id);
+      this.userDriven.add(s.id);
       this.resumeRequest(response, s.id, () => this.runtime.step(s.id, kind));
     });
   }
@@ -698,6 +818,8 @@ export class DjinnDebugSession extends LoggingDebugSession {
   protected override pauseRequest(response: DebugProtocol.PauseResponse, args: DebugProtocol.PauseArguments): void {
     this.handle(response, ErrorIds.server, async () => {
       const s = this.session(args.threadId);
+      this.focus(s.id);
+      if (s.info.state !== SessionState.SESSION_STATE_PAUSED) this.userDriven.add(s.id);
       await this.runtime.pause(s.id);
       this.sendResponse(response);
     });
@@ -734,12 +856,12 @@ export class DjinnDebugSession extends LoggingDebugSession {
         return;
       }
       const p = i.position;
-      const base = s.id * FRAMES_PER_THREAD;
       const mod = moduleName(p.layer, p.point);
       const frames: DebugProtocol.StackFrame[] = [];
       const frame = (k: number, name: string, module: string, hint?: "normal" | "label" | "subtle"): DebugProtocol.StackFrame => {
         const { source, line } = this.frameSource(module);
-        const f: DebugProtocol.StackFrame = { id: base + k, name, source, line, column: 1 };
+        // ids are new at every stop: a client that kept a frame of the last stop gets an error, not this one
+        const f: DebugProtocol.StackFrame = { id: this.frameId(s, k), name, source, line, column: 1 };
         if (hint) f.presentationHint = hint;
         return f;
       };
@@ -774,6 +896,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
   protected override scopesRequest(response: DebugProtocol.ScopesResponse, args: DebugProtocol.ScopesArguments): void {
     this.handle(response, ErrorIds.noSession, () => {
       const s = this.sessionOfFrame(args.frameId);
+      this.focus(s.id);
       if (s.info.state !== SessionState.SESSION_STATE_PAUSED) throw new VariableError(`session ${s.id} is ${stateName(s.info.state)}: scopes exist only while it is paused`);
       response.body = { scopes: this.vars.scopes(s.id) };
       this.sendResponse(response);
@@ -801,6 +924,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
   protected override setExpressionRequest(response: DebugProtocol.SetExpressionResponse, args: DebugProtocol.SetExpressionArguments): void {
     this.handle(response, ErrorIds.variables, async () => {
       const s = args.frameId !== undefined ? this.sessionOfFrame(args.frameId) : this.defaultSession();
+      if (args.frameId !== undefined) this.focus(s.id);
       if (typeof args.expression !== "string" || typeof args.value !== "string") throw new VariableError("setExpression needs an expression and a value");
       const r = await this.vars.setExpression(s.id, args.expression, args.value);
       response.body = r;
@@ -823,16 +947,17 @@ export class DjinnDebugSession extends LoggingDebugSession {
   protected override evaluateRequest(response: DebugProtocol.EvaluateResponse, args: DebugProtocol.EvaluateArguments): void {
     this.handle(response, ErrorIds.variables, async () => {
       if (typeof args.expression !== "string" || !args.expression.trim()) throw new VariableError("evaluate needs an expression");
-      const s = args.frameId !== undefined ? this.sessionOfFrame(args.frameId) : this.defaultSession();
       const expr = args.expression.trim();
-      if (args.context === "hover") {
-        const mod = this.info?.modules.find((m) => m.name === expr);
-        if (mod) {
-          response.body = { result: `${mod.name} · ${mod.kind} · ${mod.numParams.toLocaleString("en-US")} params${mod.layer >= 0 ? ` · layer ${mod.layer}` : ""}`, variablesReference: 0 };
-          this.sendResponse(response);
-          return;
-        }
+      // A module name (layers.10, layers.10.attn, norm) in any context: the module, with its
+      // children and where to break; it needs no paused session.
+      const mod = this.vars.evaluateModule(expr);
+      if (mod) {
+        response.body = mod;
+        this.sendResponse(response);
+        return;
       }
+      const s = args.frameId !== undefined ? this.sessionOfFrame(args.frameId) : this.defaultSession();
+      if (args.frameId !== undefined) this.focus(s.id);
       response.body = await this.vars.evaluate(s.id, expr);
       this.sendResponse(response);
     });
@@ -931,6 +1056,60 @@ export class DjinnDebugSession extends LoggingDebugSession {
   override shutdown(): void {
     void this.disposeRuntime().finally(() => super.shutdown());
   }
+}
+
+/** `s3 · L10 · host · "The quick brown fox" (prompt 2)`: what matters first, for a narrow CALL STACK. */
+export function threadName(s: RtSession): string {
+  const i = s.info;
+  let state: string;
+  if (i.state === SessionState.SESSION_STATE_PAUSED && i.position) {
+    const p = i.position;
+    const where = `L${p.layer}${p.point === StopPoint.STOP_POINT_ATTN ? ".attn" : p.point === StopPoint.STOP_POINT_MLP ? ".mlp" : ""}`;
+    state = `${where}${kvShort(i.kvLocation)}`;
+  } else if (i.state === SessionState.SESSION_STATE_RUNNING) {
+    const n = i.generatedTokens.length;
+    state = `running${n ? ` · ${n} tok` : ""}`;
+  } else if (i.state === SessionState.SESSION_STATE_FINISHED) {
+    state = "done";
+  } else if (i.state === SessionState.SESSION_STATE_CREATED) {
+    state = "starting";
+  } else {
+    state = stateName(i.state);
+  }
+  const prompt = i.prompt ? JSON.stringify(i.prompt.length > 24 ? i.prompt.slice(0, 23) + "…" : i.prompt) : i.promptTokens.length ? `[${i.promptTokens.length} tokens]` : "";
+  const tail = [prompt, i.label ? `(${i.label})` : ""].filter(Boolean).join(" ");
+  return `s${s.id} · ${state}${tail ? ` · ${tail}` : ""}`;
+}
+
+function kvShort(k: KvLocation): string {
+  switch (k) {
+    case KvLocation.KV_LOCATION_DEVICE: return " · dev";
+    case KvLocation.KV_LOCATION_HOST: return " · host";
+    case KvLocation.KV_LOCATION_MOVING_OUT: return " · →host";
+    case KvLocation.KV_LOCATION_MOVING_IN: return " · →dev";
+    default: return "";
+  }
+}
+
+/** `s1 token 3/4: "<457>" (id 457)`: the token's text, how far the session is, its id. */
+export function tokenLine(sessionId: number, token: number, text: string, index: number, max: number): string {
+  return `s${sessionId} token ${index}${max ? `/${max}` : ""}: ${JSON.stringify(text)} (id ${token})`;
+}
+
+export function swapLine(sessionId: number, direction: "out" | "in", bytes: number, ms: number): string {
+  return `s${sessionId} KV → ${direction === "out" ? "host" : "device"}: ${(bytes / 1e6).toFixed(2)} MB in ${ms.toFixed(2)} ms`;
+}
+
+/** `s1 finished: 4 tokens "…"`, `s2 failed: why`, `s3 closed: lease expired`. */
+export function endLine(sessionId: number, state: SessionState, text: string, info?: { generatedText: string; generatedTokens: number[] }): string {
+  if (state === SessionState.SESSION_STATE_FAILED) return `s${sessionId} failed: ${text}`;
+  if (state === SessionState.SESSION_STATE_FINISHED) {
+    const n = info?.generatedTokens.length ?? 0;
+    const generated = info?.generatedText ?? text;
+    return `s${sessionId} finished: ${n} token${n === 1 ? "" : "s"}${generated ? ` ${JSON.stringify(generated)}` : ""}`;
+  }
+  const why = text && text !== info?.generatedText ? `: ${text}` : "";
+  return `s${sessionId} ${stateName(state)}${why}`;
 }
 
 function moduleName(layer: number, point: StopPoint): string {

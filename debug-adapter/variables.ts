@@ -12,7 +12,8 @@ import {
   type RtSession,
   type TensorSummary,
 } from "./runtime";
-import { Phase } from "../client";
+import { Phase, type EvaluateResponse } from "../client";
+import { isStopTarget, moduleToStop } from "./outline";
 
 // ------------------------------------------------------------------ dtypes
 
@@ -136,16 +137,40 @@ export function fmtG(x: number, digits = 4): string {
   return strip(Number(`${m}e${e}`).toFixed(Math.max(digits - 1 - exp, 0)));
 }
 
-/** The value line of a tensor: "bf16[1, 2048, 5120] μ=… σ=… min=… max=… ‖x‖=… nan=0". */
+function numelOf(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * The value line of a tensor: "bf16[1, 2048, 5120] μ=… σ=… min=… max=… ‖x‖=… nan=0"; a small
+ * tensor whose elements the server sent (`values`, numel <= 16) shows them instead, nested like
+ * its shape ("f32[5] [0.1, 0.2, …]", "i64[1] [457]", "f32[2, 2] [[1, 0.5], [nan, -inf]]", the
+ * server's own format); a tensor without elements is "f32[2, 0, 32] empty".
+ */
 export function summaryLine(s: TensorSummary): string {
+  const head = `${shortDtype(s.dtype)}[${s.shape.join(", ")}]`;
+  const numel = numelOf(s.shape);
+  if (numel === 0) return `${head} empty`;
+  if (s.values?.length && s.values.length === numel) return `${head} ${formatValues(s.values, s.shape, s.dtype)}`;
   const g = (v: number) => fmtG(v, 4);
-  const base = `${shortDtype(s.dtype)}[${s.shape.join(", ")}] μ=${g(s.mean)} σ=${g(s.std)} min=${g(s.min)} max=${g(s.max)} ‖x‖=${g(s.l2Norm)} nan=${s.nanCount}`;
+  const base = `${head} μ=${g(s.mean)} σ=${g(s.std)} min=${g(s.min)} max=${g(s.max)} ‖x‖=${g(s.l2Norm)} nan=${s.nanCount}`;
   return s.infCount ? `${base} inf=${s.infCount}` : base;
+}
+
+/** Elements in C order as nested lists of `shape` (Python's repr of t.tolist()); a 0-d tensor is its value. */
+export function formatValues(values: number[], shape: number[], dtype: string): string {
+  let items = values.map((v) => fmtValue(v, dtype));
+  for (const size of shape.slice(1).reverse()) {
+    const rows: string[] = [];
+    for (let i = 0; i < items.length; i += size) rows.push(`[${items.slice(i, i + size).join(", ")}]`);
+    items = rows;
+  }
+  return shape.length ? `[${items.join(", ")}]` : items[0];
 }
 
 export function fmtValue(v: number, dtype: string): string {
   if (dtype === "bool") return v ? "true" : "false";
-  if (dtype.startsWith("int") || dtype === "uint8") return String(v);
+  if (!dtype.startsWith("float") && !dtype.startsWith("bfloat") && Number.isInteger(v)) return String(v);
   return fmtG(v, 6);
 }
 
@@ -190,7 +215,17 @@ type Container =
   | { kind: "lens"; sessionId: number }
   | { kind: "tensor"; sessionId: number; target: TensorTarget }
   | { kind: "lazyTensor"; sessionId: number; name: string }
-  | { kind: "static"; sessionId: number; items: DebugProtocol.Variable[] };
+  | { kind: "static"; sessionId: number; items: DebugProtocol.Variable[] }
+  /** a module of the model (or a group such as `layers`): not tied to a session or a stop */
+  | { kind: "module"; sessionId: number; name: string };
+
+/** Where a module's line is in the outline the frames point at (file name and line), when known. */
+export type OutlineLookup = (module: string) => { file: string; line: number } | undefined;
+
+/** The context VS Code gives the variables' context menu (`debugProtocolVariableMenuContext`) for writable tensors. */
+export const TENSOR_MENU_CONTEXT = "djinnTensor";
+/** references of earlier stops remembered (to answer them with a clear error) */
+const OLD_REFS_KEPT = 50_000;
 
 export const DEFAULT_PAGE = 1000;
 /** Tensor names a stop may offer (docs: README "Tensors at a stop"); others are scalars or unknown. */
@@ -261,16 +296,43 @@ export class VariableStore {
   private readonly refs = new Map<number, { c: Container; epoch: number }>();
   private readonly bySession = new Map<number, number[]>();
   private readonly memRefs = new Map<string, { t: TensorTarget; epoch: number }>();
+  /** references of earlier stops -> their session (bounded) */
+  private readonly oldRefs = new Map<number, number>();
+  /** module name -> its reference (modules do not change while the server runs) */
+  private readonly moduleRefs = new Map<string, number>();
   private next = 1;
   private nextMem = 1;
+  /**
+   * The client is VS Code: writable multi-element tensors are marked readOnly (VS Code's own
+   * Set Value would pre-fill the statistics line) and get the menu context TENSOR_MENU_CONTEXT,
+   * where the extension offers its own Set Value (a setExpression of the evaluateName).
+   */
+  forVsCode = false;
+  /** the outline line of a module, for the "break" hint of module variables */
+  outline?: OutlineLookup;
 
   constructor(private readonly rt: DjinnRuntime) {}
 
-  /** Drops every reference into a session's previous stop. */
+  /** Drops every reference into a session's previous stop (kept only to be refused clearly). */
   invalidate(sessionId: number): void {
-    for (const ref of this.bySession.get(sessionId) ?? []) this.refs.delete(ref);
+    for (const ref of this.bySession.get(sessionId) ?? []) {
+      this.refs.delete(ref);
+      this.oldRefs.set(ref, sessionId);
+    }
     this.bySession.delete(sessionId);
+    for (const ref of this.oldRefs.keys()) {
+      if (this.oldRefs.size <= OLD_REFS_KEPT) break;
+      this.oldRefs.delete(ref);
+    }
     for (const [k, v] of this.memRefs) if (v.t.sessionId === sessionId) this.memRefs.delete(k);
+  }
+
+  /** The presentation of a tensor variable of `numel` elements (see forVsCode). */
+  private tensorHint(v: DebugProtocol.Variable, writable: boolean, numel: number, lazy = false): DebugProtocol.Variable {
+    const readOnly = !writable || (this.forVsCode && numel > 1);
+    v.presentationHint = { kind: "data", ...(lazy ? { lazy: true } : {}), attributes: readOnly ? ["readOnly"] : [] };
+    if (writable && this.forVsCode && numel > 1) (v as { __vscodeVariableMenuContext?: string }).__vscodeVariableMenuContext = TENSOR_MENU_CONTEXT;
+    return v;
   }
 
   private add(c: Container): number {
@@ -290,7 +352,12 @@ export class VariableStore {
 
   private lookup(ref: number): Container {
     const entry = this.refs.get(ref);
-    if (!entry) throw new VariableError(`variable reference ${ref} is unknown or stale (its session has resumed since)`);
+    if (!entry) {
+      const old = this.oldRefs.get(ref);
+      if (old !== undefined) throw new VariableError(`variable reference ${ref} is stale: it is from an earlier stop of session ${old}, which has resumed since (read the variables of its new stop)`);
+      throw new VariableError(`variable reference ${ref} is unknown`);
+    }
+    if (entry.c.kind === "module") return entry.c;
     const s = this.rt.get(entry.c.sessionId);
     if (s.epoch !== entry.epoch) throw new VariableError(`variable reference ${ref} is stale: session ${s.id} has resumed since`);
     return entry.c;
@@ -329,6 +396,8 @@ export class VariableStore {
       case "tensor":
         if (args.filter === "named") return [];
         return this.tensorChildren(c.target, args.start ?? 0, args.count ?? 0);
+      case "module":
+        return page(this.moduleChildren(c.name), args);
     }
   }
 
@@ -340,21 +409,20 @@ export class VariableStore {
       .map((t) => (t.dtype ? this.tensorVariable(sessionId, t, t.name) : this.lazyVariable(sessionId, t.name, t.description)));
   }
 
-  /** A tensor as one variable: the value line, children paged by its first dim. */
-  tensorVariable(sessionId: number, s: TensorSummary, evaluateName: string, target?: TensorTarget): DebugProtocol.Variable {
+  /** A tensor as one variable: the value line (or `display`), children paged by its first dim. */
+  tensorVariable(sessionId: number, s: TensorSummary, evaluateName: string, target?: TensorTarget, display?: string): DebugProtocol.Variable {
     const t: TensorTarget = target ?? { sessionId, name: s.name, prefix: [], shape: s.shape, dtype: s.dtype, writable: s.writable };
     const sub = t.shape.slice(t.prefix.length);
     const expandable = sub.length > 0 && sub.every((d) => d > 0);
-    return {
+    return this.tensorHint({
       name: s.name,
-      value: summaryLine({ ...s, shape: s.shape.length ? s.shape : sub }),
+      value: display || summaryLine({ ...s, shape: s.shape.length ? s.shape : sub }),
       type: `${s.dtype}[${sub.join(", ")}]`,
       evaluateName,
       variablesReference: expandable ? this.add({ kind: "tensor", sessionId, target: t }) : 0,
       indexedVariables: expandable ? sub[0] : undefined,
       memoryReference: this.memRef(t),
-      presentationHint: { kind: "data", attributes: t.writable ? [] : ["readOnly"] },
-    };
+    }, t.writable, numelOf(sub));
   }
 
   private lazyVariable(sessionId: number, name: string, description: string): DebugProtocol.Variable {
@@ -407,7 +475,7 @@ export class VariableStore {
         const more = rowShape[0] > preview[r].length ? ", …" : "";
         value += ` [${preview[r].map((v) => fmtValue(v, t.dtype)).join(", ")}${more}]`;
       }
-      return {
+      return this.tensorHint({
         name: `[${i}]`,
         value,
         type: `${t.dtype}[${rowShape.join(", ")}]`,
@@ -415,8 +483,7 @@ export class VariableStore {
         variablesReference: this.add({ kind: "tensor", sessionId: t.sessionId, target: child }),
         indexedVariables: rowShape[0],
         memoryReference: this.memRef(child),
-        presentationHint: { kind: "data", attributes: t.writable ? [] : ["readOnly"] },
-      };
+      }, t.writable, numelOf(rowShape));
     });
   }
 
@@ -588,12 +655,111 @@ export class VariableStore {
     }
     const r = await this.rt.evaluate(sessionId, expression);
     if (r.isTensor && r.summary) {
-      const s = { ...r.summary, name: r.resultName, writable: false };
-      const v = this.tensorVariable(sessionId, s, r.resultName);
-      return { result: `${r.resultName} = ${v.value}`, type: v.type, variablesReference: v.variablesReference, indexedVariables: v.indexedVariables, memoryReference: v.memoryReference };
+      // The server's line is the display (shape(x) reads "[1, 128]"; small results show values).
+      const v = this.resultVariable(sessionId, r);
+      const also = (r.also ?? []).filter((a) => a.isTensor && a.summary);
+      if (also.length === 0) {
+        return { result: `${r.resultName} = ${v.value}`, type: v.type, variablesReference: v.variablesReference, indexedVariables: v.indexedVariables, memoryReference: v.memoryReference };
+      }
+      // topk: `$3 = f32[5] [...] · indices $4 = i64[5] [...]`, expanding to `values` and `indices`
+      const names = also.length === 1 ? ["indices"] : also.map((_, k) => `result ${k + 2}`);
+      const items = [{ ...v, name: "values" }, ...also.map((a, k) => ({ ...this.resultVariable(sessionId, a), name: names[k] }))];
+      const result = [`${r.resultName} = ${v.value}`, ...also.map((a, k) => `${names[k]} ${a.resultName} = ${items[k + 1].value}`)].join(" · ");
+      return { result, type: v.type, variablesReference: this.add({ kind: "static", sessionId, items }), namedVariables: items.length };
     }
     const numeric = /^[-+]?(\d|\.\d|inf|nan)/i.test(r.value);
     return { result: r.value, type: r.isBool ? "bool" : numeric ? "number" : "str", variablesReference: 0 };
+  }
+
+  /** An Evaluate tensor result ($N) as a variable: the server's value line, children paged. */
+  private resultVariable(sessionId: number, r: EvaluateResponse): DebugProtocol.Variable {
+    const s = { ...r.summary!, name: r.resultName, writable: false };
+    return this.tensorVariable(sessionId, s, r.resultName, undefined, r.value);
+  }
+
+  // ------------------------------------------------------------ modules
+
+  /**
+   * A module name of the model (`layers.10`, `layers.10.attn`, `norm`) or a group of them
+   * (`layers`) as an evaluate answer: its description, expandable to where to break and its
+   * child modules. Undefined when `expression` does not name into the module tree; an error
+   * for a dotted name under a known root that names no module (`layers.99`).
+   */
+  evaluateModule(expression: string): DebugProtocol.EvaluateResponse["body"] | undefined {
+    const modules = this.rt.info?.modules ?? [];
+    if (modules.length === 0) return undefined;
+    const name = expression.trim();
+    if (this.moduleKnown(name)) {
+      const v = this.moduleVariable(name);
+      return { result: v.value, type: v.type, variablesReference: v.variablesReference, namedVariables: v.namedVariables, presentationHint: v.presentationHint };
+    }
+    if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$/.test(name)) return undefined;
+    const parts = name.split(".");
+    if (!modules.some((m) => m.name.split(".")[0] === parts[0])) return undefined;
+    let known = parts[0];
+    for (let k = 2; k < parts.length && this.moduleKnown(parts.slice(0, k).join(".")); k++) known = parts.slice(0, k).join(".");
+    const kids = this.moduleChildNames(known);
+    const list = kids.length <= 6 ? kids.join(", ") : `${kids.slice(0, 2).join(", ")} … ${kids[kids.length - 1]} (${kids.length})`;
+    throw new VariableError(`no module '${name}' in ${this.rt.info?.model?.name ?? "the model"}: ${known} has ${list || "no sub-modules"}`);
+  }
+
+  private moduleKnown(name: string): boolean {
+    const modules = this.rt.info?.modules ?? [];
+    return modules.some((m) => m.name === name) || (!name.includes(".") && modules.some((m) => m.name.startsWith(name + ".")));
+  }
+
+  /** The modules one level below `name` (layers -> layers.0 …, layers.10 -> layers.10.attn, layers.10.mlp). */
+  private moduleChildNames(name: string): string[] {
+    const depth = name.split(".").length + 1;
+    const out: string[] = [];
+    const seen = new Set<string>();
+    for (const m of this.rt.info?.modules ?? []) {
+      if (!m.name.startsWith(name + ".")) continue;
+      const child = m.name.split(".").slice(0, depth).join(".");
+      if (!seen.has(child)) seen.add(child), out.push(child);
+    }
+    return out;
+  }
+
+  private moduleVariable(name: string): DebugProtocol.Variable {
+    const m = this.rt.info?.modules.find((x) => x.name === name);
+    const kids = this.moduleChildNames(name);
+    let ref = this.moduleRefs.get(name);
+    if (ref === undefined) {
+      ref = this.next++;
+      this.refs.set(ref, { c: { kind: "module", sessionId: -1, name }, epoch: 0 });
+      this.moduleRefs.set(name, ref);
+    }
+    const value = m
+      ? `${m.name} · ${m.kind} · ${m.numParams.toLocaleString("en-US")} params${m.layer >= 0 ? ` · layer ${m.layer}` : ""}`
+      : `${name} · ${kids.length} modules (${kids[0]} … ${kids[kids.length - 1]})`;
+    return {
+      name,
+      value,
+      type: m?.kind ?? "modules",
+      evaluateName: name,
+      variablesReference: ref,
+      namedVariables: kids.length + (m ? 1 : 0),
+      presentationHint: { kind: "class", attributes: ["readOnly"] },
+    };
+  }
+
+  private moduleChildren(name: string): DebugProtocol.Variable[] {
+    const out: DebugProtocol.Variable[] = [];
+    if (this.rt.info?.modules.some((x) => x.name === name)) {
+      const t = moduleToStop(name, this.rt.nLayers || undefined);
+      let value: string;
+      if (isStopTarget(t)) {
+        const where = t.point === StopPoint.STOP_POINT_ATTN ? `after the attention of layer ${t.layer}` : t.point === StopPoint.STOP_POINT_MLP ? `after the MLP of layer ${t.layer}` : `before layer ${t.layer} (its input)`;
+        const at = this.outline?.(name);
+        value = `stops ${where}: a function breakpoint named ${name}${at ? `, or the gutter of line ${at.line} of ${at.file}` : ""}`;
+      } else {
+        value = t.error;
+      }
+      out.push({ name: "break", value, variablesReference: 0, presentationHint: { kind: "property", attributes: ["readOnly"] } });
+    }
+    for (const child of this.moduleChildNames(name)) out.push(this.moduleVariable(child));
+    return out;
   }
 
   /** The summary of a catalog tensor, or undefined when `name` is not one (a scalar such as `token`). */

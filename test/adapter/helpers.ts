@@ -95,6 +95,8 @@ export interface Setup {
   functionBreakpoints?: DebugProtocol.FunctionBreakpoint[];
   exceptionFilters?: string[];
   filterOptions?: DebugProtocol.ExceptionFilterOptions[];
+  /** initialize's clientID (default "djinn-tests"; VS Code sends "vscode") */
+  clientID?: string;
 }
 
 export interface Configured {
@@ -106,7 +108,7 @@ export interface Configured {
 export async function start(dc: DC, ev: Recorder, request: "launch" | "attach", args: object, setup: Setup = {}): Promise<Configured> {
   const init = await dc.initializeRequest({
     adapterID: "djinn",
-    clientID: "djinn-tests",
+    clientID: setup.clientID ?? "djinn-tests",
     linesStartAt1: true,
     columnsStartAt1: true,
     pathFormat: "path",

@@ -77,9 +77,9 @@ test("8 sessions are 8 threads; one is continued while the other seven stay paus
   }
   const names = await threadNames(dc);
   assert.deepEqual([...names.keys()].sort((a, b) => a - b), ids);
-  for (const [id, name] of names) assert.match(name, new RegExp(`^session ${id} \\(prompt \\d\\) · paused @ layers\\.3 · KV (on host|resident)$`));
+  for (const [id, name] of names) assert.match(name, new RegExp(`^s${id} · L3 · (host|dev|→host) · \\[12 tokens\\] \\(prompt \\d\\)$`));
   // eager swap policy: each paused session's KV goes to the host, and the thread name says so
-  await waitFor("KV on host in every name", async () => [...(await threadNames(dc)).values()].every((n) => n.endsWith("KV on host")));
+  await waitFor("KV on host in every name", async () => [...(await threadNames(dc)).values()].every((n) => / · L3 · host · /.test(n)));
 
   const chosen = ids[3];
   const r = await dc.continueRequest({ threadId: chosen });
@@ -134,7 +134,7 @@ test("stack, scopes and tensor summaries match the server; paging a slice; readM
   assert.deepEqual(scopes.body.scopes.map((s) => s.name), ["Activations", "KV cache", "Session", "Logit lens"]);
 
   // The session was swapped out at the stop (eager): reading it brings it back, with progress.
-  await waitFor("KV on host", async () => (await threadNames(dc)).get(tid)?.endsWith("KV on host"));
+  await waitFor("KV on host", async () => / · host( · |$)/.test((await threadNames(dc)).get(tid) ?? ""));
   const kvRef = scopes.body.scopes[1].variablesReference;
   assert.match((await variable(dc, kvRef, "location")).value, /on host/);
   const acts = await dc.variablesRequest({ variablesReference: scopes.body.scopes[0].variablesReference });
@@ -234,7 +234,8 @@ test("evaluate in the console, watch and hover (well under 500 ms); errors are t
   const b = await dc.evaluateRequest({ expression: 'phase == "prefill" and layer == 20', frameId: f.id, context: "watch" });
   assert.equal(b.body.result, "true");
   const t = await dc.evaluateRequest({ expression: "mlp_out[-1, :16] * 2", frameId: f.id, context: "repl" });
-  assert.match(t.body.result, /^\$\d+ = f32\[16\] μ=/);
+  // 16 elements: the values themselves, as the server printed them
+  assert.match(t.body.result, /^\$\d+ = f32\[16\] \[[^\]]+\]$/);
   assert.equal(t.body.indexedVariables, 16);
   const vals = await dc.variablesRequest({ variablesReference: t.body.variablesReference, filter: "indexed", start: 0, count: 16 });
   assert.equal(vals.body.variables.length, 16);
@@ -289,7 +290,7 @@ test("setVariable / setExpression write an activation and the generated tokens c
   assert.equal(check[0], 1.5);
   // setExpression on a region, and from an expression
   const se = await setExpression(dc, { expression: "hidden[-1, :8]", value: "0", frameId: f.id });
-  assert.match(se.body.value, /^f32\[1, 8\] μ=0 σ=0 min=0 max=0/);
+  assert.equal(se.body.value, "f32[1, 8] [[0, 0, 0, 0, 0, 0, 0, 0]]");
   const sx = await setExpression(dc, { expression: "hidden[0]", value: "hidden[1] * 2", frameId: f.id });
   assert.match(sx.body.value, /^f32\[1, 128\]/);
   const h01 = decode((await client.getTensor({ sessionId: steered, name: "hidden", slice: [{ start: 0, stop: 2, step: 0 }] })).data, "float32");
@@ -463,7 +464,7 @@ test("attach: sessions already on the server appear as threads; detaching leaves
   assert.deepEqual(stops.map((s) => s.body.threadId).sort((a, b) => a - b), pre);
   assert.ok(stops.every((s) => s.body.reason === "breakpoint"));
   const names = await threadNames(dc);
-  for (const id of pre) assert.match(names.get(id) ?? "", /paused @ layers\.2/);
+  for (const id of pre) assert.match(names.get(id) ?? "", new RegExp(`^s${id} · L2 · `));
   assert.match((await topFrame(dc, pre[0])).name, /^layers\.2 · input/);
   // the adapter drives them: continue one; its own breakpoint (set by another client) stops it again
   await dc.continueRequest({ threadId: pre[0] });

@@ -3,12 +3,13 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { test } from "node:test";
-import { EventKind, resolvePython, SessionState, StopPoint, StopReason, type Event, type SessionInfo } from "../../client";
-import { parseLaunch } from "../../debug-adapter/config";
+import { EventKind, KvLocation, resolvePython, SessionState, StopPoint, StopReason, type Event, type SessionInfo } from "../../client";
+import { DEFAULT_PROMPTS, parseLaunch, sessionLabel } from "../../debug-adapter/config";
 import { generateOutline, moduleToStop, parseOutline } from "../../debug-adapter/outline";
 import { DjinnRuntime } from "../../debug-adapter/runtime";
-import { normalizeCondition } from "../../debug-adapter/session";
-import { covering, decode, encode, fmtG, parseRegion, summaryLine } from "../../debug-adapter/variables";
+import { endLine, normalizeCondition, swapLine, threadName, tokenLine } from "../../debug-adapter/session";
+import { covering, decode, encode, fmtG, formatValues, parseRegion, summaryLine, VariableStore, type TensorTarget } from "../../debug-adapter/variables";
+import type { RtSession, TensorSummary } from "../../debug-adapter/runtime";
 
 test("fmtG formats like Python's format(x, '.4g') and '.6g'", () => {
   const xs = [0, 1, -1, 0.5, 1234.5, 12345.6, 0.00012345, 0.000012345, 1e-5, 123456789, -3.14159265, 2.5e-10, 1e21, 99999, 0.1 + 0.2, 9.9995, 1.00005];
@@ -23,9 +24,85 @@ test("fmtG formats like Python's format(x, '.4g') and '.6g'", () => {
 });
 
 test("the summary line carries dtype, shape and the statistics", () => {
-  const line = summaryLine({ name: "hidden", dtype: "bfloat16", shape: [1, 2048, 5120], min: -5.1, max: 6.3, mean: 0.0012, std: 1.02, l2Norm: 4100, nanCount: 0, infCount: 0, numel: 10485760, writable: true, description: "", computeMs: 0 });
+  const line = summaryLine({ name: "hidden", dtype: "bfloat16", shape: [1, 2048, 5120], min: -5.1, max: 6.3, mean: 0.0012, std: 1.02, l2Norm: 4100, nanCount: 0, infCount: 0, numel: 10485760, writable: true, description: "", computeMs: 0, values: [] });
   assert.equal(line, "bf16[1, 2048, 5120] μ=0.0012 σ=1.02 min=-5.1 max=6.3 ‖x‖=4100 nan=0");
-  assert.match(summaryLine({ name: "x", dtype: "float32", shape: [2], min: 0, max: 1, mean: 0, std: 0, l2Norm: 0, nanCount: 1, infCount: 2, numel: 2, writable: false, description: "", computeMs: 0 }), /nan=1 inf=2$/);
+  assert.match(summaryLine({ name: "x", dtype: "float32", shape: [2], min: 0, max: 1, mean: 0, std: 0, l2Norm: 0, nanCount: 1, infCount: 2, numel: 2, writable: false, description: "", computeMs: 0, values: [] }), /nan=1 inf=2$/);
+});
+
+function summ(dtype: string, shape: number[], values: number[] = []): TensorSummary {
+  const numel = shape.reduce((a, b) => a * b, 1);
+  return { name: "x", dtype, shape, min: NaN, max: NaN, mean: NaN, std: NaN, l2Norm: 0, nanCount: 0, infCount: 0, numel, writable: false, description: "", computeMs: 0, values };
+}
+
+test("small tensors print their values (nested like the shape, as the server does); empty tensors say 'empty'", () => {
+  assert.equal(summaryLine(summ("float32", [5], [0.1, 0.2, -1.5, 1e-7, 123456789])), "f32[5] [0.1, 0.2, -1.5, 1e-07, 1.23457e+08]");
+  assert.equal(summaryLine(summ("int64", [1], [457])), "i64[1] [457]");
+  assert.equal(summaryLine(summ("int64", [3], [1, -2, 3])), "i64[3] [1, -2, 3]");
+  assert.equal(summaryLine(summ("float32", [2, 2], [1, 0.5, NaN, -Infinity])), "f32[2, 2] [[1, 0.5], [nan, -inf]]");
+  assert.equal(summaryLine(summ("bool", [2], [1, 0])), "bool[2] [true, false]");
+  assert.equal(summaryLine(summ("float32", [], [2.5])), "f32[] 2.5");
+  assert.equal(formatValues([1, 2, 3, 4, 5, 6], [1, 2, 3], "int32"), "[[[1, 2, 3], [4, 5, 6]]]");
+  // no elements: never μ=nan σ=nan (the k_cache of the prefill)
+  assert.equal(summaryLine(summ("float32", [2, 0, 32])), "f32[2, 0, 32] empty");
+  // values that do not cover the tensor (an older server sends none) leave the statistics
+  assert.match(summaryLine(summ("float32", [5], [1, 2])), /^f32\[5\] μ=nan σ=nan/);
+});
+
+test("thread names: state first (layer, KV place; running with tokens; done), then the prompt and label", () => {
+  const s = (over: Partial<SessionInfo>): RtSession => ({ id: 3, info: { ...info(3, SessionState.SESSION_STATE_PAUSED, 10), ...over }, owned: true, epoch: 1, ended: false, gen: 0, lastEventAt: 0, expectResumes: 0 });
+  assert.equal(threadName(s({ prompt: "The quick brown fox", label: "prompt 2", kvLocation: KvLocation.KV_LOCATION_HOST })), 's3 · L10 · host · "The quick brown fox" (prompt 2)');
+  assert.equal(threadName(s({ kvLocation: KvLocation.KV_LOCATION_DEVICE })), "s3 · L10 · dev · [4 tokens]");
+  assert.equal(threadName(s({ kvLocation: KvLocation.KV_LOCATION_MOVING_IN })), "s3 · L10 · →dev · [4 tokens]");
+  const attn = s({ kvLocation: KvLocation.KV_LOCATION_DEVICE });
+  attn.info.position = { ...attn.info.position!, point: StopPoint.STOP_POINT_ATTN };
+  assert.equal(threadName(attn), "s3 · L10.attn · dev · [4 tokens]");
+  assert.equal(threadName(s({ state: SessionState.SESSION_STATE_RUNNING, generatedTokens: [5, 6, 7], prompt: "a prompt that is longer than twenty-four characters" })), 's3 · running · 3 tok · "a prompt that is longer…"');
+  assert.equal(threadName(s({ state: SessionState.SESSION_STATE_RUNNING })), "s3 · running · [4 tokens]");
+  assert.equal(threadName(s({ state: SessionState.SESSION_STATE_FINISHED, label: "x" })), "s3 · done · [4 tokens] (x)");
+});
+
+test("console lines: short, with the session first", () => {
+  assert.equal(tokenLine(1, 457, "<457>", 3, 4), 's1 token 3/4: "<457>" (id 457)');
+  assert.equal(swapLine(2, "out", 1_640_000, 0.512), "s2 KV → host: 1.64 MB in 0.51 ms");
+  assert.equal(swapLine(2, "in", 1_640_000, 0.5), "s2 KV → device: 1.64 MB in 0.50 ms");
+  assert.equal(endLine(1, SessionState.SESSION_STATE_FINISHED, "", { generatedText: " the end", generatedTokens: [1, 2] }), 's1 finished: 2 tokens " the end"');
+  assert.equal(endLine(1, SessionState.SESSION_STATE_FINISHED, "", { generatedText: "", generatedTokens: [1] }), "s1 finished: 1 token");
+  assert.equal(endLine(4, SessionState.SESSION_STATE_FAILED, "boom"), "s4 failed: boom");
+  assert.equal(endLine(5, SessionState.SESSION_STATE_CLOSED, "lease expired", { generatedText: "", generatedTokens: [] }), "s5 closed: lease expired");
+  assert.equal(endLine(5, SessionState.SESSION_STATE_CLOSED, "abc", { generatedText: "abc", generatedTokens: [1] }), "s5 closed");
+});
+
+test("default prompts differ per session; labels tell prompts and copies apart", () => {
+  assert.deepEqual(parseLaunch({ model: "tiny-40l", sessions: 4 }).prompts.map((p) => ("text" in p ? p.text : "")), DEFAULT_PROMPTS.slice(0, 4));
+  assert.equal(new Set(DEFAULT_PROMPTS).size, DEFAULT_PROMPTS.length);
+  assert.equal(parseLaunch({ model: "tiny-40l", sessions: 20 }).prompts.length, DEFAULT_PROMPTS.length);
+  assert.deepEqual(parseLaunch({ model: "tiny-40l", prompt: "x", sessions: 3 }).prompts, [{ text: "x" }]);
+  assert.equal(sessionLabel(0, 1, 1), "");
+  assert.deepEqual([0, 1, 2, 3].map((i) => sessionLabel(i, 4, 4)), ["prompt 1", "prompt 2", "prompt 3", "prompt 4"]);
+  assert.deepEqual([0, 1, 2].map((i) => sessionLabel(i, 3, 1)), ["prompt 1, copy 1", "prompt 1, copy 2", "prompt 1, copy 3"]);
+  assert.deepEqual([0, 1, 2, 3].map((i) => sessionLabel(i, 4, 2)), ["prompt 1, copy 1", "prompt 2, copy 1", "prompt 1, copy 2", "prompt 2, copy 2"]);
+});
+
+test("VS Code's Set Value: writable multi-element tensors readOnly + djinnTensor; one-element tensors and other clients keep it", () => {
+  const rt = { get: () => ({ epoch: 0 }), info: undefined } as unknown as DjinnRuntime;
+  const store = new VariableStore(rt);
+  const w = (shape: number[], writable = true) => ({ ...summ("float32", shape), name: "hidden", writable });
+  const ctx = (v: object) => (v as { __vscodeVariableMenuContext?: string }).__vscodeVariableMenuContext;
+  for (const vscode of [true, false]) {
+    store.forVsCode = vscode;
+    const big = store.tensorVariable(1, w([4, 128]), "hidden");
+    assert.deepEqual(big.presentationHint?.attributes, vscode ? ["readOnly"] : []);
+    assert.equal(ctx(big), vscode ? "djinnTensor" : undefined);
+    assert.equal(big.evaluateName, "hidden");
+    const one = store.tensorVariable(1, w([1, 1]), "hidden");
+    assert.deepEqual(one.presentationHint?.attributes, [], "a one-element tensor's value is a number");
+    assert.equal(ctx(one), undefined);
+    const ro = store.tensorVariable(1, w([4, 128], false), "q");
+    assert.deepEqual(ro.presentationHint?.attributes, ["readOnly"]);
+    assert.equal(ctx(ro), undefined);
+    const row: TensorTarget = { sessionId: 1, name: "hidden", prefix: [2], shape: [4, 1], dtype: "float32", writable: true };
+    assert.deepEqual(store.tensorVariable(1, w([4, 1]), "hidden[2]", row).presentationHint?.attributes, []);
+  }
 });
 
 test("dtype codecs: bf16, f16, f32, ints round-trip through little-endian bytes", () => {
