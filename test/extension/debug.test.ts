@@ -61,7 +61,7 @@ describe("Djinn extension: a debug session", function () {
     const r = await session!.customRequest("threads");
     assert.strictEqual(r.threads.length, 4, JSON.stringify(r.threads));
     for (const t of r.threads) {
-      assert.match(t.name, /paused @ layers\.10/);
+      assert.match(t.name, /^s\d+ · L10 · /);
       const st = await session!.customRequest("stackTrace", { threadId: t.id });
       assert.match(st.stackFrames[0].name, /^layers\.10\b/);
       assert.ok(String(st.stackFrames[0].source?.path ?? "").endsWith("tiny-40l.djinn"));
