@@ -15,7 +15,7 @@ import { describeArgs, detectMachine, EXP3_FILE, Exp3ConfigError, exp3Choices, p
 import { REPORT_FILE, reportHtml, showReport } from "./exp3Report";
 import type { Monitor } from "./monitor";
 import { resolveServerPython } from "./python";
-import type { ServerManager } from "./serverManager";
+import { serverDifferences, type PaletteServer, type ServerManager, type WantedServer } from "./serverManager";
 import { settings } from "./settings";
 import type { VramPanel } from "./vramPanel";
 
@@ -71,10 +71,48 @@ export class Exp3Runner {
     if (!plan) return undefined;
     this.running = true;
     try {
-      return await this.execute(folder, plan.args, plan.out, cmd);
+      const args = await this.onWindowServer(plan.args, !!cmd.noPrompt);
+      if (!args) return undefined;
+      return await this.execute(folder, args, plan.out, cmd);
     } finally {
       this.running = false;
     }
+  }
+
+  /**
+   * Exp 3 runs on the window's server when one runs (`--server` to the driver): at once when
+   * the run asks for nothing it lacks, else through ensureServer, which asks whether to use it
+   * anyway or restart it as the run wants (one server per window; two 80 GB budgets do not fit
+   * one GPU). Without prompts (noPrompt), a run that differs starts a server of its own, as
+   * when none runs. undefined: cancelled.
+   */
+  private async onWindowServer(args: Exp3Args, noPrompt: boolean): Promise<Exp3Args | undefined> {
+    const current = this.servers?.current;
+    if (args.server || !this.servers || !current) return args;
+    const wanted: WantedServer = stripUndefined({
+      model: args.model,
+      device: args.device,
+      dtype: args.dtype,
+      budgetGb: args.budgetGb,
+      hostPoolGb: args.hostPoolGb,
+      maxContext: args.context,
+    });
+    let server: PaletteServer | undefined = current;
+    if (noPrompt) {
+      const differences = serverDifferences(current, wanted);
+      if (differences.length) {
+        this.out.appendLine(`The window's server at ${current.address} differs from this run (${differences.join("; ")}): starting a server of its own.`);
+        return args;
+      }
+    } else {
+      server = await this.servers.ensureServer(wanted, "Exp 3");
+      if (!server) return undefined;
+    }
+    this.out.appendLine(`Exp 3 runs on the window's server at ${server.address} (${server.info.model?.name} on ${server.info.deviceName || server.info.device}).`);
+    // Its model and budget are the server's (the driver reads them from GetInfo): drop ours.
+    const rest: Exp3Args = { ...args };
+    for (const k of ["model", "device", "dtype", "budgetGb", "hostPoolGb"] as const) delete rest[k];
+    return { ...rest, server: server.address, token: server.token, caFile: server.caFile };
   }
 
   /** exp3.yaml, then the command's arguments, else questions (or defaults with noPrompt). */
@@ -193,6 +231,7 @@ export class Exp3Runner {
     this.out.appendLine(`results folder: ${outDir}`);
 
     let events: { cancel(): void } | undefined;
+    let startedHere = false;
     let eventsClient: DjinnClient | undefined;
     const follow = (address: string, token?: string) => {
       this.monitor.offer({ id: "exp3", address, token, label: "Exp 3" });
@@ -221,7 +260,10 @@ export class Exp3Runner {
                 if (rest.startsWith(READY_PREFIX) && !args.server) {
                   try {
                     const ready = JSON.parse(rest.slice(READY_PREFIX.length));
-                    if (typeof ready.address === "string") follow(ready.address, args.token);
+                    if (typeof ready.address === "string") {
+                      startedHere = true;
+                      follow(ready.address, args.token);
+                    }
                   } catch {
                     /* the driver reports an unreadable ready line itself */
                   }
@@ -244,7 +286,8 @@ export class Exp3Runner {
     } finally {
       events?.cancel();
       eventsClient?.close();
-      this.monitor.withdraw("exp3", "Exp 3 finished; its server has stopped. The chart shows the run.");
+      // A server of the window (or one named) goes on: the monitor goes back to whoever showed it.
+      this.monitor.withdraw("exp3", startedHere ? "Exp 3 finished; its server has stopped. The chart shows the run." : "Exp 3 finished. The chart shows the run.");
     }
     if (!results) {
       this.out.appendLine(`Exp 3 could not run: ${failure}`);
