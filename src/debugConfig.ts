@@ -159,7 +159,10 @@ export class DjinnConfigurationProvider implements vscode.DebugConfigurationProv
 
   private fillOutline(folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration, outlineEditor?: vscode.TextDocument): void {
     if (config.outlinePath) return;
-    if (outlineEditor && !outlineEditor.isUntitled) {
+    // the outline in the editor, unless it is another model's (the adapter would rewrite it)
+    const shown = outlineEditor && !outlineEditor.isUntitled ? parseOutline(outlineEditor.getText()).model : undefined;
+    const model = typeof config.model === "string" ? basename(config.model.replace(/[\\/]+$/, "")) : undefined;
+    if (outlineEditor && !outlineEditor.isUntitled && (!model || !shown || shown === model)) {
       config.outlinePath = outlineEditor.uri.fsPath;
       config.cwd ??= dirname(outlineEditor.uri.fsPath);
       return;

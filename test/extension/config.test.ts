@@ -55,6 +55,17 @@ describe("Djinn extension: debug configurations", () => {
     assert.strictEqual(c.outlinePath, join(workspaceDir(), "tiny-4l.djinn"));
   });
 
+  it("uses the outline in the editor only for its own model (another model's outline is not overwritten)", async () => {
+    const a = await api();
+    const outline = join(workspaceDir(), "tiny-40l.djinn");
+    await vscode.window.showTextDocument(vscode.Uri.file(outline));
+    const same = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "djinn", request: "launch", name: "x", model: "tiny-40l" }))!;
+    assert.strictEqual(same.outlinePath, outline);
+    const other = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "djinn", request: "launch", name: "x", model: "tiny-4l" }))!;
+    assert.strictEqual(other.outlinePath, join(workspaceDir(), "tiny-4l.djinn"));
+    await vscode.commands.executeCommand("workbench.action.closeActiveEditor");
+  });
+
   it("refuses local-server attributes together with a server address", async () => {
     const a = await api();
     const c = await a.configProvider.resolveDebugConfiguration(folder(), { type: "djinn", request: "launch", name: "x", server: "127.0.0.1:5556", device: "cuda" });
