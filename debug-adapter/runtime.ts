@@ -10,6 +10,8 @@ import {
   EventKind,
   resilientEvents,
   KvLocation,
+  READY_PREFIX,
+  readyLine,
   SessionState,
   StepKind,
   StopPoint,
@@ -175,9 +177,17 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
           extraArgs: cfg.serverArgs,
           env,
           startTimeoutMs: 900_000,
+          // Server output is not an error: the ready line becomes one plain line, trace lines go to the console.
           onLog: (line) => {
-            if (line.startsWith("Djinn serving")) this.emit("log", { text: line, category: "console" });
-            else if (cfg.trace) this.emit("log", { text: line, category: "stderr" });
+            if (line.startsWith(READY_PREFIX)) {
+              let text = line;
+              try {
+                text = readyLine(JSON.parse(line.slice(READY_PREFIX.length)));
+              } catch {
+                /* keep the raw line */
+              }
+              this.emit("log", { text, category: "console" });
+            } else if (cfg.trace && !line.startsWith("Djinn serving")) this.emit("log", { text: line, category: "console" });
           },
         });
       } finally {

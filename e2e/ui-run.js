@@ -100,6 +100,22 @@ async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') 
       await page.waitForFunction((t) => document.querySelector('.monaco-workbench').className.includes(t), /Light/.test(THEME) ? ' vs ' : 'vs-dark');
     });
 
+    await step('the Exp 3 picker on this CPU machine pre-selects a CPU run (no exp3.yaml)', async () => {
+      const yaml = path.join(WS, 'exp3.yaml');
+      fs.renameSync(yaml, yaml + '.off');
+      try {
+        await palette('Djinn: Run Exp 3 Memory-Pressure Test');
+        const active = page.locator('.quick-input-list .monaco-list-row.focused').first();
+        await active.waitFor({ timeout: 15000 });
+        const text = await active.innerText();
+        await shot(page, '00-exp3-picker');
+        if (!/CPU|Quick/.test(text) || /GPU/.test(text)) throw new Error(`pre-selected: ${JSON.stringify(text)}`);
+        await page.keyboard.press('Escape');
+      } finally {
+        fs.renameSync(yaml + '.off', yaml);
+      }
+    });
+
     await step('Djinn: Open Model Outline opens the outline with syntax colouring', async () => {
       await palette('Djinn: Open Model Outline');
       await page.locator('.tab', { hasText: OUTLINE }).first().waitFor();
@@ -128,11 +144,11 @@ async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') 
       await page.keyboard.type(CONFIG); // not fill(): the picker's box holds a prefix
       await page.keyboard.press('Enter');
       await page.locator('.debug-toolbar').waitFor({ state: 'visible', timeout: 60000 });
-      const threads = page.locator('.debug-call-stack .monaco-list-row', { hasText: /session \d+ .*paused @ layers\.10/ });
+      const threads = page.locator('.debug-call-stack .monaco-list-row', { hasText: /s\d+ · L10 · / });
       const end = Date.now() + 60000;
       while ((await threads.count()) < 4) { if (Date.now() > end) throw new Error(`${await threads.count()} paused session threads`); await page.waitForTimeout(250); }
       await page.locator('.debug-call-stack .monaco-list-row', { hasText: /^layers\.10 · input/ }).first().waitFor();
-      // A wider side bar, so the thread names ("session 1 (prompt 1) · paused @ layers.10 · KV on host") show.
+      // Short thread names ("s1 · L10 · host · …") read at the default width; a wider side bar shows the prompts too.
       const sb = await page.locator('.part.sidebar').boundingBox();
       if (sb) {
         await page.mouse.move(sb.x + sb.width + 1, sb.y + 200);
@@ -173,6 +189,42 @@ async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') 
       await shot(page, '04-tensor-viewer', 'vscode-tensor-viewer');
     });
 
+    await step('two more View Tensors open as tabs in the one viewer group (no new split)', async () => {
+      for (const row of ['[0]', '[1]']) {
+        const r = page.locator('.debug-variables .monaco-list-row', { hasText: new RegExp('^\\' + row.replace(']', '\\]')) }).first();
+        await r.click({ button: 'right' });
+        const item = page.getByRole('menuitem', { name: 'View Tensor' }).first();
+        await item.waitFor();
+        await item.hover();
+        await page.keyboard.press('Enter');
+        await page.locator('.tab', { hasText: `Tensor hidden${row}` }).first().waitFor({ timeout: 30000 });
+      }
+      const groups = await page.locator('.editor-group-container').count();
+      const viewers = await page.locator('.tab', { hasText: /^Tensor / }).count();
+      await shot(page, '04b-three-viewers');
+      if (viewers < 3) throw new Error(`${viewers} tensor viewer tabs`);
+      if (groups > 2) throw new Error(`${groups} editor groups (the outline's and one for the viewers expected)`);
+    });
+
+    await step('Set Value… on a tensor pre-fills an expression, not the statistics line', async () => {
+      const hidden = page.locator('.debug-variables .monaco-list-row', { hasText: /^hidden/ }).first();
+      await hidden.click({ button: 'right' });
+      const item = page.getByRole('menuitem', { name: 'Set Value…' }).first();
+      await item.waitFor();
+      await item.hover();
+      await page.keyboard.press('Enter');
+      const input = page.locator('.quick-input-widget input');
+      await input.waitFor({ state: 'visible' });
+      const value = await input.inputValue();
+      if (!/^hidden\b/.test(value) || /μ=/.test(value)) throw new Error(`pre-filled ${JSON.stringify(value)}`);
+      await shot(page, '04c-set-value');
+      await page.keyboard.press('Enter'); // hidden * 1.0: the same values, written back
+      await input.waitFor({ state: 'hidden' });
+      await page.waitForTimeout(500);
+      const err = page.locator('.notifications-toasts .notification-toast', { hasText: /Djinn.*(cannot|failed|error)/i });
+      if (await err.count()) throw new Error(await err.first().innerText());
+    });
+
     await step('Djinn: Show VRAM Panel renders live telemetry and the session strip', async () => {
       await palette('Djinn: Show VRAM Panel');
       const f = await webviewFrame('vram');
@@ -185,6 +237,27 @@ async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') 
       await tryPalette('View: Toggle Maximize Editor Group');
     });
 
+    await step('after Continue, VARIABLES describes the new stop that CALL STACK shows', async () => {
+      const scope = page.locator('.debug-variables .monaco-list-row', { hasText: /^Session$/ }).first();
+      await scope.waitFor();
+      if ((await scope.getAttribute('aria-expanded')) !== 'true') await scope.locator('.monaco-tl-twistie').click();
+      const position = page.locator('.debug-variables .monaco-list-row', { hasText: /^position/ }).first();
+      await position.waitFor();
+      if (!/prefill/.test(await position.innerText())) throw new Error(`before: ${await position.innerText()}`);
+      await page.locator('.debug-toolbar .codicon-debug-continue').first().click();
+      // The focused thread stops again at layers.10 of its next token.
+      await page.locator('.debug-call-stack .monaco-list-row', { hasText: /decode of token 1\b/ }).first().waitFor({ timeout: 60000 });
+      const end = Date.now() + 20000;
+      for (;;) {
+        const text = await page.locator('.debug-variables').innerText();
+        if (/decode of token 1\b/.test(text) && !/stale|unknown/.test(text)) break;
+        if (Date.now() > end) throw new Error(`VARIABLES: ${text.replace(/\s+/g, ' ').slice(0, 300)}`);
+        await page.waitForTimeout(250);
+      }
+      await page.mouse.move(5, 450);
+      await shot(page, '08-after-continue');
+    });
+
     await step('stop debugging', async () => {
       await page.keyboard.press('Shift+F5');
       await page.locator('.debug-toolbar').waitFor({ state: 'hidden', timeout: 30000 });
@@ -192,7 +265,13 @@ async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') 
 
     await step('Djinn: Run Exp 3 from the palette: progress, VRAM panel live, report at the end', async () => {
       await palette('Djinn: Run Exp 3 Memory-Pressure Test');
-      await page.locator('.notifications-toasts .notification-toast', { hasText: 'Djinn Exp 3' }).first().waitFor({ timeout: 30000 });
+      // The window's server (the debug session's: 0.034 GB, 32-token context) does not fit
+      // exp3.yaml's run: the extension asks; restart it as the run wants (one server per window).
+      const restart = page.locator('.monaco-dialog-box .monaco-button', { hasText: /^Restart it with/ }).first();
+      await restart.waitFor({ timeout: 15000 });
+      await shot(page, '06a-exp3-asks');
+      await restart.click();
+      await page.locator('.notifications-toasts .notification-toast', { hasText: 'Djinn Exp 3' }).first().waitFor({ timeout: 60000 });
       const f = await webviewFrame('vram');
       await waitInFrame(f, () => document.body.dataset.status === 'live' && Number(document.body.dataset.swaps) >= 10, null, 60000, 'swaps during Exp 3');
       await shot(page, '06-exp3-running', 'vscode-exp3-running');

@@ -55,7 +55,7 @@ before(async () => {
       for (let off = 0; off < TENSOR.length; off += size) {
         const first = off === 0;
         call.write({
-          summary: first ? { name: call.request.name, dtype: "uint8", shape: [5000], min: 0, max: 250, mean: 0, std: 0, l2Norm: 0, nanCount: 0, infCount: 0, numel: 5000, writable: false, description: "", computeMs: 0 } : undefined,
+          summary: first ? { name: call.request.name, dtype: "uint8", shape: [5000], min: 0, max: 250, mean: 0, std: 0, l2Norm: 0, nanCount: 0, infCount: 0, numel: 5000, writable: false, description: "", computeMs: 0, values: [] } : undefined,
           sliceShape: first ? [5000] : [],
           dtype: first ? "uint8" : "",
           offset: off,
