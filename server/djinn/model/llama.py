@@ -64,26 +64,29 @@ class Attention(nn.Module):
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def attend(self, q: Tensor, k_all: Tensor, v_all: Tensor, input_pos: int) -> Tensor:
-        """q: [H, T, Dh] at positions input_pos.., k_all/v_all: [Hkv, input_pos+T, Dh] -> [T, D]."""
+        """q: [H, T, Dh] at positions input_pos.., k_all/v_all: [Hkv, input_pos+T, Dh] -> [T, D].
+
+        Grouped-query attention reads the cached K/V in place: query head h uses KV head
+        h // (H / Hkv), as repeat_interleave would, without copying the cache every step.
+        """
         H, T, Dh = q.shape
-        S = k_all.shape[1]
-        if self.args.n_kv_heads != self.args.n_heads:
-            rep = self.args.n_heads // self.args.n_kv_heads
-            k_all = k_all.repeat_interleave(rep, dim=0)
-            v_all = v_all.repeat_interleave(rep, dim=0)
+        Hkv, S = k_all.shape[0], k_all.shape[1]
+        gqa = Hkv != H
         if T == 1:
             # Decode: one query row. The plain (math) kernel on 3-D inputs measured 3x faster
             # here than the fused kernels on the H200 (28 vs 95 ms/token for Llama-2-13B).
-            out = F.scaled_dot_product_attention(q, k_all, v_all)
+            # With GQA the H/Hkv query heads of one KV head are the rows of one batch entry.
+            out = F.scaled_dot_product_attention(q.reshape(Hkv, H // Hkv, Dh), k_all, v_all).reshape(H, 1, Dh)
         else:
             # Prefill: 4-D [1, H, T, Dh] so SDPA can pick a fused kernel instead of
             # materialising the [H, T, S] attention matrix (6.5 GB at 4096 tokens).
+            kw = {"enable_gqa": True} if gqa else {}
             if input_pos == 0 and S == T:
-                out = F.scaled_dot_product_attention(q[None], k_all[None], v_all[None], is_causal=True)[0]
+                out = F.scaled_dot_product_attention(q[None], k_all[None], v_all[None], is_causal=True, **kw)[0]
             else:
                 # Chunk appended after earlier tokens: token i sees everything up to input_pos + i.
                 mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=input_pos)
-                out = F.scaled_dot_product_attention(q[None], k_all[None], v_all[None], attn_mask=mask)[0]
+                out = F.scaled_dot_product_attention(q[None], k_all[None], v_all[None], attn_mask=mask, **kw)[0]
         return self.o_proj(out.transpose(0, 1).reshape(T, H * Dh))
 
 
