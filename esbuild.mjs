@@ -5,6 +5,7 @@
 // must stay out of out/test/, where `node --test out/test/` would pick it up.
 // Usage: node esbuild.mjs [--tests | --ext-tests] [--watch] [--minify]
 import * as esbuild from "esbuild";
+import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 
@@ -32,6 +33,18 @@ const testRoots = ["test/client", "test/exp3", "test/unit", "test/adapter"];
 
 const args = new Set(process.argv.slice(2));
 
+// The commit the bundles are built from (with "+dirty" for uncommitted changes): recorded by
+// Exp 3 where the code runs outside a checkout (an installed .vsix, a copy on the device).
+function buildCommit() {
+  try {
+    const git = (a) => execFileSync("git", a, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    const head = git(["rev-parse", "HEAD"]);
+    return /^[0-9a-f]{40}$/.test(head) ? head + (git(["status", "--porcelain", "--untracked-files=no"]) ? "+dirty" : "") : "";
+  } catch {
+    return "";
+  }
+}
+
 const common = {
   bundle: true,
   platform: "node",
@@ -42,6 +55,7 @@ const common = {
   external: ["*.node", "vscode"],
   logLevel: "info",
   minify: args.has("--minify"),
+  define: { __DJINN_BUILD_COMMIT__: JSON.stringify(buildCommit()) },
 };
 
 function findTests(dir) {

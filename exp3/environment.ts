@@ -4,7 +4,7 @@ import * as os from "node:os";
 import { findRootFrom } from "../client/repoRoot";
 
 export interface GitInfo {
-  /** the 40-hex HEAD, $DJINN_COMMIT, or "unknown" (not a checkout, or no git) */
+  /** the 40-hex HEAD, $DJINN_COMMIT, the commit the bundle was built from, or "unknown" */
   commit: string;
   /** uncommitted changes to tracked files (absent when no checkout was found) */
   dirty?: boolean;
@@ -13,6 +13,9 @@ export interface GitInfo {
 }
 
 const MARKER = "proto/djinn/v1/djinn.proto";
+/** The commit the bundle was built from (esbuild.mjs defines it; "" when built outside a checkout). */
+declare const __DJINN_BUILD_COMMIT__: string | undefined;
+const BUILT_FROM = typeof __DJINN_BUILD_COMMIT__ === "string" ? __DJINN_BUILD_COMMIT__ : "";
 
 /**
  * The commit of the Djinn code: the first of `dirs` whose Djinn root (the folder holding
@@ -20,7 +23,7 @@ const MARKER = "proto/djinn/v1/djinn.proto";
  * is inside some other repository (an installed extension under a versioned home) does not
  * count: the marker must be tracked there.
  */
-export function gitInfo(dirs: Array<string | undefined>, git = "git"): GitInfo {
+export function gitInfo(dirs: Array<string | undefined>, git = "git", builtFrom = BUILT_FROM): GitInfo {
   const seen = new Set<string>();
   for (const dir of dirs) {
     const root = dir ? findRootFrom(dir) : undefined;
@@ -38,7 +41,11 @@ export function gitInfo(dirs: Array<string | undefined>, git = "git"): GitInfo {
       // Not a checkout (a copied tree, an installed extension), or git is missing: the next one.
     }
   }
-  return { commit: process.env.DJINN_COMMIT?.trim() || "unknown" };
+  // Outside a checkout: $DJINN_COMMIT, else the commit this bundle was built from.
+  const env = process.env.DJINN_COMMIT?.trim();
+  if (env) return { commit: env };
+  if (builtFrom) return { commit: builtFrom.replace(/\+dirty$/, ""), dirty: builtFrom.endsWith("+dirty") };
+  return { commit: "unknown" };
 }
 
 export interface Environment {

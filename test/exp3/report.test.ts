@@ -105,8 +105,12 @@ test("environment: the commit from git, with a dirty flag; unknown outside a che
     const copy = join(tmp, "copy");
     mkdirSync(join(copy, "proto/djinn/v1"), { recursive: true });
     writeFileSync(join(copy, "proto/djinn/v1/djinn.proto"), "x\n");
-    assert.deepEqual(gitInfo([copy]), { commit: "unknown" });
-    assert.deepEqual(gitInfo([repo], join(tmp, "no-such-git")), { commit: "unknown" });
+    assert.deepEqual(gitInfo([copy], "git", ""), { commit: "unknown" });
+    assert.deepEqual(gitInfo([repo], join(tmp, "no-such-git"), ""), { commit: "unknown" });
+    // ... unless the bundle knows the commit it was built from (esbuild.mjs defines it)
+    const built = "0123456789abcdef0123456789abcdef01234567";
+    assert.deepEqual(gitInfo([copy], "git", built + "+dirty"), { commit: built, dirty: true });
+    assert.deepEqual(gitInfo([copy], "git", built), { commit: built, dirty: false });
     // a copy inside an unrelated repository does not take that repository's commit
     const outer = join(tmp, "outer");
     mkdirSync(join(outer, "ext/proto/djinn/v1"), { recursive: true });
@@ -115,7 +119,7 @@ test("environment: the commit from git, with a dirty flag; unknown outside a che
     git(outer, "init", "-q");
     git(outer, "add", "README");
     git(outer, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x");
-    assert.deepEqual(gitInfo([join(outer, "ext")]), { commit: "unknown" });
+    assert.deepEqual(gitInfo([join(outer, "ext")], "git", ""), { commit: "unknown" });
     // the first checkout of the list wins; $DJINN_COMMIT when there is none
     assert.equal(gitInfo([copy, repo]).commit, head);
     process.env.DJINN_COMMIT = "from-env";
