@@ -27,7 +27,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "or auto:F = weights + workspace + F x (--plan-sessions x KV of --plan-context tokens)")
     p.add_argument("--plan-sessions", type=int, default=50, help="for --vram-budget-gb auto:F")
     p.add_argument("--plan-context", type=int, default=2048, help="for --vram-budget-gb auto:F")
-    p.add_argument("--host-pool-gb", type=float, default=None, help="pinned host pool for swapped KV (default 96 on CUDA, 2 on the CPU)")
+    p.add_argument("--host-pool-gb", type=float, default=None, help="pinned host pool for swapped KV (default 96 on CUDA, "
+                   "2 on the CPU); pinned in the background after the weights load, so the server is ready first")
+    p.add_argument("--host-pool-wait-s", type=float, default=60, help="a session created while the host pool is still "
+                   "being pinned waits at most this long for room in it, then is refused (RESOURCE_EXHAUSTED)")
     p.add_argument("--max-context", type=int, default=None, help="largest context a session may ask for (default 2048 on CUDA, 1024 on the CPU; the workspace is measured at this length)")
     p.add_argument("--swap-policy", default="pressure", choices=["pressure", "eager"],
                    help="pressure: swap paused sessions out only when room is needed; eager: at every stop")
@@ -128,7 +131,8 @@ async def serve(a, state, log=print) -> int:
     ready = dict(address=address, model=a.model, device=str(state.device), device_name=state.device_name(),
                  dtype=str(state.dtype).replace("torch.", ""), budget_bytes=state.ledger.budget,
                  weights_bytes=state.ledger.weights, workspace_bytes=state.ledger.workspace,
-                 host_pool_bytes=state.pool.nbytes, startup_seconds=state.startup_seconds, pid=os.getpid(),
+                 host_pool_bytes=state.pool.nbytes, host_pool_pinned_bytes=state.pool.pinned_bytes,
+                 startup_seconds=state.startup_seconds, pid=os.getpid(),
                  tls=bool(a.tls_cert), auth=state.users.required)
     log("DJINN_READY " + json.dumps(ready))
     log(state.summary_line(address))
@@ -163,7 +167,8 @@ def main(argv=None) -> int:
     cuda = a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
     opts = Options(model=a.model, device=a.device, gpu=a.gpu, dtype=a.dtype,
                    budget=a.vram_budget_gb or ("80" if cuda else "8"), plan_sessions=a.plan_sessions,
-                   plan_context=a.plan_context, host_pool_gb=a.host_pool_gb, max_context=a.max_context,
+                   plan_context=a.plan_context, host_pool_gb=a.host_pool_gb, host_pool_wait_s=a.host_pool_wait_s,
+                   max_context=a.max_context,
                    swap_policy=a.swap_policy, seed=a.seed, token=a.token, tokens_file=a.tokens_file,
                    cap_allocator=not a.no_allocator_cap, lease_s=a.lease_s, retire_s=a.retire_s,
                    quantum_ms=a.quantum_ms, patience_ms=a.patience_ms, expr_max_elements=a.expr_max_elements, expr_max_ms=a.expr_max_ms,

@@ -207,7 +207,10 @@ class DjinnService(pb_grpc.DjinnServicer):
                     traps=traps, owner=who.user, creator=who.key)
         s.client_traps[who.key] = traps
         s.holders.add(who.key)
-        self.sched.add(s)
+        if self.state.pool.pinning:   # its host region may wait for a chunk still being pinned: not on the loop
+            await asyncio.to_thread(self.sched.add, s)
+        else:
+            self.sched.add(s)
         return convert.session_info(s, who.key)
 
     @rpc

@@ -38,6 +38,8 @@ class Options:
     plan_sessions: int = 50
     plan_context: int = 2048
     host_pool_gb: float | None = None
+    host_pool_chunk_gb: float = 2.0  # pinned (and handed out) in chunks of about this size, in order
+    host_pool_wait_s: float = 60.0   # a session created while the pool is pinning waits this long for room
     max_context: int | None = None
     swap_policy: str = "pressure"
     seed: int = 0
@@ -73,7 +75,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 class ServerState:
-    def __init__(self, opts: Options, log=print):
+    def __init__(self, opts: Options, log=lambda line: print(line, flush=True)):
         t0 = time.perf_counter()
         self.opts, self.stopping = opts, False
         self.server_id = uuid.uuid4().hex
@@ -114,10 +116,15 @@ class ServerState:
             torch.cuda.set_per_process_memory_fraction(frac, self.device)
             self.allocator_capped = True
         pool_gb = opts.host_pool_gb if opts.host_pool_gb is not None else (96.0 if cuda else 2.0)
-        tp = time.perf_counter()
+        # Chunks: a whole number of planned regions, at least one region of the largest context,
+        # about host_pool_chunk_gb (small chunks in order: the first sessions find room within
+        # about a second). On CUDA they are pinned in the background: the server serves meanwhile.
         region = self._kv_bytes(opts.plan_context) + self.act_bytes(opts.plan_context)
-        self.pool = HostPool(int(pool_gb * GB), pin=cuda, chunk_bytes=region * max(1, int(8 * GB // region)))
-        self.pool_seconds = time.perf_counter() - tp
+        largest = self._kv_bytes(max_ctx) + self.act_bytes(max_ctx)
+        per_chunk = max(1, -(-largest // region), int(opts.host_pool_chunk_gb * GB // region))
+        self.pool = HostPool(int(pool_gb * GB), pin=cuda, chunk_bytes=region * per_chunk, background=cuda,
+                             wait_s=opts.host_pool_wait_s, on_done=lambda pool: self._pool_done(pool, log),
+                             device=self.device.index if cuda else None)
         self.hub = EventHub(keep_bytes=int(opts.replay_mb * 1e6), encode=lambda ev: convert.event(ev).SerializeToString())
         self.scheduler = Scheduler(self.engine, Swapper(self.device, self.pool), self.pool, ledger, self.hub,
                                    opts.swap_policy, snapshot=convert.session_info, quantum_ms=opts.quantum_ms,
@@ -184,6 +191,16 @@ class ServerState:
             return int(ledger.fixed + frac * self.opts.plan_sessions * per)
         return int(float(b) * GB)
 
+    @staticmethod
+    def _pool_done(pool: HostPool, log) -> None:
+        """On the pinning thread, once the pool is complete (or stopped short)."""
+        if pool.error:
+            log(f"djinn: host pool pinning stopped at {pool.pinned_bytes / GB:.1f} of {pool.nbytes / GB:.1f} GB: "
+                f"{pool.error}")
+        elif pool.pinned:
+            log(f"djinn: host pool pinned: {pool.nbytes / GB:.1f} GB in {len(pool.sizes)} chunks, "
+                f"{pool.pin_seconds:.1f} s")
+
     def _sample_peaks(self) -> None:
         while not self.stopping and self.nvml.handle:
             self.nvml_peak = max(self.nvml_peak, self.nvml.used())
@@ -213,7 +230,9 @@ class ServerState:
             dtype=str(self.dtype).replace("torch.", ""), device=str(self.device), device_name=self.device_name(),
             memory=pb.MemoryInfo(budget_bytes=L.budget, weights_bytes=L.weights, workspace_bytes=L.workspace,
                                  host_pool_bytes=self.pool.nbytes, kv_bytes_per_token=a.kv_bytes_per_token(self.itemsize),
-                                 device_total_bytes=self.nvml.total(), allocator_capped=self.allocator_capped),
+                                 device_total_bytes=self.nvml.total(), allocator_capped=self.allocator_capped,
+                                 host_pool_pinned_bytes=self.pool.pinned_bytes,
+                                 host_pool_pin_seconds=self.pool.pin_seconds),
             modules=[pb.ModuleNode(**m) for m in self.modules], swap_policy=self.opts.swap_policy,
             torch_version=torch.__version__, startup_seconds=self.startup_seconds, event_seq=self.hub.last_seq,
             user=who.user, admin=who.admin, client_id=who.client, lease_seconds=self.opts.lease_s, tls=self.opts.tls,
@@ -256,7 +275,8 @@ class ServerState:
                       for s in sessions if who.may_see(s.owner)],
             accounted_peak_bytes=max(L.peak, accounted), nvml_peak_bytes=self.nvml_peak,
             auth_failures=self.users.failures, clients_connected=connected, open_streams=streams,
-            device_error=sched.device_error)
+            device_error=sched.device_error, host_pool_pinned_bytes=self.pool.pinned_bytes,
+            host_pool_pin_seconds=self.pool.pin_seconds, host_pool_error=self.pool.error)
         wire = sample.SerializeToString()
         self._samples[key] = (now, sample, wire)
         return sample, wire
@@ -266,10 +286,21 @@ class ServerState:
         return (f"Djinn serving {self.opts.model} ({self.dtype}) on {self.device} [{self.device_name()}] at {address}: "
                 f"weights {L.weights / GB:.2f} GB, workspace {L.workspace / GB:.2f} GB, overhead {L.overhead / GB:.2f} GB, "
                 f"budget {L.budget / GB:.2f} GB{' (allocator capped)' if self.allocator_capped else ''}, "
-                f"host pool {self.pool.nbytes / GB:.1f} GB{' pinned' if self.pool.pinned else ''} "
-                f"(allocated in {self.pool_seconds:.1f} s), max context {self.engine.max_context}, "
+                f"host pool {self.pool.nbytes / GB:.1f} GB{self._pool_state()}, max context {self.engine.max_context}, "
                 f"swap policy {self.opts.swap_policy}; ready in {self.startup_seconds:.1f} s")
+
+    def _pool_state(self) -> str:
+        p = self.pool
+        if p.error:
+            return f" ({p.pinned_bytes / GB:.1f} GB of it usable: {p.error})"
+        if p.pinning:
+            return (f" {'pinning' if p.pinned else 'allocating'} in the background ({p.pinned_bytes / GB:.1f} GB so far, "
+                    f"{len(p.sizes)} chunks)")
+        return f" pinned in {p.pin_seconds:.1f} s" if p.pinned else ""
 
     def shutdown(self) -> None:
         self.stopping = True
         self.scheduler.shutdown()
+        # Pinning may still be running: stop it, wait for the chunks in flight, unregister. If the
+        # worker did not stop, a copy may still use the pool: leave its memory registered.
+        self.pool.close(timeout=30.0, unregister=not self.scheduler.thread.is_alive())
