@@ -96,6 +96,8 @@ export class Exp3Runner {
       budgetGb: args.budgetGb,
       hostPoolGb: args.hostPoolGb,
       maxContext: args.context,
+      // an auto budget is a fraction of the KV of this run's sessions
+      planSessions: typeof args.budgetGb === "string" ? args.sessions : undefined,
     });
     let server: PaletteServer | undefined = current;
     if (noPrompt) {

@@ -31,6 +31,8 @@ export interface WantedServer {
   hostPoolGb?: number;
   /** the longest context a session will ask for (a local server's --max-context) */
   maxContext?: number;
+  /** with an auto budget: how many sessions it is planned for (default djinn.plan.sessions) */
+  planSessions?: number;
   pythonPath?: string;
   env?: Record<string, string>;
   /** extra server flags (launch.json's serverArgs; tests: --test-fault-injection) */
@@ -312,7 +314,7 @@ export class ServerManager implements vscode.Disposable {
         device: started.device,
         dtype: started.dtype,
         budgetGb: started.budgetGb,
-        ...(isAutoBudget(started.budgetGb) ? { planSessions: s.planSessions, planContext: started.maxContext } : {}),
+        ...(isAutoBudget(started.budgetGb) ? { planSessions: overrides.planSessions ?? s.planSessions, planContext: started.maxContext } : {}),
         hostPoolGb: started.hostPoolGb,
         maxContext: started.maxContext,
         port: overrides.port,
