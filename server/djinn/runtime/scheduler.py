@@ -7,6 +7,13 @@ wait for the result; they never touch the GPU. Policy:
   session served least recently, so nobody waits behind another's long generation. A
   swapped-out session whose turn it is lets resident ones go first for at most `patience`,
   and only then may it push a runnable session out: fewer copies, a bounded wait;
+- prefetch: fair turns know who runs next (the runnable session served least recently after
+  the one starting its turn). If that one's KV is on the host, its swap-in starts now, on the
+  in-copy stream, while the current session computes; the Prefetch RPC does the same for a
+  paused session the user is about to continue. Both make room as a resume does (`_make_resident`,
+  `_victim`: least recently paused first) but evict paused sessions only, never a runnable one
+  nor one a Prefetch brought back in the last `prefetch_hold` seconds; they start nothing
+  unless the room can be had that way. Such a swap-in's SWAP_IN event says "prefetch";
 - to make room, swap out paused sessions, least recently paused first, then idle running
   ones; if nothing can go, the session waits (a `waiting` event), it never runs out of memory;
 - a device fault (a CUDA error poisons the whole context) fails every session, says why
@@ -30,7 +37,7 @@ from .host_pool import HostPool, HostPoolFull
 from .memory import Ledger
 from .session import CLOSED, FAILED, FINISHED, PAUSED, RUNNING, Session
 from .stops import check_stop
-from .swap import DEVICE, MOVING_IN, MOVING_OUT, NONE, SwapRecord, Swapper
+from .swap import DEVICE, HOST, MOVING_IN, MOVING_OUT, NONE, SwapRecord, Swapper
 
 
 
@@ -41,7 +48,7 @@ class _Deferred(Exception):
 class Scheduler:
     def __init__(self, engine: Engine, swapper: Swapper, pool: HostPool, ledger: Ledger, hub: EventHub,
                  swap_policy: str = "pressure", snapshot=None, quantum_ms: float = 0.0,
-                 patience_ms: float = 200.0):
+                 patience_ms: float = 200.0, prefetch_hold_ms: float = 5000.0):
         self.engine, self.swapper, self.pool, self.ledger, self.hub = engine, swapper, pool, ledger, hub
         self.swap_policy = swap_policy
         self.snapshot = snapshot or (lambda s: None)
@@ -59,6 +66,13 @@ class Scheduler:
         self.on_device_failed = lambda reason: None
         self._chores: list = []                # [fn, every_s, next_due]
         self._turns = 0                        # turn counter: who was served least recently
+        # Prefetch. A session a Prefetch brought back is spared by other prefetches this long
+        # (never by a resume: it is an ordinary resident paused session, evicted as any other).
+        self.prefetch_hold = prefetch_hold_ms / 1e3
+        self._held: dict[int, float] = {}      # session id -> when a Prefetch started bringing it back
+        self._notes: dict[int, str] = {}       # session id -> text of the SWAP_IN of a prefetch in flight
+        self._pending: dict[int, Session] = {}  # prefetches whose room is still being copied out
+        self.prefetches = {"requested": 0, "next_in_line": 0}   # swap-ins started by each kind
         ledger.bind(lambda: sum(s.memory.device_bytes() for s in list(self.sessions.values())))
         self.thread = threading.Thread(target=self._loop, name="djinn-gpu-worker", daemon=True)
 
@@ -124,7 +138,34 @@ class Scheduler:
         s.results.clear()
         s.step_kind, s.step_from_pass = step_kind, s.pass_index
         s.state, s.stop_reason, s.hit_ids, s.ready_at = RUNNING, "", [], time.monotonic()
+        self._held.pop(s.id, None)
+        self._pending.pop(s.id, None)   # runnable now: its turn brings it back (or the next-in-line prefetch)
         self._publish("resumed", s)
+        if self._running is not None:   # mid-pass: maybe it is next in line after the session computing now
+            self._prefetch_next(self._running)
+
+    def prefetch(self, s: Session) -> str:
+        """The Prefetch RPC (worker thread): the caller will continue paused `s` soon. If its KV
+        is on the host, its swap-in starts now (async on CUDA), making room as a resume would but
+        evicting paused sessions only (not running ones, not ones just prefetched). Returns what
+        happened: "resident" (on the device or on its way: nothing to do), "started" (the swap-in
+        is under way or done), "queued" (the evictions that make its room are still copying out:
+        the swap-in starts as they land). No room that way: RESOURCE_EXHAUSTED, nothing evicted."""
+        if s.state != PAUSED:
+            raise precondition(f"session {s.id} is {s.state}, not paused: only a paused session can be prefetched "
+                               "(a runnable one is brought back at its turn)")
+        if s.id in self._pending:
+            return "queued"
+        if s.memory.location not in (HOST, MOVING_OUT):
+            return "resident"
+        if not self._room_for(s):
+            raise exhausted(f"no room to prefetch session {s.id} ({s.memory.total_bytes / 1e9:.3f} GB): the VRAM "
+                            "budget is held by running sessions and sessions prefetched in the last "
+                            f"{self.prefetch_hold:g} s; nothing was evicted, and a Continue still brings it back")
+        now = time.monotonic()
+        s.paused_at = now       # a look is a use: the least recently paused go first, not this one
+        self._held[s.id] = now
+        return self._prefetch_in(s, "prefetch", "requested")
 
     def pause(self, s: Session) -> None:
         if s.state == RUNNING:
@@ -138,8 +179,13 @@ class Scheduler:
             self._complete(s, block=True)
         self.swapper.free(s.memory)
 
+    def _forget(self, s: Session) -> None:
+        for marks in (self._held, self._notes, self._pending):
+            marks.pop(s.id, None)
+
     def close(self, s: Session, why: str = "") -> None:
         self._release(s)
+        self._forget(s)
         s.state = CLOSED
         with self.lock:
             self.sessions.pop(s.id, None)
@@ -148,6 +194,7 @@ class Scheduler:
 
     def retire(self, s: Session) -> None:
         """Forgets an ended session (its memory is already free)."""
+        self._forget(s)
         with self.lock:
             self.sessions.pop(s.id, None)
 
@@ -209,6 +256,8 @@ class Scheduler:
         self._run_commands()
         self._chores_due()
         self._finish_flights(block=False)
+        if self._pending:
+            self._retry_prefetches()
         s = self._pick()
         if s is None:
             self._idle(0.002 if self._in_flight() else 0.05)
@@ -241,6 +290,7 @@ class Scheduler:
                 self._idle(0.002)
             return
         s.waiting = False
+        self._prefetch_next(s)   # who runs after s: its swap-in overlaps s's compute
         self._run(s)
 
     def _idle(self, seconds: float) -> None:
@@ -309,6 +359,7 @@ class Scheduler:
         eng = self.engine
         t0 = time.monotonic()
         try:
+            self.swapper.await_in(s.memory)   # a prefetch's copy may still be in flight: its kernels wait for it
             if not s.started:
                 eng.begin(s)
                 if self._maybe_stop(s):
@@ -348,6 +399,7 @@ class Scheduler:
     def _finish(self, s: Session) -> None:
         s.ended_at = time.monotonic()
         self._release(s)
+        self._forget(s)
         self.ledger.note()
         self._publish("finished", s, text=s.text)
 
@@ -357,11 +409,15 @@ class Scheduler:
             self._release(s)
         except Exception:  # noqa: BLE001 - the session is already failed; free what can be freed
             self.swapper.free(s.memory)
+        self._forget(s)
         self.ledger.note()
         self._publish("error", s, text=s.error)
 
     # ------------------------------------------------------------ memory
-    def _make_resident(self, s: Session, evict_running: bool = True) -> bool:
+    def _make_resident(self, s: Session, evict_running: bool = True, prefetch: bool = False) -> bool:
+        """True once s is on the device or on its way (MOVING_IN); False if it must wait for room.
+        `prefetch`: the swap-in is a prefetch's (the compute stream does not wait for it; victims
+        exclude sessions just prefetched)."""
         mem = s.memory
         if mem.location in (DEVICE, MOVING_IN):
             return True
@@ -372,30 +428,98 @@ class Scheduler:
             leaving = sum(v.memory.device_bytes() for v in list(self.sessions.values()) if v.memory.location == MOVING_OUT)
             if leaving and self.ledger.accounted() - leaving + need <= self.ledger.budget:
                 return False     # copies in flight already make enough room: evict nobody else
-            victim = self._victim(exclude=s, running_too=evict_running)
+            victim = self._victim(exclude=s, running_too=evict_running, spare_held=prefetch)
             if victim is None:
                 return False
             self._swap_out(victim)
         if mem.location == NONE:
             self.swapper.allocate(mem)
         else:
-            self._record(s, self.swapper.swap_in(mem))
+            self._record(s, self.swapper.swap_in(mem, wait=not prefetch))
         self.ledger.note()
         return True
 
-    def _victim(self, exclude: Session, running_too: bool = True) -> Session | None:
+    def _victim(self, exclude: Session, running_too: bool = True, spare_held: bool = False) -> Session | None:
         """Who leaves the device: never `exclude`, nor the session mid-pass on the worker (a
-        command served between two of its pieces may need room for another session)."""
+        command served between two of its pieces may need room for another session); with
+        `spare_held` (a prefetch making room), never a session a Prefetch just brought back."""
         with self.lock:
             resident = [v for v in self.sessions.values()
                         if v is not exclude and v is not self._running and v.memory.location == DEVICE]
-        paused = sorted((v for v in resident if v.state == PAUSED), key=lambda v: v.paused_at)
+        paused = sorted((v for v in resident if v.state == PAUSED and not (spare_held and self._is_held(v))),
+                        key=lambda v: v.paused_at)
         if paused:
             return paused[0]
         if not running_too:
             return None
         idle = sorted((v for v in resident if v.state == RUNNING), key=lambda v: v.last_run)
         return idle[0] if idle else None
+
+    # ------------------------------------------------------------ prefetch
+    def _is_held(self, v: Session) -> bool:
+        t = self._held.get(v.id)
+        return t is not None and time.monotonic() - t < self.prefetch_hold
+
+    def _room_for(self, s: Session) -> bool:
+        """Whether a prefetch of s can have its room: free budget, plus what is already being
+        copied out, plus the paused sessions it may evict (_victim with spare_held, running_too off)."""
+        with self.lock:
+            others = [v for v in self.sessions.values() if v is not s]
+        leaving = sum(v.memory.device_bytes() for v in others if v.memory.location == MOVING_OUT)
+        evictable = sum(v.memory.device_bytes() for v in others
+                        if v is not self._running and v.memory.location == DEVICE and v.state == PAUSED
+                        and not self._is_held(v))
+        free = self.ledger.budget - self.ledger.accounted()
+        if s.memory.location == MOVING_OUT:   # its own copy out is counted as on the device until it lands
+            free += s.memory.device_bytes()
+        return free + leaving + evictable >= s.memory.total_bytes
+
+    def _prefetch_in(self, s: Session, note: str, kind: str) -> str:
+        """Starts s's swap-in as a prefetch (its SWAP_IN text is `note`); "started", or "queued"
+        when the evictions that make its room are still in flight (retried as they land)."""
+        self._notes[s.id] = note
+        try:
+            started = self._make_resident(s, evict_running=False, prefetch=True)
+        except torch.OutOfMemoryError:   # the allocator disagrees with the ledger: a prefetch is only a hint
+            started = False
+        finally:
+            if s.memory.location != MOVING_IN:   # landed (CPU: _record took the note) or not started
+                self._notes.pop(s.id, None)
+        if started:
+            self._pending.pop(s.id, None)
+            self.prefetches[kind] += 1
+            return "started"
+        if self._in_flight():
+            self._pending[s.id] = s
+            return "queued"
+        self._pending.pop(s.id, None)
+        return "resident" if s.memory.location == DEVICE else "no room"
+
+    def _retry_prefetches(self) -> None:
+        for sid, s in list(self._pending.items()):
+            if s.state == PAUSED and s.memory.location == HOST:
+                self._prefetch_in(s, "prefetch", "requested")
+            elif s.state == RUNNING and s.memory.location == HOST:
+                self._prefetch_in(s, "prefetch: next in line", "next_in_line")
+            else:
+                self._pending.pop(sid, None)
+
+    def _prefetch_next(self, current: Session) -> None:
+        """Fair turns: after `current`, the runnable session served least recently runs. If its
+        KV is on the host, start its swap-in now so that it overlaps current's compute, when the
+        room can be had from free budget and paused sessions (never a runnable one)."""
+        with self.lock:
+            others = [v for v in self.sessions.values() if v.state == RUNNING and v is not current]
+        nxt = min(others, key=lambda v: (v.turn, v.id), default=None)
+        if nxt is None or nxt.memory.location != HOST or nxt.id in self._pending or not self._room_for(nxt):
+            return
+        try:
+            self._prefetch_in(nxt, "prefetch: next in line", "next_in_line")
+        except Exception as e:  # noqa: BLE001 - a hint must not cost the turn of the session about to run
+            if is_device_fault(e):
+                raise
+            self.hub.publish(ServerEvent(kind="error", session_id=0, text=f"prefetch of session {nxt.id}: "
+                                                                          f"{type(e).__name__}: {e}"))
 
     def _swap_out(self, s: Session) -> None:
         if s.memory.location == DEVICE:
@@ -426,7 +550,8 @@ class Scheduler:
         else:
             s.swap_ins, s.last_swap_in_ms = s.swap_ins + 1, rec.ms
         self.ledger.note()
-        self._publish("swap_" + rec.direction, s, nbytes=rec.nbytes, ms=rec.ms)
+        note = self._notes.pop(s.id, "") if rec.direction == "in" else ""
+        self._publish("swap_" + rec.direction, s, nbytes=rec.nbytes, ms=rec.ms, text=note)
 
     def _publish(self, kind: str, s: Session, **kw) -> None:
         self.hub.publish(ServerEvent(kind=kind, session_id=s.id, snapshot=self.snapshot(s), owner=s.owner, **kw))

@@ -35,6 +35,7 @@ class _Flight:
     nbytes: int
     keep: list          # device tensors kept alive until a swap-out copy finished
     t0: float = 0.0
+    waited: bool = True  # swap-in: the compute stream already waits for its end event
 
 
 @dataclass
@@ -133,7 +134,11 @@ class Swapper:
         return None
 
     # -------------------------------------------------------------- swap in
-    def swap_in(self, mem: SessionMemory) -> SwapRecord | None:
+    def swap_in(self, mem: SessionMemory, wait: bool = True) -> SwapRecord | None:
+        """Starts the copy back to the device. `wait`: the compute stream waits for it now (its
+        next kernels are this session's); a prefetch passes False, so the kernels of whatever
+        runs meanwhile do not queue behind the copy, and calls await_in before the session's own
+        first kernel."""
         assert mem.location == HOST, mem.location
         host_kv = self._host_kv(mem)
         kv = torch.empty(mem.kv_shape, dtype=mem.dtype, device=self.device)
@@ -155,10 +160,20 @@ class Swapper:
             for dst, src in pairs:
                 dst.copy_(src, non_blocking=True)
             end.record()
-        compute.wait_event(end)  # later kernels on this session wait for the data, the CPU does not
-        mem.flight = _Flight("in", start, end, nbytes, [])
+        if wait:
+            compute.wait_event(end)  # later kernels on this session wait for the data, the CPU does not
+        mem.flight = _Flight("in", start, end, nbytes, [], waited=wait)
         mem.location = MOVING_IN
         return None
+
+    def await_in(self, mem: SessionMemory) -> None:
+        """Before a session's first kernel after a prefetch (swap_in with wait=False): the current
+        stream waits for the copy still in flight (the CPU does not). Once poll has seen the copy
+        land, or on the CPU, there is nothing to wait for."""
+        f = mem.flight
+        if f is not None and f.direction == "in" and not f.waited:
+            torch.cuda.current_stream(self.device).wait_event(f.end)
+            f.waited = True
 
     # -------------------------------------------------------------- completion
     def poll(self, mem: SessionMemory, block: bool = False) -> SwapRecord | None:

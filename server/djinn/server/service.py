@@ -304,6 +304,15 @@ class DjinnService(pb_grpc.DjinnServicer):
         await self._work(lambda: self.sched.pause(s))
         return convert.session_info(s, who.key)
 
+    @rpc
+    async def Prefetch(self, r, context):
+        """A hint: the caller will continue this paused session soon. Its swap-in starts now (see
+        Scheduler.prefetch); the answer does not wait for the copy (its SWAP_IN event says "prefetch")."""
+        who = self._who(context)
+        s = self._session(who, r.session_id)
+        await self._work(lambda: self.sched.prefetch(s))
+        return convert.session_info(s, who.key)
+
     # ------------------------------------------------------------ tensors
     @rpc
     async def ListTensors(self, r, context):
