@@ -205,6 +205,16 @@ export class DjinnClient {
     return this.unary("pause", { sessionId });
   }
 
+  /**
+   * A hint that this paused session will be continued soon: the server starts bringing its KV
+   * back to the device now (its SWAP_IN event's text starts with "prefetch") and answers at once.
+   * Already resident: nothing happens. Not paused: FAILED_PRECONDITION; no room without evicting
+   * a running or just-prefetched session: RESOURCE_EXHAUSTED (a continue still brings it back).
+   */
+  prefetch(sessionId: number): Promise<SessionInfo> {
+    return this.unary("prefetch", { sessionId });
+  }
+
   listTensors(sessionId: number): Promise<TensorList> {
     return this.unary("listTensors", { sessionId });
   }

@@ -77,6 +77,8 @@ export interface RtSession {
   lastEventAt: number;
   /** resumes this adapter asked for whose RESUMED event has not come yet */
   expectResumes: number;
+  /** the epoch (stop) for which this adapter last sent Prefetch: at most one per stop */
+  prefetchEpoch?: number;
 }
 
 export interface StoppedEvt {
@@ -497,6 +499,21 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
     s.stop = undefined;
     s.tensors = undefined;
     this.emit("resumed", { sessionId: s.id, byUs });
+  }
+
+  /**
+   * The user looks at this paused thread (its stack or scopes): if its KV is on the host, ask the
+   * server to start bringing it back now (Prefetch), so that a continue does not wait for the
+   * copy. At most once per stop; not under the server's eager swap policy (it keeps paused
+   * sessions off the device on purpose). Fire and forget: a failure goes to `onError` only.
+   */
+  prefetch(sessionId: number, onError: (e: Error) => void): void {
+    const s = this.sessions.get(sessionId);
+    if (!s || s.ended || !s.stop || !this.client || this.disposed || s.info.state !== SessionState.SESSION_STATE_PAUSED) return;
+    if (s.info.kvLocation !== KvLocation.KV_LOCATION_HOST && s.info.kvLocation !== KvLocation.KV_LOCATION_MOVING_OUT) return;
+    if (s.prefetchEpoch === s.epoch || this.info?.swapPolicy === "eager") return;
+    s.prefetchEpoch = s.epoch;
+    this.client.prefetch(sessionId).catch(onError);
   }
 
   async pause(sessionId: number): Promise<void> {

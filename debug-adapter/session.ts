@@ -359,6 +359,11 @@ export class DjinnDebugSession extends LoggingDebugSession {
     }
   }
 
+  /** A look at a paused thread (stack, scopes): its KV starts coming back if it is on the host; errors only with trace. */
+  private prefetch(s: RtSession): void {
+    this.runtime.prefetch(s.id, (e) => logger.verbose(`djinn: prefetch of s${s.id}: ${message(e)}`));
+  }
+
   /** The user is looking at this thread (a scopes, evaluate-with-frame or resume request of it). */
   private focus(threadId: number): void {
     this.focusedThread = threadId;
@@ -855,6 +860,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
         this.sendResponse(response);
         return;
       }
+      this.prefetch(s);
       const p = i.position;
       const mod = moduleName(p.layer, p.point);
       const frames: DebugProtocol.StackFrame[] = [];
@@ -898,6 +904,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
       const s = this.sessionOfFrame(args.frameId);
       this.focus(s.id);
       if (s.info.state !== SessionState.SESSION_STATE_PAUSED) throw new VariableError(`session ${s.id} is ${stateName(s.info.state)}: scopes exist only while it is paused`);
+      this.prefetch(s);
       response.body = { scopes: this.vars.scopes(s.id) };
       this.sendResponse(response);
     });
