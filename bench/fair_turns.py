@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -28,10 +27,8 @@ from djinn.server.state import Options, ServerState  # noqa: E402
 
 
 def commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True).strip()
-    except Exception:  # noqa: BLE001
-        return "unknown"
+    from perf_common import code_commit
+    return code_commit()
 
 
 def b_next_stop(c: Client, b_id: int) -> float:

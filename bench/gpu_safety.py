@@ -185,10 +185,8 @@ def main() -> int:
 
 
 def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True).strip()
-    except Exception:  # noqa: BLE001
-        return os.environ.get("DJINN_COMMIT", "unknown")
+    from perf_common import code_commit
+    return code_commit()
 
 
 if __name__ == "__main__":

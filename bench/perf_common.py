@@ -14,6 +14,20 @@ ALLOC_CONF = "expandable_segments:True"
 _T0 = time.perf_counter()
 
 
+def code_commit() -> str:
+    """The commit of the code that runs: $DJINN_COMMIT when set (a copy on the device, whose
+    enclosing checkout can answer git with a stale HEAD), else git's HEAD, else "unknown"."""
+    env = os.environ.get("DJINN_COMMIT", "").strip()
+    if env:
+        return env
+    import subprocess
+    try:
+        return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=HERE, text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
 def use_server_package() -> None:
     """Makes `import djinn` (and server/tests' loadgen) importable."""
     for p in (SERVER_DIR, os.path.join(SERVER_DIR, "tests")):
