@@ -98,7 +98,8 @@ export type RuntimeEvents = {
   swap: [{ sessionId: number; direction: "out" | "in"; bytes: number; ms: number }];
   progressStart: [{ id: string; title: string; message?: string }];
   progressEnd: [{ id: string; message?: string }];
-  log: [{ text: string; category: "console" | "stderr" | "important" }];
+  /** stdout: routine information (plain in VS Code); console: worth a look (VS Code shows it as a warning) */
+  log: [{ text: string; category: "stdout" | "console" | "stderr" | "important" }];
   /** every session this launch created has ended; `why` when it was not their own doing (the device failed) */
   allEnded: [{ why?: string }];
   serverLost: [{ message: string }];
@@ -179,7 +180,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
           extraArgs: cfg.serverArgs,
           env,
           startTimeoutMs: 900_000,
-          // Server output is not an error: the ready line becomes one plain line, trace lines go to the console.
+          // Server output is not an error: the ready line becomes one plain line; trace lines are plain output too.
           onLog: (line) => {
             if (line.startsWith(READY_PREFIX)) {
               let text = line;
@@ -188,8 +189,8 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
               } catch {
                 /* keep the raw line */
               }
-              this.emit("log", { text, category: "console" });
-            } else if (cfg.trace && !line.startsWith("Djinn serving")) this.emit("log", { text: line, category: "console" });
+              this.emit("log", { text, category: "stdout" });
+            } else if (cfg.trace && !line.startsWith("Djinn serving")) this.emit("log", { text: line, category: "stdout" });
           },
         });
       } finally {

@@ -235,7 +235,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
       this.shownNames.delete(sessionId);
       this.stoppedAt.delete(sessionId);
       const s = rt.sessions.get(sessionId);
-      this.send(new OutputEvent(`${endLine(sessionId, state, text, s?.info)}\n`, state === SessionState.SESSION_STATE_FAILED ? "stderr" : "console", { sessionId, state: stateName(state), text }));
+      this.send(new OutputEvent(`${endLine(sessionId, state, text, s?.info)}\n`, state === SessionState.SESSION_STATE_FAILED ? "stderr" : "stdout", { sessionId, state: stateName(state), text }));
       this.send(new ThreadEvent("exited", sessionId));
     });
     rt.on("token", ({ sessionId, token, text, generated, index, max }) => {
@@ -243,7 +243,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
       this.scheduleThreadRefresh();
     });
     rt.on("swap", ({ sessionId, direction, bytes, ms }) => {
-      this.send(new OutputEvent(`${swapLine(sessionId, direction, bytes, ms)}\n`, "console", { sessionId, swap: direction, bytes, ms }));
+      this.send(new OutputEvent(`${swapLine(sessionId, direction, bytes, ms)}\n`, "stdout", { sessionId, swap: direction, bytes, ms }));
       this.scheduleThreadRefresh();
     });
     rt.on("sessionChanged", () => this.scheduleThreadRefresh());
@@ -441,7 +441,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
         this.sessionsCreated = true;
         this.applyStatuses(statuses, true);
         const where = this.runtime.localServer ? `a local server at ${this.runtime.localServer.address}` : cfg.server;
-        this.send(new OutputEvent(`djinn: ${cfg.sessions} session(s) of ${info.model?.name} on ${info.device} (${where})\n`, "console"));
+        this.send(new OutputEvent(`djinn: ${cfg.sessions} session(s) of ${info.model?.name} on ${info.device} (${where})\n`, "stdout"));
         this.sendResponse(response);
         if (this.runtime.list().length === 0 && !this.terminated) this.terminate("every session has finished");
       } catch (e) {
@@ -471,7 +471,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
         this.sessionsCreated = true;
         if (statuses) this.applyStatuses(statuses, true);
         else this.markPendingAsVerifiedLocally();
-        this.send(new OutputEvent(`djinn: attached to ${cfg.server} (${info.model?.name} on ${info.device}): ${this.runtime.list().length} session(s)\n`, "console"));
+        this.send(new OutputEvent(`djinn: attached to ${cfg.server} (${info.model?.name} on ${info.device}): ${this.runtime.list().length} session(s)\n`, "stdout"));
         this.sendResponse(response);
         for (const s of this.runtime.list()) {
           if (s.info.state === SessionState.SESSION_STATE_PAUSED && s.stop && this.announced.get(s.id) !== s.epoch) {
@@ -504,7 +504,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
         this.runtime.writeFile(path, text);
       }
       this.outlineFile = { path, parsed: parseOutline(text) };
-      this.send(new OutputEvent(`djinn: model outline ${path}\n`, "console"));
+      this.send(new OutputEvent(`djinn: model outline ${path}\n`, "stdout"));
     }
     // Breakpoints set before the model was known: check what can be checked without a session.
     for (const e of this.allEntries()) {
