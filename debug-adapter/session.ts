@@ -440,7 +440,13 @@ export class DjinnDebugSession extends LoggingDebugSession {
         const statuses = await this.runtime.createSessions(cfg);
         this.sessionsCreated = true;
         this.applyStatuses(statuses, true);
-        const where = this.runtime.localServer ? `a local server at ${this.runtime.localServer.address}` : cfg.server;
+        // The extension marks the window's server (one per window): say that it outlives this debug session.
+        const windows = cfg.server !== undefined && (args as { __djinnWindowServer?: unknown }).__djinnWindowServer === cfg.server;
+        const where = this.runtime.localServer
+          ? `a local server at ${this.runtime.localServer.address}`
+          : windows
+            ? `the window's server at ${cfg.server}; it keeps running after this debug session (Djinn: Stop Local Server stops it)`
+            : cfg.server;
         this.send(new OutputEvent(`djinn: ${cfg.sessions} session(s) of ${info.model?.name} on ${info.device} (${where})\n`, "stdout"));
         this.sendResponse(response);
         if (this.runtime.list().length === 0 && !this.terminated) this.terminate("every session has finished");

@@ -161,6 +161,44 @@ async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') 
       await shot(page, '02-callstack', 'vscode-callstack');
     });
 
+    await step('hovering attn in layers.10.attn shows the whole module; layers.10 in the Debug Console describes it', async () => {
+      const pos = await page.evaluate(() => {
+        for (const line of document.querySelectorAll('.monaco-editor .view-line')) {
+          const i = line.textContent.indexOf('layers.10.attn');
+          if (i < 0) continue;
+          const target = i + 'layers.10.at'.length; // inside "attn"
+          const walker = document.createTreeWalker(line, NodeFilter.SHOW_TEXT);
+          let n, acc = 0;
+          while ((n = walker.nextNode())) {
+            if (acc + n.length > target) {
+              const r = document.createRange();
+              r.setStart(n, target - acc);
+              r.setEnd(n, target - acc + 1);
+              const b = r.getBoundingClientRect();
+              return { x: b.x + b.width / 2, y: b.y + b.height / 2 };
+            }
+            acc += n.length;
+          }
+        }
+        return null;
+      });
+      if (!pos) throw new Error('layers.10.attn is not on screen');
+      await page.mouse.move(pos.x - 30, pos.y);
+      await page.mouse.move(pos.x, pos.y, { steps: 4 });
+      await page.locator('.monaco-hover, .debug-hover-widget', { hasText: /layers\.10\.attn · attention/ }).first().waitFor({ timeout: 15000 });
+      await shot(page, '02b-hover-module');
+      await page.mouse.move(5, 450);
+      await tryPalette('Debug Console: Focus on Debug Console View');
+      const input = page.locator('.repl-input-wrapper .monaco-editor').first();
+      await input.waitFor();
+      await input.click();
+      await page.keyboard.type('layers.10');
+      await page.keyboard.press('Enter');
+      await page.locator('.repl .monaco-list-row', { hasText: /layers\.10 · layer · [\d,]+ params/ }).first().waitFor({ timeout: 15000 });
+      await shot(page, '02c-console-module');
+      await closePanel();
+    });
+
     await step('expand a tensor (hidden) in VARIABLES', async () => {
       const hidden = page.locator('.debug-variables .monaco-list-row', { hasText: /^hidden/ }).first();
       await hidden.waitFor();
@@ -312,7 +350,10 @@ async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') 
       const f = await webviewFrame('vram');
       // A 4-session run on the already started window's server takes a second or two: the panel
       // may have moved on from 'live' by now; what it must show is the run's swaps.
-      await waitInFrame(f, () => Number(document.body.dataset.swaps) >= 10, null, 60000, 'swaps during Exp 3');
+      await waitInFrame(f, () => {
+        const m = /swaps out \/ in\s*(\d+) \/ (\d+)/.exec(document.body.innerText);
+        return Number(document.body.dataset.swaps) >= 10 || (m && Number(m[1]) >= 10 && Number(m[2]) >= 10);
+      }, null, 60000, 'swaps during Exp 3');
       await shot(page, '06-exp3-running', 'vscode-exp3-running');
       const report = await webviewFrame('Exp 3 report', 180000);
       await waitInFrame(report, () => document.querySelector('#status')?.textContent === 'SUCCESS', null, 5000, 'status SUCCESS');

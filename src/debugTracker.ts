@@ -2,7 +2,6 @@
 // refreshes or marks itself stale), and, once a session is launched, where its server is
 // (offered to the monitor, so the VRAM panel and the status bar follow the debug session).
 import * as vscode from "vscode";
-import { formatGb } from "../client";
 import type { Monitor } from "./monitor";
 
 interface ThreadEvt {
@@ -72,12 +71,6 @@ export class DebugTracker implements vscode.Disposable {
       const windows = c.__djinnWindowServer === r.address;
       // the window's server: the same address as the palette's, so the same history (no reconnect)
       this.monitor.offer({ id: `debug:${session.id}`, address: r.address, token, caFile, label: windows ? `the window's server (debug session '${session.name}')` : `debug session '${session.name}'` });
-      if (windows && vscode.debug.activeDebugSession?.id === session.id) {
-        const budget = this.monitor.serverInfo?.memory?.budgetBytes;
-        vscode.debug.activeDebugConsole.appendLine(
-          `Djinn server ready at ${r.address} (${[r.model, r.device, budget ? `budget ${formatGb(budget)} GB` : ""].filter(Boolean).join(", ")}): the window's server; it keeps running after this debug session (Djinn: Stop Local Server stops it).`,
-        );
-      }
     } catch (e) {
       this.log(`debug session ${session.name}: djinn/serverInfo failed: ${(e as Error).message}`);
     }
