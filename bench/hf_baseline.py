@@ -24,16 +24,9 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf_common import log, prompt_tokens, set_alloc_conf, summary, use_server_package  # noqa: E402
+from perf_common import log, prompt_tokens, set_alloc_conf, summary, sync, use_server_package  # noqa: E402
 
 TAG = "hf"
-
-
-def sync(dev) -> None:
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def hf_config(args):

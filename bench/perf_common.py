@@ -28,6 +28,14 @@ def code_commit() -> str:
         return "unknown"
 
 
+def sync(dev) -> None:
+    """Waits for the device's queued work (timed regions are bracketed by it); nothing on the CPU."""
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def use_server_package() -> None:
     """Makes `import djinn` (and server/tests' loadgen) importable."""
     for p in (SERVER_DIR, os.path.join(SERVER_DIR, "tests")):

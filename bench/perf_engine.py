@@ -25,16 +25,9 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf_common import log, prompt_tokens, set_alloc_conf, summary, use_server_package  # noqa: E402
+from perf_common import log, prompt_tokens, set_alloc_conf, summary, sync, use_server_package  # noqa: E402
 
 TAG = "engine"
-
-
-def sync(dev) -> None:
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def run_pass(eng, s, check_stop) -> None:

@@ -2,6 +2,7 @@
 // that records every event (DebugClient.waitForEvent only sees events after the call), and
 // a launch sequence like VS Code's.
 import assert from "node:assert/strict";
+import { after, before } from "node:test";
 import { existsSync } from "node:fs";
 import { connect, createServer, type AddressInfo, type Server as NetServer, type Socket } from "node:net";
 import { join } from "node:path";
@@ -260,4 +261,51 @@ export class FlakyProxy {
     this.cut();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
+}
+
+/**
+ * One CPU server with the eager swap policy (every stop swaps the session's KV to the host)
+ * shared by a test file, and adapters that replace each other: each `adapter()` stops the
+ * previous one first (a launch closes its sessions). Call at the top level of the file.
+ */
+export function sharedEagerServer(): {
+  readonly server: LocalServer;
+  readonly client: DjinnClient;
+  adapter(): Promise<{ dc: DC; ev: Recorder }>;
+  /** stops the adapter of the previous test (for a test that makes no adapter of its own) */
+  release(): Promise<void>;
+} {
+  let server: LocalServer | undefined;
+  let client: DjinnClient | undefined;
+  const open: DC[] = [];
+  before(async () => {
+    ({ server, client } = await testServer(["--swap-policy", "eager"]));
+  });
+  after(async () => {
+    for (const dc of open.splice(0)) await stop(dc);
+    client?.close();
+    await server?.stop();
+  });
+  return {
+    get server() {
+      return server!;
+    },
+    get client() {
+      return client!;
+    },
+    async release() {
+      for (const dc of open.splice(0)) await stop(dc);
+    },
+    async adapter() {
+      for (const dc of open.splice(0)) await stop(dc);
+      const a = await newClient();
+      open.push(a.dc);
+      return a;
+    },
+  };
+}
+
+export async function threadNames(dc: DC): Promise<Map<number, string>> {
+  const t = await dc.threadsRequest();
+  return new Map(t.body.threads.map((x) => [x.id, x.name]));
 }

@@ -2,62 +2,32 @@
 // stop swaps the session's KV to the host pool, so every tensor read brings it back).
 // Each test launches (or attaches) its own adapter with `server`.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import type { DebugProtocol } from "@vscode/debugprotocol";
-import { DjinnClient, SessionState, type LocalServer } from "../../client";
+import { SessionState } from "../../client";
 import { decode } from "../../debug-adapter/variables";
 import { DjinnDebugSession } from "../../debug-adapter/session";
 import {
   close,
-  newClient,
   parseSummary,
   readMemory,
   setExpression,
   promptTokens,
   scopeRef,
   start,
-  stop,
   topFrame,
   variable,
   waitFor,
-  type DC,
-  type Recorder,
   type Stopped,
+  sharedEagerServer,
+  threadNames,
 } from "./helpers";
-import { testServer } from "./helpers";
 
-let server: LocalServer;
-let client: DjinnClient;
-
-before(async () => {
-  ({ server, client } = await testServer(["--swap-policy", "eager"]));
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
-});
-
-const open: DC[] = [];
-after(async () => {
-  for (const dc of open) await stop(dc);
-});
-
-/** A new adapter; the previous test's one is stopped first (a launch closes its sessions). */
-async function adapter(): Promise<{ dc: DC; ev: Recorder }> {
-  for (const dc of open.splice(0)) await stop(dc);
-  const a = await newClient();
-  open.push(a.dc);
-  return a;
-}
-
-async function threadNames(dc: DC): Promise<Map<number, string>> {
-  const t = await dc.threadsRequest();
-  return new Map(t.body.threads.map((x) => [x.id, x.name]));
-}
+const shared = sharedEagerServer();
+const adapter = shared.adapter;
 
 async function sample() {
-  const stream = client.telemetry({ intervalMs: 20 });
+  const stream = shared.client.telemetry({ intervalMs: 20 });
   const s = await new Promise<import("../../client").TelemetrySample>((resolve) => stream.once("sample", resolve));
   stream.cancel();
   return s;
@@ -66,7 +36,7 @@ async function sample() {
 test("8 sessions are 8 threads; one is continued while the other seven stay paused", async () => {
   const { dc, ev } = await adapter();
   const prompts = Array.from({ length: 8 }, (_, i) => promptTokens(10 + i));
-  await start(dc, ev, "launch", { server: server.address, prompt: prompts, maxNewTokens: 3, breakpoints: [3] });
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: prompts, maxNewTokens: 3, breakpoints: [3] });
   const stops: Stopped[] = [];
   for (let i = 0; i < 8; i++) stops.push(await ev.stopped());
   const ids = stops.map((s) => s.body.threadId).sort((a, b) => a - b);
@@ -89,7 +59,7 @@ test("8 sessions are 8 threads; one is continued while the other seven stay paus
   const st = await dc.stackTraceRequest({ threadId: chosen });
   assert.match(st.body.stackFrames.map((f) => f.name).join(" | "), /decode of token 1/);
   for (const id of ids.filter((x) => x !== chosen)) {
-    const info = await client.getSession(id);
+    const info = await shared.client.getSession(id);
     assert.equal(info.state, SessionState.SESSION_STATE_PAUSED);
     assert.equal(info.position?.tokenIndex, 0, `session ${id} stayed in its prefill`);
     assert.equal(info.generatedTokens.length, 0);
@@ -102,13 +72,13 @@ test("8 sessions are 8 threads; one is continued while the other seven stay paus
   const exited = ev.next<DebugProtocol.ThreadEvent>("thread", (e) => e.body.reason === "exited" && e.body.threadId === gone);
   await dc.customRequest("terminateThreads", { threadIds: [gone] });
   await exited;
-  await assert.rejects(client.getSession(gone), /NOT_FOUND/);
+  await assert.rejects(shared.client.getSession(gone), /NOT_FOUND/);
   assert.equal((await dc.threadsRequest()).body.threads.length, 7);
 });
 
 test("stack, scopes and tensor summaries match the server; paging a slice; readMemory; swap-in progress", async () => {
   const { dc, ev } = await adapter();
-  await start(dc, ev, "launch", { server: server.address, prompt: [promptTokens(3, 20)], maxNewTokens: 2 }, { functionBreakpoints: [{ name: "layers.10.attn" }] });
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: [promptTokens(3, 20)], maxNewTokens: 2 }, { functionBreakpoints: [{ name: "layers.10.attn" }] });
   const stop1 = await ev.stopped();
   const tid = stop1.body.threadId;
   assert.equal(stop1.body.reason, "function breakpoint");
@@ -145,13 +115,13 @@ test("stack, scopes and tensor summaries match the server; paging a slice; readM
 
   // The summary line is the server's own line (format_summary_line, which adds inf=0) ...
   const hiddenVar = acts.body.variables.find((x) => x.name === "hidden")!;
-  const serverLine = (await client.evaluate({ sessionId: tid, expression: "hidden + 0" })).value;
+  const serverLine = (await shared.client.evaluate({ sessionId: tid, expression: "hidden + 0" })).value;
   assert.equal(`${hiddenVar.value} inf=0`, serverLine);
   // ... and each summary's numbers are the server's.
   for (const name of ["hidden", "attn_out", "q", "k_cache"]) {
     const v = acts.body.variables.find((x) => x.name === name)!;
     const mine = parseSummary(v.value);
-    const theirs = await client.getTensorSummary(tid, name);
+    const theirs = await shared.client.getTensorSummary(tid, name);
     assert.equal(mine.dtype, "f32");
     assert.deepEqual(mine.shape, theirs.shape);
     assert.ok(close(mine.mean, theirs.mean) || Math.abs(mine.mean - theirs.mean) < 1e-6, `${name} mean ${mine.mean} vs ${theirs.mean}`);
@@ -178,26 +148,26 @@ test("stack, scopes and tensor summaries match the server; paging a slice; readM
   assert.equal(row6.indexedVariables, 128);
   const elems = await dc.variablesRequest({ variablesReference: row6.variablesReference, filter: "indexed", start: 10, count: 4 });
   assert.deepEqual(elems.body.variables.map((v) => v.name), ["[10]", "[11]", "[12]", "[13]"]);
-  const truth = await client.getTensor({ sessionId: tid, name: "attn_out", slice: [{ start: 6, stop: 7, step: 0 }, { start: 10, stop: 14, step: 0 }] });
+  const truth = await shared.client.getTensor({ sessionId: tid, name: "attn_out", slice: [{ start: 6, stop: 7, step: 0 }, { start: 10, stop: 14, step: 0 }] });
   const want = decode(truth.data, truth.dtype);
   elems.body.variables.forEach((v, i) => assert.ok(close(Number(v.value), want[i], 1e-5), `${v.value} vs ${want[i]}`));
   assert.equal(elems.body.variables[2].evaluateName, "attn_out[6, 12]");
   // the preview of a row is its first values
   const first = Number(/\[([^,\]]+),/.exec(row6.value.replace(/^f32\[128\] /, ""))![1]);
-  const row6Truth = decode((await client.getTensor({ sessionId: tid, name: "attn_out", slice: [{ start: 6, stop: 7, step: 0 }, { start: 0, stop: 1, step: 0 }] })).data, "float32");
+  const row6Truth = decode((await shared.client.getTensor({ sessionId: tid, name: "attn_out", slice: [{ start: 6, stop: 7, step: 0 }, { start: 0, stop: 1, step: 0 }] })).data, "float32");
   assert.ok(close(first, row6Truth[0], 1e-5));
 
   // readMemory: raw float32 bytes of a region, byte-exact.
   const mem = await readMemory(dc, { memoryReference: row6.memoryReference!, offset: 40, count: 64 });
   const bytes = Buffer.from(mem.body!.data!, "base64");
-  const rowBytes = (await client.getTensor({ sessionId: tid, name: "attn_out", slice: [{ start: 6, stop: 7, step: 0 }] })).data;
+  const rowBytes = (await shared.client.getTensor({ sessionId: tid, name: "attn_out", slice: [{ start: 6, stop: 7, step: 0 }] })).data;
   assert.deepEqual(bytes, rowBytes.subarray(40, 104));
   const whole = await readMemory(dc, { memoryReference: attnOut.memoryReference!, offset: 128 * 4 * 2 - 8, count: 24 });
-  const all = (await client.getTensor({ sessionId: tid, name: "attn_out" })).data;
+  const all = (await shared.client.getTensor({ sessionId: tid, name: "attn_out" })).data;
   assert.deepEqual(Buffer.from(whole.body!.data!, "base64"), all.subarray(128 * 4 * 2 - 8, 128 * 4 * 2 + 16));
 
   // KV cache scope: bytes, resident now, last swap times; Session scope; Logit lens = the server's.
-  const info = await client.getSession(tid);
+  const info = await shared.client.getSession(tid);
   assert.match((await variable(dc, kvRef, "bytes")).value, new RegExp(info.kvBytes.toLocaleString("en-US")));
   const kvs = (await dc.variablesRequest({ variablesReference: kvRef })).body.variables;
   assert.match(kvs.find((v) => v.name === "location")!.value, /resident/);
@@ -205,12 +175,12 @@ test("stack, scopes and tensor summaries match the server; paging a slice; readM
   assert.match(kvs.find((v) => v.name === "last swap in")!.value, /^\d+\.\d+ ms$/);
   const kc = kvs.find((v) => v.name === "k_cache")!;
   const kcv = await dc.variablesRequest({ variablesReference: kc.variablesReference });
-  assert.deepEqual(parseSummary(kcv.body.variables[0].value).shape, (await client.getTensorSummary(tid, "k_cache")).shape);
+  assert.deepEqual(parseSummary(kcv.body.variables[0].value).shape, (await shared.client.getTensorSummary(tid, "k_cache")).shape);
   const sess = (await dc.variablesRequest({ variablesReference: scopes.body.scopes[2].variablesReference })).body.variables;
   assert.match(sess.find((v) => v.name === "prompt tokens")!.value, /\(20\)$/);
   assert.match(sess.find((v) => v.name === "position")!.value, /prefill · positions 0\.\.19 · layer 10 after attention/);
   const lens = (await dc.variablesRequest({ variablesReference: scopes.body.scopes[3].variablesReference })).body.variables.slice(1);
-  const top = await client.logitLens({ sessionId: tid, topK: 10 });
+  const top = await shared.client.logitLens({ sessionId: tid, topK: 10 });
   assert.equal(lens.length, 10);
   lens.forEach((v, i) => assert.match(v.value, new RegExp(`\\(token ${top.top[i].token}\\)$`)));
 
@@ -222,13 +192,13 @@ test("stack, scopes and tensor summaries match the server; paging a slice; readM
 
 test("evaluate in the console, watch and hover (well under 500 ms); errors are the server's", async () => {
   const { dc, ev } = await adapter();
-  await start(dc, ev, "launch", { server: server.address, prompt: "Hello Djinn", maxNewTokens: 2, breakpoints: ["layers.20.mlp"] });
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: "Hello Djinn", maxNewTokens: 2, breakpoints: ["layers.20.mlp"] });
   const s = await ev.stopped();
   const f = await topFrame(dc, s.body.threadId);
   const tid = s.body.threadId;
 
   const n = await dc.evaluateRequest({ expression: "norm(hidden)", frameId: f.id, context: "repl" });
-  const theirs = await client.evaluate({ sessionId: tid, expression: "norm(hidden)" });
+  const theirs = await shared.client.evaluate({ sessionId: tid, expression: "norm(hidden)" });
   assert.equal(n.body.result, theirs.value);
   assert.equal(n.body.type, "number");
   const b = await dc.evaluateRequest({ expression: 'phase == "prefill" and layer == 20', frameId: f.id, context: "watch" });
@@ -239,7 +209,7 @@ test("evaluate in the console, watch and hover (well under 500 ms); errors are t
   assert.equal(t.body.indexedVariables, 16);
   const vals = await dc.variablesRequest({ variablesReference: t.body.variablesReference, filter: "indexed", start: 0, count: 16 });
   assert.equal(vals.body.variables.length, 16);
-  const direct = decode((await client.getTensor({ sessionId: tid, name: "mlp_out", slice: [{ start: -1, stop: 0, step: 0 }, { start: 0, stop: 16, step: 0 }] })).data, "float32");
+  const direct = decode((await shared.client.getTensor({ sessionId: tid, name: "mlp_out", slice: [{ start: -1, stop: 0, step: 0 }, { start: 0, stop: 16, step: 0 }] })).data, "float32");
   vals.body.variables.forEach((v, i) => assert.ok(close(Number(v.value), 2 * direct[i], 1e-5)));
   // without a frame: the last stopped session
   const noFrame = await dc.evaluateRequest({ expression: "session", context: "repl" });
@@ -269,7 +239,7 @@ test("evaluate in the console, watch and hover (well under 500 ms); errors are t
 test("setVariable / setExpression write an activation and the generated tokens change", async () => {
   const { dc, ev } = await adapter();
   const p = promptTokens(7, 24);
-  await start(dc, ev, "launch", { server: server.address, prompt: [p, p], maxNewTokens: 4 }, { functionBreakpoints: [{ name: "layers.20" }] });
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: [p, p], maxNewTokens: 4 }, { functionBreakpoints: [{ name: "layers.20" }] });
   const a = (await ev.stopped()).body.threadId;
   const b = (await ev.stopped()).body.threadId;
   const [steered, plain] = [Math.min(a, b), Math.max(a, b)];
@@ -286,14 +256,14 @@ test("setVariable / setExpression write an activation and the generated tokens c
   const row = (await dc.variablesRequest({ variablesReference: hidden.variablesReference, start: 2, count: 1 })).body.variables[0];
   const el = await dc.setVariableRequest({ variablesReference: row.variablesReference, name: "[5]", value: "1.5" });
   assert.equal(el.body.value, "1.5");
-  const check = decode((await client.getTensor({ sessionId: steered, name: "hidden", slice: [{ start: 2, stop: 3, step: 0 }, { start: 5, stop: 6, step: 0 }] })).data, "float32");
+  const check = decode((await shared.client.getTensor({ sessionId: steered, name: "hidden", slice: [{ start: 2, stop: 3, step: 0 }, { start: 5, stop: 6, step: 0 }] })).data, "float32");
   assert.equal(check[0], 1.5);
   // setExpression on a region, and from an expression
   const se = await setExpression(dc, { expression: "hidden[-1, :8]", value: "0", frameId: f.id });
   assert.equal(se.body.value, "f32[1, 8] [[0, 0, 0, 0, 0, 0, 0, 0]]");
   const sx = await setExpression(dc, { expression: "hidden[0]", value: "hidden[1] * 2", frameId: f.id });
   assert.match(sx.body.value, /^f32\[1, 128\]/);
-  const h01 = decode((await client.getTensor({ sessionId: steered, name: "hidden", slice: [{ start: 0, stop: 2, step: 0 }] })).data, "float32");
+  const h01 = decode((await shared.client.getTensor({ sessionId: steered, name: "hidden", slice: [{ start: 0, stop: 2, step: 0 }] })).data, "float32");
   assert.ok(close(h01[3], 2 * h01[128 + 3], 1e-6));
   await assert.rejects(setExpression(dc, { expression: "q[0]", value: "1", frameId: f.id }), /read-only/);
   await assert.rejects(setExpression(dc, { expression: "hidden[0]", value: "hidden[0:3]", frameId: f.id }), /elements/);
@@ -304,8 +274,8 @@ test("setVariable / setExpression write an activation and the generated tokens c
   const ends = [steered, plain].map((id) => ev.next<DebugProtocol.ThreadEvent>("thread", (e) => e.body.reason === "exited" && e.body.threadId === id));
   for (const id of [steered, plain]) await dc.continueRequest({ threadId: id });
   await Promise.all(ends);
-  const sa = await client.getSession(steered);
-  const sb = await client.getSession(plain);
+  const sa = await shared.client.getSession(steered);
+  const sb = await shared.client.getSession(plain);
   assert.equal(sa.generatedTokens.length, 4);
   assert.equal(sb.generatedTokens.length, 4);
   assert.notDeepEqual(sa.generatedTokens, sb.generatedTokens);
@@ -314,7 +284,7 @@ test("setVariable / setExpression write an activation and the generated tokens c
 
 test("conditions and hit counts are evaluated on the server", async () => {
   const { dc, ev } = await adapter();
-  const cfg = await start(dc, ev, "launch", { server: server.address, prompt: [promptTokens(21), promptTokens(22)], maxNewTokens: 5, stopOnEntry: true }, {
+  const cfg = await start(dc, ev, "launch", { server: shared.server.address, prompt: [promptTokens(21), promptTokens(22)], maxNewTokens: 5, stopOnEntry: true }, {
     functionBreakpoints: [
       { name: "layers.4", condition: "token >= 2" },
       { name: "layers.6.attn", hitCondition: "3" },
@@ -383,7 +353,7 @@ test("conditions and hit counts are evaluated on the server", async () => {
 
 test("exception filters: NaN (a NaN written by setExpression) and norm spike (a scaled residual) stop where activations go bad", async () => {
   const { dc, ev } = await adapter();
-  await start(dc, ev, "launch", { server: server.address, prompt: [promptTokens(5), promptTokens(6)], maxNewTokens: 3, breakpoints: [5] }, {
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: [promptTokens(5), promptTokens(6)], maxNewTokens: 3, breakpoints: [5] }, {
     exceptionFilters: ["nan"],
     filterOptions: [{ filterId: "normSpike", condition: "50" }],
   });
@@ -415,7 +385,7 @@ test("exception filters: NaN (a NaN written by setExpression) and norm spike (a 
 
 test("step granularity: step in = next sub-point, next = next layer, step out = next token; pause a running session", async () => {
   const { dc, ev } = await adapter();
-  await start(dc, ev, "launch", { server: server.address, prompt: [promptTokens(9)], maxNewTokens: 300, contextTokens: 320, stopOnEntry: true });
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: [promptTokens(9)], maxNewTokens: 300, contextTokens: 320, stopOnEntry: true });
   const e = await ev.stopped();
   assert.equal(e.body.reason, "entry");
   const tid = e.body.threadId;
@@ -447,19 +417,19 @@ test("step granularity: step in = next sub-point, next = next layer, step out = 
   const p = await ev.stopped(tid);
   assert.equal(p.body.reason, "pause");
   assert.match(await at(), /^layers\.\d+/);
-  const info = await client.getSession(tid);
+  const info = await shared.client.getSession(tid);
   assert.equal(info.state, SessionState.SESSION_STATE_PAUSED);
   assert.ok(info.generatedTokens.length < 300);
 });
 
 test("attach: sessions already on the server appear as threads; detaching leaves them", async () => {
   const pre = [
-    await client.createSession({ promptTokens: promptTokens(31), maxNewTokens: 3, breakpoints: [{ id: 900, layer: 2 }] }),
-    await client.createSession({ promptTokens: promptTokens(32), maxNewTokens: 3, breakpoints: [{ id: 901, layer: 2 }] }),
+    await shared.client.createSession({ promptTokens: promptTokens(31), maxNewTokens: 3, breakpoints: [{ id: 900, layer: 2 }] }),
+    await shared.client.createSession({ promptTokens: promptTokens(32), maxNewTokens: 3, breakpoints: [{ id: 901, layer: 2 }] }),
   ].map((s) => s.id);
-  await waitFor("both paused", async () => (await Promise.all(pre.map((id) => client.getSession(id)))).every((s) => s.state === SessionState.SESSION_STATE_PAUSED));
+  await waitFor("both paused", async () => (await Promise.all(pre.map((id) => shared.client.getSession(id)))).every((s) => s.state === SessionState.SESSION_STATE_PAUSED));
   const { dc, ev } = await adapter();
-  await start(dc, ev, "attach", { server: server.address });
+  await start(dc, ev, "attach", { server: shared.server.address });
   const stops = [await ev.stopped(), await ev.stopped()];
   assert.deepEqual(stops.map((s) => s.body.threadId).sort((a, b) => a - b), pre);
   assert.ok(stops.every((s) => s.body.reason === "breakpoint"));
@@ -470,21 +440,21 @@ test("attach: sessions already on the server appear as threads; detaching leaves
   await dc.continueRequest({ threadId: pre[0] });
   await ev.stopped(pre[0]);
   // a session created by someone else while attached appears as a thread
-  const late = await client.createSession({ promptTokens: promptTokens(33), maxNewTokens: 2, breakpoints: [{ id: 902, layer: 1 }] });
+  const late = await shared.client.createSession({ promptTokens: promptTokens(33), maxNewTokens: 2, breakpoints: [{ id: 902, layer: 1 }] });
   await ev.next<DebugProtocol.ThreadEvent>("thread", (e) => e.body.reason === "started" && e.body.threadId === late.id);
   await ev.stopped(late.id);
   await dc.disconnectRequest({});
   for (const id of [...pre, late.id]) {
-    const s = await client.getSession(id);
+    const s = await shared.client.getSession(id);
     assert.equal(s.state, SessionState.SESSION_STATE_PAUSED, `session ${id} left as it was`);
-    await client.closeSession(id);
+    await shared.client.closeSession(id);
   }
 });
 
 test("terminate frees the server's memory: the launch's sessions are closed", async () => {
   const base = await sample();
   const { dc, ev } = await adapter();
-  await start(dc, ev, "launch", { server: server.address, prompt: [promptTokens(41, 40), promptTokens(42, 40), promptTokens(43, 40)], maxNewTokens: 4, breakpoints: [2] });
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: [promptTokens(41, 40), promptTokens(42, 40), promptTokens(43, 40)], maxNewTokens: 4, breakpoints: [2] });
   const ids = [(await ev.stopped()).body.threadId, (await ev.stopped()).body.threadId, (await ev.stopped()).body.threadId];
   const held = await sample();
   assert.ok(held.hostPoolUsedBytes > base.hostPoolUsedBytes, "the sessions reserve host pool memory");
@@ -495,11 +465,11 @@ test("terminate frees the server's memory: the launch's sessions are closed", as
   assert.equal(freed.hostPoolUsedBytes, base.hostPoolUsedBytes);
   assert.equal(freed.residentKvBytes, base.residentKvBytes);
   assert.equal(freed.swappedKvBytes, base.swappedKvBytes);
-  for (const id of ids) await assert.rejects(client.getSession(id), /NOT_FOUND/);
+  for (const id of ids) await assert.rejects(shared.client.getSession(id), /NOT_FOUND/);
 });
 
 test("inline: the same session class runs in-process (as the extension host runs it), without stdio", async () => {
-  for (const dc of open.splice(0)) await stop(dc);
+  await shared.release();
   const session = new DjinnDebugSession();
   const messages: DebugProtocol.ProtocolMessage[] = [];
   const waiters: Array<(m: DebugProtocol.ProtocolMessage) => boolean> = [];
@@ -529,12 +499,12 @@ test("inline: the same session class runs in-process (as the extension host runs
     await assert.rejects(request("launch", { model: 3 }), /'model' must be a non-empty string/);
     await request("setFunctionBreakpoints", { breakpoints: [{ name: "layers.2" }] });
     await request("configurationDone");
-    await request("launch", { server: server.address, prompt: [promptTokens(51)], maxNewTokens: 2 });
+    await request("launch", { server: shared.server.address, prompt: [promptTokens(51)], maxNewTokens: 2 });
     const stopped = await until((m) => m.type === "event" && m.event === "stopped");
     const st = await request("stackTrace", { threadId: stopped.body.threadId });
     assert.match(st.body.stackFrames[0].name, /^layers\.2 · input/);
     await request("disconnect", {});
-    await assert.rejects(client.getSession(stopped.body.threadId), /NOT_FOUND/);
+    await assert.rejects(shared.client.getSession(stopped.body.threadId), /NOT_FOUND/);
   } finally {
     sub.dispose();
   }

@@ -4,47 +4,19 @@
 // small results as values, thread names that tell sessions apart and stay current, the
 // console's token lines, and VS Code's own Set Value kept off multi-element tensors.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import type { DebugProtocol } from "@vscode/debugprotocol";
-import { DjinnClient, type LocalServer } from "../../client";
 import { decode } from "../../debug-adapter/variables";
-import { newClient, promptTokens, scopeRef, start, stop, topFrame, variable, waitFor, close, type DC, type Recorder } from "./helpers";
-import { testServer } from "./helpers";
+import { close, promptTokens, scopeRef, sharedEagerServer, start, threadNames, topFrame, variable, waitFor, type Recorder } from "./helpers";
 
-let server: LocalServer;
-let client: DjinnClient;
-
-before(async () => {
-  ({ server, client } = await testServer(["--swap-policy", "eager"]));
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
-});
-
-const open: DC[] = [];
-after(async () => {
-  for (const dc of open) await stop(dc);
-});
-
-async function adapter(): Promise<{ dc: DC; ev: Recorder }> {
-  for (const dc of open.splice(0)) await stop(dc);
-  const a = await newClient();
-  open.push(a.dc);
-  return a;
-}
-
-async function threadNames(dc: DC): Promise<Map<number, string>> {
-  const t = await dc.threadsRequest();
-  return new Map(t.body.threads.map((x) => [x.id, x.name]));
-}
+const shared = sharedEagerServer();
+const adapter = shared.adapter;
 
 const outputs = (ev: Recorder) => ev.all.filter((e) => e.event === "output") as DebugProtocol.OutputEvent[];
 
 test("a continued thread's next stop takes the focus; its new frames and scopes describe the new stop; the old ones are refused clearly", async () => {
   const { dc, ev } = await adapter();
-  await start(dc, ev, "launch", { server: server.address, prompt: [promptTokens(61), promptTokens(62)], maxNewTokens: 3 }, {
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: [promptTokens(61), promptTokens(62)], maxNewTokens: 3 }, {
     functionBreakpoints: [{ name: "layers.11.attn" }, { name: "layers.10", condition: "token >= 1" }],
   });
   const first = await ev.stopped();
@@ -86,19 +58,19 @@ test("a continued thread's next stop takes the focus; its new frames and scopes 
   await assert.rejects(dc.scopesRequest({ frameId: 987654 }), /unknown frameId 987654/);
 
   // resumed by someone else while the user looks at it (scopes above): its stop takes the focus too
-  await client.continue(a);
+  await shared.client.continue(a);
   const third = await ev.stopped(a);
   assert.equal(third.body.preserveFocusHint, false, "the focused thread's stop is shown");
   assert.match((await topFrame(dc, a)).name, /^layers\.11\.attn/);
   // ... while a stop of a thread nobody looks at leaves the focus where it is
-  await client.continue(b);
+  await shared.client.continue(b);
   const other = await ev.stopped(b);
   assert.equal(other.body.preserveFocusHint, true);
 });
 
 test("module names in the console: described, expandable to sub-modules and where to break; unknown ones get a clear message", async () => {
   const { dc, ev } = await adapter();
-  await start(dc, ev, "launch", { server: server.address, prompt: [promptTokens(63)], maxNewTokens: 2, breakpoints: ["layers.20.mlp"] });
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: [promptTokens(63)], maxNewTokens: 2, breakpoints: ["layers.20.mlp"] });
   const s = await ev.stopped();
   const f = await topFrame(dc, s.body.threadId);
   for (const context of ["repl", "watch", "hover", undefined]) {
@@ -138,11 +110,11 @@ test("module names in the console: described, expandable to sub-modules and wher
 
 test("small results print their values (the server's line); topk names values and indices; empty tensors say so", async () => {
   const { dc, ev } = await adapter();
-  await start(dc, ev, "launch", { server: server.address, prompt: [promptTokens(64)], maxNewTokens: 2, breakpoints: [3] });
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: [promptTokens(64)], maxNewTokens: 2, breakpoints: [3] });
   const s = await ev.stopped();
   const tid = s.body.threadId;
   const f = await topFrame(dc, tid);
-  const row = decode((await client.getTensor({ sessionId: tid, name: "hidden", slice: [{ start: -1, stop: 0, step: 0 }] })).data, "float32");
+  const row = decode((await shared.client.getTensor({ sessionId: tid, name: "hidden", slice: [{ start: -1, stop: 0, step: 0 }] })).data, "float32");
 
   const five = await dc.evaluateRequest({ expression: "hidden[-1, :5]", frameId: f.id, context: "repl" });
   const m = /^\$(\d+) = f32\[5\] \[([^\]]+)\]$/.exec(five.body.result);
@@ -184,9 +156,9 @@ test("small results print their values (the server's line); topk names values an
 
 test("threads: distinct default prompts and labels, short names with the state first; names stay current (a thread event makes the client re-read them); short console lines", async () => {
   const { dc, ev } = await adapter();
-  await start(dc, ev, "launch", { server: server.address, sessions: 4, maxNewTokens: 400, contextTokens: 440 }, { functionBreakpoints: [{ name: "layers.3" }] });
+  await start(dc, ev, "launch", { server: shared.server.address, sessions: 4, maxNewTokens: 400, contextTokens: 440 }, { functionBreakpoints: [{ name: "layers.3" }] });
   const ids = (await Promise.all([0, 1, 2, 3].map(() => ev.stopped()))).map((s) => s.body.threadId).sort((x, y) => x - y);
-  const infos = await Promise.all(ids.map((id) => client.getSession(id)));
+  const infos = await Promise.all(ids.map((id) => shared.client.getSession(id)));
   assert.equal(new Set(infos.map((i) => i.prompt)).size, 4, `distinct prompts: ${infos.map((i) => i.prompt).join(" | ")}`);
   assert.deepEqual(infos.map((i) => i.label), ["prompt 1", "prompt 2", "prompt 3", "prompt 4"]);
   await waitFor("every KV on the host", async () => [...(await threadNames(dc)).values()].every((n) => / · host · /.test(n)));
@@ -259,7 +231,7 @@ test("threads: distinct default prompts and labels, short names with the state f
 
 test("launch attributes `sessions` with one prompt: labels tell the copies apart", async () => {
   const { dc, ev } = await adapter();
-  await start(dc, ev, "launch", { server: server.address, prompt: "The quick brown fox", sessions: 3, maxNewTokens: 2, stopOnEntry: true });
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: "The quick brown fox", sessions: 3, maxNewTokens: 2, stopOnEntry: true });
   const ids = (await Promise.all([0, 1, 2].map(() => ev.stopped()))).map((s) => s.body.threadId).sort((x, y) => x - y);
   const names = await threadNames(dc);
   ids.forEach((id, k) => assert.match(names.get(id)!, new RegExp(`^s${id} · L0 · (dev|host|→host) · "The quick brown fox" \\(prompt 1, copy ${k + 1}\\)$`)));
@@ -269,7 +241,7 @@ test("VS Code (clientID vscode): writable multi-element tensors are readOnly wit
   for (const clientID of ["vscode", "djinn-tests"]) {
     const vscode = clientID === "vscode";
     const { dc, ev } = await adapter();
-    await start(dc, ev, "launch", { server: server.address, prompt: [promptTokens(65)], maxNewTokens: 2, breakpoints: [20] }, { clientID });
+    await start(dc, ev, "launch", { server: shared.server.address, prompt: [promptTokens(65)], maxNewTokens: 2, breakpoints: [20] }, { clientID });
     const s = await ev.stopped();
     const f = await topFrame(dc, s.body.threadId);
     const acts = await scopeRef(dc, f.id, "Activations");
