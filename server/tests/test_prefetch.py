@@ -192,30 +192,56 @@ def test_a_prefetched_session_never_continued_does_not_hold_its_room_against_a_r
         assert done[a] == st.engine.reference(prompts[0], 3) and done[b] == st.engine.reference(prompts[1], 3)
 
 
-def test_the_scheduler_prefetches_the_next_in_line_while_the_current_one_computes():
+def _continue_both_while_busy(c, st, x, y):
+    """x and y continued at once while the worker is busy: y's turn comes first by fair turns,
+    but its KV is on the host, so resident x goes first."""
+    hold = threading.Event()
+    st.scheduler.submit(lambda: hold.wait(5))
+    calls = [c.Continue.future(ref(x)), c.Continue.future(ref(y))]
+    time.sleep(0.3)
+    hold.set()
+    for f in calls:
+        f.result(timeout=30)
+
+
+def test_the_scheduler_prefetches_the_next_in_line_into_free_budget_while_the_current_one_computes():
     with running_server(budget="auto:0.25", plan_sessions=10, plan_context=CTX) as (c, st):
         ids, prompts = three_paused(c)
         y, x, z = ids          # y was evicted (least recently paused); x and z are resident
         assert info(c, y).kv_location == HOST
-        # both continued at once (the worker is busy meanwhile): y's turn comes first by fair turns,
-        # but its KV is on the host, so resident x goes first and y's swap-in starts before x runs
-        hold = threading.Event()
-        st.scheduler.submit(lambda: hold.wait(5))
-        calls = [c.Continue.future(ref(x)), c.Continue.future(ref(y))]
-        time.sleep(0.3)
-        hold.set()
-        for f in calls:
-            f.result(timeout=30)
+        c.CloseSession(ref(z))  # free room for one
+        closed = c.wait(pb.EVENT_KIND_CLOSED, z)
+        _continue_both_while_busy(c, st, x, y)
         swap_in = c.wait(pb.EVENT_KIND_SWAP_IN, y)
         assert swap_in.text == "prefetch: next in line"
-        evicted = c.wait(pb.EVENT_KIND_SWAP_OUT, z)          # the room: paused z, never running x
         tx = c.wait(pb.EVENT_KIND_TOKEN, x)
         ty = c.wait(pb.EVENT_KIND_TOKEN, y)
-        assert evicted.seq < swap_in.seq < tx.seq < ty.seq   # fetched before x's turn, y runs right after
-        assert not [e for e in c.backlog if e.kind == pb.EVENT_KIND_SWAP_IN and e.session_id == y and e.seq > swap_in.seq
-                    and e.seq < ty.seq]
-        assert not [e for e in c.backlog if e.kind == pb.EVENT_KIND_SWAP_OUT and e.session_id == x]
+        assert swap_in.seq < tx.seq < ty.seq   # fetched before x's turn, y runs right after
+        assert not [e for e in c.backlog if e.kind == pb.EVENT_KIND_SWAP_IN and e.session_id == y
+                    and swap_in.seq < e.seq < ty.seq]
+        assert not [e for e in c.backlog if e.kind == pb.EVENT_KIND_SWAP_OUT and closed.seq < e.seq < ty.seq], \
+            "the prefetch used free budget: nothing was evicted for it"
         assert st.scheduler.prefetches["next_in_line"] >= 1
+        for sid in (x, y):     # their next stops, so that finish_all continues each once
+            c.wait(pb.EVENT_KIND_STOPPED, sid)
+        done = finish_all(c, [x, y])
+        assert done[x] == st.engine.reference(prompts[1], 3) and done[y] == st.engine.reference(prompts[0], 3)
+        assert st.ledger.peak <= st.ledger.budget
+
+
+def test_the_next_in_line_prefetch_evicts_nobody_when_the_budget_is_full():
+    with running_server(budget="auto:0.25", plan_sessions=10, plan_context=CTX) as (c, st):
+        ids, prompts = three_paused(c)
+        y, x, z = ids          # y on the host; x and z resident: no free room
+        _continue_both_while_busy(c, st, x, y)
+        tx = c.wait(pb.EVENT_KIND_TOKEN, x)
+        swap_in = c.wait(pb.EVENT_KIND_SWAP_IN, y)   # y's own turn brings it back, evicting z then
+        assert swap_in.text != "prefetch: next in line"
+        assert tx.seq < swap_in.seq
+        c.wait(pb.EVENT_KIND_TOKEN, y)
+        assert st.scheduler.prefetches["next_in_line"] == 0
+        for sid in (x, y):     # their next stops, so that finish_all continues each once
+            c.wait(pb.EVENT_KIND_STOPPED, sid)
         done = finish_all(c, ids)
         for sid, p in zip(ids, prompts):
             assert done[sid] == st.engine.reference(p, 3)

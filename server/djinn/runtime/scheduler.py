@@ -8,12 +8,13 @@ wait for the result; they never touch the GPU. Policy:
   swapped-out session whose turn it is lets resident ones go first for at most `patience`,
   and only then may it push a runnable session out: fewer copies, a bounded wait;
 - prefetch: fair turns know who runs next (the runnable session served least recently after
-  the one starting its turn). If that one's KV is on the host, its swap-in starts now, on the
-  in-copy stream, while the current session computes; the Prefetch RPC does the same for a
-  paused session the user is about to continue. Both make room as a resume does (`_make_resident`,
-  `_victim`: least recently paused first) but evict paused sessions only, never a runnable one
-  nor one a Prefetch brought back in the last `prefetch_hold` seconds; they start nothing
-  unless the room can be had that way. Such a swap-in's SWAP_IN event says "prefetch";
+  the one starting its turn). If that one's KV is on the host and free budget holds it, its
+  swap-in starts now, on the in-copy stream, while the current session computes (it evicts
+  nobody). The Prefetch RPC does the same for a paused session the user is about to continue,
+  and may make room as a resume does (`_make_resident`, `_victim`: least recently paused first)
+  but evicting paused sessions only, never a runnable one nor one a Prefetch brought back in the
+  last `prefetch_hold` seconds; it starts nothing unless the room can be had that way. Such a
+  swap-in's SWAP_IN event says "prefetch";
 - to make room, swap out paused sessions, least recently paused first, then idle running
   ones; if nothing can go, the session waits (a `waiting` event), it never runs out of memory;
 - a device fault (a CUDA error poisons the whole context) fails every session, says why
@@ -460,16 +461,19 @@ class Scheduler:
         t = self._held.get(v.id)
         return t is not None and time.monotonic() - t < self.prefetch_hold
 
-    def _room_for(self, s: Session) -> bool:
+    def _room_for(self, s: Session, evict: bool = True) -> bool:
         """Whether a prefetch of s can have its room: free budget, plus what is already being
-        copied out, plus the paused sessions it may evict (_victim with spare_held, running_too off)."""
+        copied out, plus (with `evict`) the paused sessions it may evict (_victim with spare_held,
+        running_too off)."""
+        free = self.ledger.budget - self.ledger.accounted()
+        if not evict:
+            return free >= s.memory.total_bytes
         with self.lock:
             others = [v for v in self.sessions.values() if v is not s]
         leaving = sum(v.memory.device_bytes() for v in others if v.memory.location == MOVING_OUT)
         evictable = sum(v.memory.device_bytes() for v in others
                         if v is not self._running and v.memory.location == DEVICE and v.state == PAUSED
                         and not self._is_held(v))
-        free = self.ledger.budget - self.ledger.accounted()
         if s.memory.location == MOVING_OUT:   # its own copy out is counted as on the device until it lands
             free += s.memory.device_bytes()
         return free + leaving + evictable >= s.memory.total_bytes
@@ -506,12 +510,14 @@ class Scheduler:
 
     def _prefetch_next(self, current: Session) -> None:
         """Fair turns: after `current`, the runnable session served least recently runs. If its
-        KV is on the host, start its swap-in now so that it overlaps current's compute, when the
-        room can be had from free budget and paused sessions (never a runnable one)."""
+        KV is on the host, start its swap-in now so that it overlaps current's compute, when free
+        budget holds it. It evicts nobody: the least recently paused session it would push out is
+        the one a client continuing the oldest stop first resumes next (on the H200 that churn
+        raised Exp 3's swaps from 232 to 368 each way for no time won); its turn makes room then."""
         with self.lock:
             others = [v for v in self.sessions.values() if v.state == RUNNING and v is not current]
         nxt = min(others, key=lambda v: (v.turn, v.id), default=None)
-        if nxt is None or nxt.memory.location != HOST or nxt.id in self._pending or not self._room_for(nxt):
+        if nxt is None or nxt.memory.location != HOST or nxt.id in self._pending or not self._room_for(nxt, evict=False):
             return
         try:
             self._prefetch_in(nxt, "prefetch: next in line", "next_in_line")
