@@ -8,12 +8,16 @@ the server starts serving as soon as the weights are in while the chunks are pin
 behind it: chunk 0 alone first (so the first session waits a second or two at most), then the
 rest on up to 8 threads, each registering one chunk with cudaHostRegister.
 
-A region lives inside one chunk and only inside a chunk that is already pinned, so a paused
-session can always be swapped out (its copy never waits on unpinned memory). Each session
-reserves its region when it is created: a full pool refuses new sessions, it never strands one.
-A reservation that does not fit in what is pinned so far waits for the next chunks, at most
-`wait_s` seconds, then fails with a clear error (HostPoolTimeout, a HostPoolFull); callers on
-an asyncio loop must therefore reserve from a worker thread while `pinning` is true.
+A region lives inside one chunk. Each session reserves its region when it is created, so a full
+pool refuses new sessions and never strands one; but a reservation does not wait for pinning:
+it takes room in a pinned chunk when there is some, else in a chunk still to come. What waits is
+the first copy into that chunk (`view`, on a swap-out), at most `wait_s` seconds (HostPoolTimeout).
+Pinning goes in chunk order and regions are handed out in that order, so the sessions paused
+longest, which are evicted first, hold the chunks pinned first: on the H200, Exp 3 created its
+50 sessions at once and waited ~50 s for ~88 GB of regions when reservations waited for pins.
+If pinning stops short (out of memory, a refused registration), the chunks that never came are
+plain pageable memory on first use: slower, synchronous copies, but every session can still leave
+the device.
 
 Unpinned pools (the CPU "host pool", pin=False) take the same path with plain allocations,
 which are lazy and cost nothing; by default (background=False) the constructor returns once
@@ -74,7 +78,11 @@ class HostPool:
         self.sizes = sizes
         # A global offset is chunk_index * self.chunk + offset inside the chunk.
         self.buffers: list[torch.Tensor | None] = [None] * len(sizes)
-        self._free: list[list[tuple[int, int]]] = [[] for _ in sizes]  # per chunk, sorted; empty until pinned
+        # per chunk, sorted; every chunk's room can be handed out before the chunk is pinned
+        self._free: list[list[tuple[int, int]]] = [[(0, n)] for n in sizes]
+        self._pinning: set[int] = set()  # chunks being pinned right now
+        self.fallback_bytes = 0          # chunks that could not be pinned, given plain memory instead
+        self._fallback: set[int] = set()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self.used = 0
@@ -158,21 +166,23 @@ class HostPool:
                 if self._closed or self.error or self._next >= len(self.sizes):
                     return
                 c, self._next, self._active = self._next, self._next + 1, self._active + 1
+                self._pinning.add(c)
             try:
                 buf = self._pin_fn(self.sizes[c])
-            except Exception as e:  # noqa: BLE001 - out of memory, refused registration: the pool stays smaller
+            except Exception as e:  # noqa: BLE001 - out of memory, refused registration: the rest stays unpinned
                 with self._cond:
                     self._active -= 1
+                    self._pinning.discard(c)
                     self.error = self.error or (f"chunk {c} of {len(self.sizes)} ({self.sizes[c] / 1e9:.2f} GB) could "
                                                 f"not be {'pinned' if self.pinned else 'allocated'}: {type(e).__name__}: {e}")
                     self._cond.notify_all()
                 return
             with self._cond:
                 self._active -= 1
+                self._pinning.discard(c)
                 closed = self._closed
                 if not closed:
                     self.buffers[c] = buf
-                    self._free[c] = [(0, self.sizes[c])]
                     self.pinned_bytes += self.sizes[c]
                 self._cond.notify_all()
             if closed:                   # close() came while this chunk was being pinned
@@ -218,16 +228,21 @@ class HostPool:
         for t in [self._lead] + list(self._helpers):
             t.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            bufs = [b for b in self.buffers if b is not None]
+            bufs = [b for c, b in enumerate(self.buffers) if b is not None and c not in self._fallback]
             self.buffers = [None] * len(self.sizes)
             self._free = [[] for _ in self.sizes]
+            self._cond.notify_all()
         if unregister:
             for b in bufs:
                 self._unpin(b)
 
     # ------------------------------------------------------------ regions
     def _fit(self, size: int) -> tuple[int, int] | None:
-        for c, free in enumerate(self._free):
+        """First fit: pinned chunks first (a copy there never waits), then the others in
+        pinning order."""
+        n = len(self.sizes)
+        for c in [c for c in range(n) if self.buffers[c] is not None] + [c for c in range(n) if self.buffers[c] is None]:
+            free = self._free[c]
             for i, (off, room) in enumerate(free):
                 if room >= size:
                     free[i:i + 1] = [] if room == size else [(off + size, room - size)]
@@ -236,37 +251,44 @@ class HostPool:
         return None
 
     def reserve(self, size: int, timeout: float | None = None) -> tuple[int, int]:
-        """First fit over the pinned chunks; returns (global offset, aligned size). If nothing
-        pinned has room but a chunk still to be pinned would, waits for it (at most `timeout`,
-        default `wait_s`); blocks the calling thread, so never call it on an event loop while
-        `pinning`."""
+        """A region of `size` bytes: (global offset, aligned size). Never waits for pinning (see
+        the module notes); a full pool is HostPoolFull at once. `timeout` is unused (kept for
+        callers of the earlier, waiting reservation)."""
         size = _align(size)
-        deadline = time.monotonic() + (self.wait_s if timeout is None else timeout)
         with self._cond:
-            while True:
-                hit = self._fit(size)
-                if hit is not None:
-                    return hit
-                if self._closed:
-                    raise HostPoolFull("host pool closed: the server is shutting down")
-                # a chunk not in yet (being pinned, or not started) that would have room
-                later = self._pending() and any(b is None and n >= size for b, n in zip(self.buffers, self.sizes))
-                if not later:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise HostPoolTimeout(
-                        f"host pool still being pinned: {self.pinned_bytes / 1e9:.2f} of {self.nbytes / 1e9:.2f} GB "
-                        f"pinned so far ({self.used / 1e9:.2f} GB of it reserved, no free region large enough); a "
-                        f"session needs {size / 1e9:.3f} GB and waited {self.wait_s if timeout is None else timeout:.1f} "
-                        "s for the next chunk to be pinned. Retry in a few seconds, or close sessions")
-                self._cond.wait(left)
+            if self._closed:
+                raise HostPoolFull("host pool closed: the server is shutting down")
+            hit = self._fit(size)
+            if hit is not None:
+                return hit
             largest = max((room for free in self._free for _, room in free), default=0)
             short = (f" (only {self.pinned_bytes / 1e9:.2f} GB could be pinned: {self.error})" if self.error else "")
             raise HostPoolFull(
                 f"host pool full: {self.used / 1e9:.2f} of {self.nbytes / 1e9:.2f} GB reserved{short}, largest free "
                 f"region {largest / 1e9:.3f} GB; a session needs {size / 1e9:.3f} GB. Close sessions or restart the "
                 "server with a larger --host-pool-gb")
+
+    def _buffer(self, c: int, timeout: float | None = None) -> torch.Tensor:
+        """Chunk c's memory, waiting for its pinning (at most `timeout`, default wait_s); plain
+        memory if pinning stopped before reaching it."""
+        deadline = time.monotonic() + (self.wait_s if timeout is None else timeout)
+        with self._cond:
+            while self.buffers[c] is None:
+                if self._closed:
+                    raise HostPoolFull("host pool closed: the server is shutting down")
+                if (self.error or not self._pending()) and c not in self._pinning:
+                    self.buffers[c] = _plain(self.sizes[c])   # pinning stopped short of this chunk
+                    self._fallback.add(c)
+                    self.fallback_bytes += self.sizes[c]
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise HostPoolTimeout(
+                        f"host pool chunk {c} still being pinned after {self.wait_s if timeout is None else timeout:.1f} "
+                        f"s ({self.pinned_bytes / 1e9:.2f} of {self.nbytes / 1e9:.2f} GB pinned so far): a copy into "
+                        "it waited; raise --host-pool-wait-s or use a smaller --host-pool-gb")
+                self._cond.wait(left)
+            return self.buffers[c]
 
     def release(self, offset: int, size: int) -> None:
         c, off = divmod(offset, self.chunk)
@@ -284,11 +306,10 @@ class HostPool:
             self._free[c] = merged
 
     def view(self, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
-        """A typed view into the pool (still pinned, so copies to the device stay asynchronous)."""
+        """A typed view into the pool (pinned, so copies to and from the device stay
+        asynchronous). The first view into a chunk not pinned yet waits for it (_buffer)."""
         c, off = divmod(offset, self.chunk)
-        buf = self.buffers[c]
-        if buf is None:   # a region is only ever handed out inside a chunk that is in
-            raise RuntimeError(f"host pool chunk {c} is not pinned (the pool is closed or was never complete)")
+        buf = self._buffer(c)
         n = 1
         for s in shape:
             n *= s

@@ -29,8 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plan-context", type=int, default=2048, help="for --vram-budget-gb auto:F")
     p.add_argument("--host-pool-gb", type=float, default=None, help="pinned host pool for swapped KV (default 96 on CUDA, "
                    "2 on the CPU); pinned in the background after the weights load, so the server is ready first")
-    p.add_argument("--host-pool-wait-s", type=float, default=60, help="a session created while the host pool is still "
-                   "being pinned waits at most this long for room in it, then is refused (RESOURCE_EXHAUSTED)")
+    p.add_argument("--host-pool-wait-s", type=float, default=60, help="a swap-out into a host-pool chunk that is still "
+                   "being pinned waits at most this long for it (sessions are created at once meanwhile)")
     p.add_argument("--max-context", type=int, default=None, help="largest context a session may ask for (default 2048 on CUDA, 1024 on the CPU; the workspace is measured at this length)")
     p.add_argument("--swap-policy", default="pressure", choices=["pressure", "eager"],
                    help="pressure: swap paused sessions out only when room is needed; eager: at every stop")

@@ -207,10 +207,7 @@ class DjinnService(pb_grpc.DjinnServicer):
                     traps=traps, owner=who.user, creator=who.key)
         s.client_traps[who.key] = traps
         s.holders.add(who.key)
-        if self.state.pool.pinning:   # its host region may wait for a chunk still being pinned: not on the loop
-            await asyncio.to_thread(self.sched.add, s)
-        else:
-            self.sched.add(s)
+        self.sched.add(s)   # its host region never waits for pinning (only a later copy into it may)
         return convert.session_info(s, who.key)
 
     @rpc

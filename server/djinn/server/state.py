@@ -39,7 +39,7 @@ class Options:
     plan_context: int = 2048
     host_pool_gb: float | None = None
     host_pool_chunk_gb: float = 2.0  # pinned (and handed out) in chunks of about this size, in order
-    host_pool_wait_s: float = 60.0   # a session created while the pool is pinning waits this long for room
+    host_pool_wait_s: float = 60.0   # a copy into a chunk still being pinned waits this long for it
     max_context: int | None = None
     swap_policy: str = "pressure"
     seed: int = 0
