@@ -309,6 +309,33 @@ def test_a_swap_out_into_a_chunk_not_pinned_yet_waits_for_it(monkeypatch):
         assert st.pool.used == 0
 
 
+def test_a_session_whose_chunk_is_not_pinned_yet_is_not_evicted_and_nobody_else_stalls(monkeypatch):
+    """Room for one session: A (chunk 0) makes way for B (chunk 1, not pinned yet); C then waits
+    for room, since B cannot leave until chunk 1 is in, while the worker keeps serving."""
+    slow = SlowPin(gated=1)                       # chunk 0 pins; chunks 1 and 2 wait for their gates
+    monkeypatch.setattr(state_mod, "HostPool", _Pools(slow, chunks=3))
+    with running_server(budget="auto:0.1", plan_sessions=10, **_opts()) as (c, st):
+        a = c.create([1, 2, 3], max_new=1, context=1024, layers=(2,))
+        c.wait(pb.EVENT_KIND_STOPPED, a.id)
+        b = c.create([4, 5, 6], max_new=1, context=1024, layers=(2,))
+        c.wait(pb.EVENT_KIND_SWAP_OUT, a.id)          # A's chunk 0 is pinned: it leaves for B
+        c.wait(pb.EVENT_KIND_STOPPED, b.id)
+        cc = c.create([7, 8, 9], max_new=1, context=1024, layers=(2,))
+        time.sleep(0.5)
+        assert info_kv(c, b.id) == pb.KV_LOCATION_DEVICE, "B's region is in chunk 1, not pinned: B stays"
+        assert c.GetSession(pb.SessionRef(session_id=cc.id)).state == pb.SESSION_STATE_RUNNING
+        assert st.scheduler.submit(lambda: 7).result(timeout=2) == 7, "the worker is not held by a copy into an unpinned chunk"
+        slow.gates[1].set()
+        c.wait(pb.EVENT_KIND_SWAP_OUT, b.id)          # chunk 1 in: B leaves, C runs
+        c.wait(pb.EVENT_KIND_STOPPED, cc.id)
+        slow.open_all()
+        for sid in (a.id, b.id, cc.id):
+            c.Continue(pb.SessionRef(session_id=sid))
+        for sid in (a.id, b.id, cc.id):
+            c.wait(pb.EVENT_KIND_FINISHED, sid)
+        assert st.ledger.peak <= st.ledger.budget
+
+
 def info_kv(c, sid):
     return c.GetSession(pb.SessionRef(session_id=sid)).kv_location
 

@@ -268,6 +268,13 @@ class HostPool:
                 f"region {largest / 1e9:.3f} GB; a session needs {size / 1e9:.3f} GB. Close sessions or restart the "
                 "server with a larger --host-pool-gb")
 
+    def ready(self, offset: int) -> bool:
+        """Whether a copy into the region at `offset` can start now (its chunk is in, or pinning
+        stopped short of it and plain memory will do): the scheduler evicts such sessions first."""
+        c = offset // self.chunk
+        with self._lock:
+            return self.buffers[c] is not None or ((bool(self.error) or not self._pending()) and c not in self._pinning)
+
     def _buffer(self, c: int, timeout: float | None = None) -> torch.Tensor:
         """Chunk c's memory, waiting for its pinning (at most `timeout`, default wait_s); plain
         memory if pinning stopped before reaching it."""

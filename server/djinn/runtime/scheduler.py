@@ -443,10 +443,13 @@ class Scheduler:
     def _victim(self, exclude: Session, running_too: bool = True, spare_held: bool = False) -> Session | None:
         """Who leaves the device: never `exclude`, nor the session mid-pass on the worker (a
         command served between two of its pieces may need room for another session); with
-        `spare_held` (a prefetch making room), never a session a Prefetch just brought back."""
+        `spare_held` (a prefetch making room), never a session a Prefetch just brought back; nor
+        one whose host region is in a chunk still being pinned (the copy would hold the worker,
+        and every user's compute, until the chunk is in: the session needing room waits instead)."""
         with self.lock:
             resident = [v for v in self.sessions.values()
                         if v is not exclude and v is not self._running and v.memory.location == DEVICE]
+        resident = [v for v in resident if self.pool.ready(v.memory.host_offset)]
         paused = sorted((v for v in resident if v.state == PAUSED and not (spare_held and self._is_held(v))),
                         key=lambda v: v.paused_at)
         if paused:
@@ -473,7 +476,7 @@ class Scheduler:
         leaving = sum(v.memory.device_bytes() for v in others if v.memory.location == MOVING_OUT)
         evictable = sum(v.memory.device_bytes() for v in others
                         if v is not self._running and v.memory.location == DEVICE and v.state == PAUSED
-                        and not self._is_held(v))
+                        and not self._is_held(v) and self.pool.ready(v.memory.host_offset))
         if s.memory.location == MOVING_OUT:   # its own copy out is counted as on the device until it lands
             free += s.memory.device_bytes()
         return free + leaving + evictable >= s.memory.total_bytes
