@@ -114,3 +114,12 @@ def test_no_threads_left_behind():
     run_pressure(MODEL, 3, CONTEXT, NEW, budget_gb=10.0, breakpoints=BPS, device="cpu")
     left = {t.name for t in threading.enumerate()} - before
     assert not [n for n in left if n.startswith("eager-user-")]
+
+
+def test_the_baseline_runs_with_the_servers_allocator_settings(monkeypatch):
+    from djinn.baselines.eager_pressure import use_djinn_allocator_settings
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    assert use_djinn_allocator_settings("cpu") is None
+    assert use_djinn_allocator_settings("cuda") == "expandable_segments:True"   # as server_main sets it
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:64")
+    assert use_djinn_allocator_settings("auto") == "max_split_size_mb:64"       # an explicit setting wins

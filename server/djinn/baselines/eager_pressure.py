@@ -524,6 +524,15 @@ def _parse_breakpoints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"breakpoints: comma-separated layer numbers, got {text!r}") from None
 
 
+def use_djinn_allocator_settings(device: str) -> str | None:
+    """The allocator setting the Djinn server runs with (server_main: expandable_segments off
+    the CPU), so the comparison is fair; an explicit PYTORCH_CUDA_ALLOC_CONF wins. Must run
+    before CUDA's first allocation. Returns what is in effect (recorded in the results)."""
+    if device != "cpu":
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    return os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m djinn.baselines.eager_pressure", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="llama-2-13b", help="a named config (djinn.model.config.CONFIGS)")
@@ -542,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admit-timeout", type=float, default=600.0, help="seconds one session may take to pause")
     p.add_argument("--json-out", default=None)
     a = p.parse_args(argv)
+    use_djinn_allocator_settings(a.device)
     try:
         r = run_pressure(a.model, a.sessions, a.context, a.new_tokens, a.budget_gb, a.breakpoints,
                          device=a.device, dtype=a.dtype, seed=a.seed, pause_in=a.pause_in, attn=a.attn,
