@@ -10,7 +10,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SERVER_DIR = os.path.join(REPO, "server")
-ALLOC_CONF = "expandable_segments:True"
 _T0 = time.perf_counter()
 
 
@@ -44,11 +43,12 @@ def use_server_package() -> None:
 
 
 def set_alloc_conf(device: str) -> str | None:
-    """PYTORCH_CUDA_ALLOC_CONF as the server sets it (server_main: expandable_segments) for every
-    process of this benchmark that may touch CUDA. Must run before torch initialises CUDA."""
-    if device != "cpu":
-        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", ALLOC_CONF)
-    return os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
+    """PYTORCH_CUDA_ALLOC_CONF as the server sets it (djinn.runtime.allocator) for every process
+    of this benchmark that may touch CUDA. Must run before torch initialises CUDA."""
+    use_server_package()
+    from djinn.runtime.allocator import use_djinn_allocator_settings
+
+    return use_djinn_allocator_settings(device)
 
 
 def log(tag: str, msg: str) -> None:

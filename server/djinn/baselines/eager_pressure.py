@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from ..model.config import ModelArgs, named_config
+from ..runtime.allocator import use_djinn_allocator_settings
 
 GB = 1e9
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -522,15 +523,6 @@ def _parse_breakpoints(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"breakpoints: comma-separated layer numbers, got {text!r}") from None
-
-
-def use_djinn_allocator_settings(device: str) -> str | None:
-    """The allocator setting the Djinn server runs with (server_main: expandable_segments off
-    the CPU), so the comparison is fair; an explicit PYTORCH_CUDA_ALLOC_CONF wins. Must run
-    before CUDA's first allocation. Returns what is in effect (recorded in the results)."""
-    if device != "cpu":
-        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    return os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
 
 
 def main(argv: list[str] | None = None) -> int:

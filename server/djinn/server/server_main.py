@@ -153,9 +153,8 @@ def main(argv=None) -> int:
     if why:
         print(f"djinn: refusing to start: {why}", file=sys.stderr)
         return 2
-    if a.device != "cpu":
-        # Fewer fragmentation surprises under a hard allocator cap.
-        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    from ..runtime.allocator import use_djinn_allocator_settings
+    use_djinn_allocator_settings(a.device)
     import asyncio
 
     import torch
