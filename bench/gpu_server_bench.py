@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
 import torch  # noqa: E402
 
 from djinn.model.build import build_model  # noqa: E402
+from djinn.model.llama import weight_bytes  # noqa: E402
 from djinn.runtime.engine import Engine  # noqa: E402
 from djinn.runtime.host_pool import HostPool  # noqa: E402
 from djinn.runtime.session import FINISHED, Session  # noqa: E402
@@ -54,7 +55,7 @@ def main():
     eng = Engine(model, tok, dev, dtype, a.context)
     item = 2
     res = dict(model=a.model, context=a.context, dtype="bfloat16", device_name=torch.cuda.get_device_name(0),
-               torch=torch.__version__, weights_bytes=sum(p.untyped_storage().nbytes() for p in model.parameters()),
+               torch=torch.__version__, weights_bytes=weight_bytes(model),
                weights_init_seconds=load_s)
 
     # --- swap: one session's KV + activation allowance through the runtime's own Swapper

@@ -60,6 +60,7 @@ def measure_engine(o, parts, res) -> None:
     import torch
 
     from djinn.model.build import build_model
+    from djinn.model.llama import weight_bytes
     from djinn.runtime.engine import Engine
     from djinn.runtime.stops import check_stop
 
@@ -69,7 +70,7 @@ def measure_engine(o, parts, res) -> None:
     model, tok, args = build_model(o.model, dev, dtype, seed=o.seed)
     sync(dev)
     res["weights_init_s"] = round(time.perf_counter() - t0, 2)
-    res["weights_bytes"] = sum(p.untyped_storage().nbytes() for p in model.parameters())
+    res["weights_bytes"] = weight_bytes(model)
     log(TAG, f"model ready in {res['weights_init_s']} s ({res['weights_bytes'] / 1e9:.2f} GB)")
     eng = Engine(model, tok, dev, dtype, o.context)
     P = o.context - o.decode_tokens - o.warmup_tokens

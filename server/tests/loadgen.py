@@ -345,7 +345,7 @@ class References:
     """Uninterrupted runs in this process: the same Engine, named model and seed as the server's
     default (build_model(name, cpu, float32, seed)). Cached by (prompt, max_new_tokens)."""
 
-    def __init__(self, model: str = "tiny-40l", seed: int = 0, max_context: int = 1024):
+    def __init__(self, model: str = "tiny-40l", seed: int = 0, max_context: int = 1024, batch_rows: int | None = None):
         import torch
 
         from djinn.model.build import build_model
@@ -354,7 +354,10 @@ class References:
         torch.set_grad_enabled(False)
         dev = torch.device("cpu")
         m, tok, _ = build_model(model, dev, torch.float32, seed)
-        self.engine = Engine(m, tok, dev, torch.float32, max_context)
+        if batch_rows is None:   # the server's default block size: a decode row's numbers depend on it
+            from djinn.server.state import Options
+            batch_rows = Options(model=model).batch_rows
+        self.engine = Engine(m, tok, dev, torch.float32, max_context, batch_rows=batch_rows)
         self.cache: dict = {}
 
     def run(self, prompt: list[int], max_new: int, probes=()) -> tuple[list[int], dict]:

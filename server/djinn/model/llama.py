@@ -41,7 +41,7 @@ def _rotate_half(x: Tensor) -> Tensor:
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    # x: [H, T, Dh]; cos/sin: [T, Dh]
+    # x: [..., Dh] with cos/sin broadcasting to it ([T, Dh] for [H, T, Dh]; [N, 1, Dh] for rows [N, heads, Dh])
     return x * cos + _rotate_half(x) * sin
 
 
@@ -54,40 +54,80 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False)
         self.v_proj = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False)
         self.o_proj = nn.Linear(args.n_heads * hd, args.dim, bias=False)
+        self._wqkv: Tensor | None = None
+
+    @property
+    def wqkv(self) -> Tensor:
+        """q, k and v weights as one [(H + 2 Hkv) * Dh, D] matrix: one matrix-vector product per
+        decode step instead of three. The three Linear weights are views into it (no extra
+        memory), so loading a state dict or writing a weight writes the fused copy too; after
+        `.to()` (which gives the parameters new storage) it is made again."""
+        w = self._wqkv
+        if w is None or self.q_proj.weight.data_ptr() != w.data_ptr():
+            w = torch.cat([self.q_proj.weight.data, self.k_proj.weight.data, self.v_proj.weight.data])
+            nq, nk = self.q_proj.weight.shape[0], self.k_proj.weight.shape[0]
+            self.q_proj.weight.data, self.k_proj.weight.data, self.v_proj.weight.data = w[:nq], w[nq:nq + nk], w[nq + nk:]
+            self._wqkv = w
+        return w
 
     def qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x: [T, D] (normed) -> q [H, T, Dh], k/v [Hkv, T, Dh], RoPE applied to q and k."""
-        a, T = self.args, x.shape[0]
-        q = self.q_proj(x).view(T, a.n_heads, a.head_dim).transpose(0, 1)
-        k = self.k_proj(x).view(T, a.n_kv_heads, a.head_dim).transpose(0, 1)
-        v = self.v_proj(x).view(T, a.n_kv_heads, a.head_dim).transpose(0, 1)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        H = self.args.n_heads
+        rows = qkv_rows(self, x, cos, sin)
+        Hkv = self.args.n_kv_heads
+        return rows[:, :H].transpose(0, 1), rows[:, H:H + Hkv].transpose(0, 1), rows[:, H + Hkv:].transpose(0, 1)
 
     def attend(self, q: Tensor, k_all: Tensor, v_all: Tensor, input_pos: int) -> Tensor:
-        """q: [H, T, Dh] at positions input_pos.., k_all/v_all: [Hkv, input_pos+T, Dh] -> [T, D].
+        """q: [H, T, Dh] at positions input_pos.., k_all/v_all: [Hkv, input_pos+T, Dh] -> [T, D]."""
+        return self.o_proj(attention_core(q, k_all, v_all, input_pos))
 
-        Grouped-query attention reads the cached K/V in place: query head h uses KV head
-        h // (H / Hkv), as repeat_interleave would, without copying the cache every step.
-        """
-        H, T, Dh = q.shape
-        Hkv, S = k_all.shape[0], k_all.shape[1]
-        gqa = Hkv != H
-        if T == 1:
-            # Decode: one query row. The plain (math) kernel on 3-D inputs measured 3x faster
-            # here than the fused kernels on the H200 (28 vs 95 ms/token for Llama-2-13B).
-            # With GQA the H/Hkv query heads of one KV head are the rows of one batch entry.
-            out = F.scaled_dot_product_attention(q.reshape(Hkv, H // Hkv, Dh), k_all, v_all).reshape(H, 1, Dh)
+
+def qkv_rows(attn: Attention, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x: [N, D] normed rows, cos/sin: [N, Dh] (each row's own position) -> [N, H + 2 Hkv, Dh]:
+    the q heads, then the k heads (both with RoPE), then the v heads. Rows are independent, so
+    rows of several sessions can share one call."""
+    a, N = attn.args, x.shape[0]
+    nqk = a.n_heads + a.n_kv_heads
+    qkv = F.linear(x, attn.wqkv).view(N, nqk + a.n_kv_heads, a.head_dim)
+    qk = apply_rope(qkv[:, :nqk], cos[:, None], sin[:, None])
+    return torch.cat([qk, qkv[:, nqk:]], dim=1)
+
+
+def attention_core(q: Tensor, k_all: Tensor, v_all: Tensor, input_pos: int) -> Tensor:
+    """q: [H, T, Dh] at positions input_pos.., k_all/v_all: [Hkv, input_pos+T, Dh] -> [T, H * Dh]
+    (before o_proj).
+
+    Grouped-query attention reads the cached K/V in place: query head h uses KV head
+    h // (H / Hkv), as repeat_interleave would, without copying the cache every step.
+    """
+    H, T, Dh = q.shape
+    Hkv, S = k_all.shape[0], k_all.shape[1]
+    gqa = Hkv != H
+    if T == 1:
+        # Decode: one query row. The plain (math) kernel on 3-D inputs measured 3x faster
+        # here than the fused kernels on the H200 (28 vs 95 ms/token for Llama-2-13B).
+        # With GQA the H/Hkv query heads of one KV head are the rows of one batch entry.
+        out = F.scaled_dot_product_attention(q.reshape(Hkv, H // Hkv, Dh), k_all, v_all).reshape(H, 1, Dh)
+    else:
+        # Prefill: 4-D [1, H, T, Dh] so SDPA can pick a fused kernel instead of
+        # materialising the [H, T, S] attention matrix (6.5 GB at 4096 tokens).
+        kw = {"enable_gqa": True} if gqa else {}
+        if input_pos == 0 and S == T:
+            out = F.scaled_dot_product_attention(q[None], k_all[None], v_all[None], is_causal=True, **kw)[0]
         else:
-            # Prefill: 4-D [1, H, T, Dh] so SDPA can pick a fused kernel instead of
-            # materialising the [H, T, S] attention matrix (6.5 GB at 4096 tokens).
-            kw = {"enable_gqa": True} if gqa else {}
-            if input_pos == 0 and S == T:
-                out = F.scaled_dot_product_attention(q[None], k_all[None], v_all[None], is_causal=True, **kw)[0]
-            else:
-                # Chunk appended after earlier tokens: token i sees everything up to input_pos + i.
-                mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=input_pos)
-                out = F.scaled_dot_product_attention(q[None], k_all[None], v_all[None], attn_mask=mask, **kw)[0]
-        return self.o_proj(out.transpose(0, 1).reshape(T, H * Dh))
+            # Chunk appended after earlier tokens: token i sees everything up to input_pos + i.
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=input_pos)
+            out = F.scaled_dot_product_attention(q[None], k_all[None], v_all[None], attn_mask=mask, **kw)[0]
+    return out.transpose(0, 1).reshape(T, H * Dh)
+
+
+def attend_rows(attn: Attention, rows: Tensor, kv_layer: Tensor, input_pos: int) -> Tensor:
+    """One session's attention: rows [T, H + 2 Hkv, Dh] from qkv_rows; writes its K/V into the
+    static buffer kv_layer [2, Hkv, context, Dh] at input_pos (one copy) -> [T, H * Dh]."""
+    a, T = attn.args, rows.shape[0]
+    H, Hkv, end = a.n_heads, a.n_kv_heads, input_pos + rows.shape[0]
+    kv_layer[:, :, input_pos:end] = rows[:, H:].view(T, 2, Hkv, a.head_dim).permute(1, 2, 0, 3)
+    return attention_core(rows[:, :H].transpose(0, 1), kv_layer[0, :, :end], kv_layer[1, :, :end], input_pos)
 
 
 class MLP(nn.Module):
@@ -96,9 +136,22 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(args.dim, args.intermediate_size, bias=False)
         self.up_proj = nn.Linear(args.dim, args.intermediate_size, bias=False)
         self.down_proj = nn.Linear(args.intermediate_size, args.dim, bias=False)
+        self._w13: Tensor | None = None
+
+    @property
+    def w13(self) -> Tensor:
+        """gate and up weights as one [2 I, D] matrix (views, as Attention.wqkv)."""
+        w = self._w13
+        if w is None or self.gate_proj.weight.data_ptr() != w.data_ptr():
+            w = torch.cat([self.gate_proj.weight.data, self.up_proj.weight.data])
+            n = self.gate_proj.weight.shape[0]
+            self.gate_proj.weight.data, self.up_proj.weight.data = w[:n], w[n:]
+            self._w13 = w
+        return w
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = F.linear(x, self.w13).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Layer(nn.Module):
@@ -140,15 +193,11 @@ class Llama(nn.Module):
 
 
 def attention_step(layer: Layer, x: Tensor, kv_layer: Tensor, input_pos: int, cos: Tensor, sin: Tensor):
-    """One layer's attention: writes K/V into the static buffer at input_pos; returns (out, q, k, v)."""
-    attn = layer.self_attn
-    q, k, v = attn.qkv(layer.input_layernorm(x), cos, sin)
-    T = x.shape[0]
-    kv_layer[0, :, input_pos:input_pos + T] = k
-    kv_layer[1, :, input_pos:input_pos + T] = v
-    end = input_pos + T
-    out = attn.attend(q, kv_layer[0, :, :end], kv_layer[1, :, :end], input_pos)
-    return out, q, k, v
+    """One layer's attention for one session: x [T, D] -> (out [T, D], qkv rows [T, H + 2 Hkv, Dh]);
+    writes K/V into the static buffer at input_pos. cos/sin: [T, Dh]."""
+    rows = qkv_rows(layer.self_attn, layer.input_layernorm(x), cos, sin)
+    out = layer.self_attn.o_proj(attend_rows(layer.self_attn, rows, kv_layer, input_pos))
+    return out, rows
 
 
 def module_tree(model: Llama) -> list[dict]:
@@ -173,3 +222,9 @@ def init_random_(model: Llama, seed: int) -> None:
             p.fill_(1.0)
         else:
             p.normal_(0.0, 0.02, generator=gen)
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Device bytes of the parameters, each storage once (fused weights are views: see wqkv)."""
+    seen = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
+    return sum(seen.values())

@@ -59,6 +59,8 @@ class Scheduler:
         self._wake = threading.Event()
         self._stopping = False
         self._running: Session | None = None   # the session whose pass is on the worker right now
+        self._on_worker: list[Session] = []    # it and the sessions batched with it
+        self.batched = {"pieces": 0, "rows": 0}   # pieces run for more than one session, and their rows
         self._deferred: list = []              # commands waiting for that pass to yield
         self.totals = {"out": [0, 0, 0.0], "in": [0, 0, 0.0]}   # count, bytes, ms
         self.quantum = quantum_ms / 1e3
@@ -347,50 +349,89 @@ class Scheduler:
             return first
         return min(resident, key=lambda s: (s.turn, s.id))
 
-    def _others_runnable(self, s: Session) -> bool:
+    def _worker_ids(self) -> set[int]:
+        return {v.id for v in self._on_worker}
+
+    def _others_runnable(self, batch: list[Session]) -> bool:
         with self.lock:
-            return any(v is not s and v.state == RUNNING for v in self.sessions.values())
+            return any(all(v is not b for b in batch) and v.state == RUNNING for v in self.sessions.values())
+
+    def _batch(self, s: Session) -> list[Session]:
+        """s and the runnable resident sessions at the same decode stop point (same layer and
+        point), least recently served first: they run as one batch (Engine.advance_batch).
+        A prefill, or a server without batching (--batch-rows 1), runs alone."""
+        eng = self.engine
+        if eng.batch_rows <= 1 or not s.started or not eng.batchable(s):
+            return [s]
+        with self.lock:
+            others = [v for v in self.sessions.values()
+                      if v is not s and v.state == RUNNING and v.started and v.memory.location in (DEVICE, MOVING_IN)
+                      and v.layer == s.layer and v.point == s.point and eng.batchable(v)]
+        return [s] + sorted(others, key=lambda v: (v.turn, v.id))
 
     def _run(self, s: Session) -> None:
-        """One turn of s: until it stops, ends a pass, finishes, or has used its quantum while
-        another session is runnable. Commands are served between pieces."""
-        self._running = s
+        """One turn of s, with the sessions batched with it: until each stops, ends its pass,
+        finishes, or (with a quantum) the turn has run that long while a session outside it is
+        runnable. A session that stops leaves the batch; the others go on. Commands are served
+        between pieces."""
+        batch = self._batch(s)
+        self._running, self._on_worker = s, list(batch)
         self._turns += 1
-        s.turn = self._turns
         eng = self.engine
         t0 = time.monotonic()
+        eng.lock.acquire()
         try:
-            self.swapper.await_in(s.memory)   # a prefetch's copy may still be in flight: its kernels wait for it
+            for v in batch:
+                v.turn = self._turns
+                self.swapper.await_in(v.memory)   # a prefetch's copy may still be in flight: its kernels wait for it
             if not s.started:
                 eng.begin(s)
                 if self._maybe_stop(s):
                     return
-            while s.state == RUNNING:
-                token = eng.advance(s)
-                s.last_run = time.monotonic()
-                if token is not None:
-                    self._publish("token", s, token=token, text=eng.tokenizer.token_text(token))
-                    if s.state == FINISHED:
-                        self._finish(s)
-                        return
-                if self._maybe_stop(s) or token is not None:
-                    return
-                self._run_commands()   # may pause or close s (never evict it: see _victim)
-                if self.quantum and s.last_run - t0 >= self.quantum and self._others_runnable(s):
-                    return             # its turn is up mid-pass; it stays RUNNING, resumes here later
+            while batch:
+                tokens = eng.advance_batch(batch)
+                now = time.monotonic()
+                going, ended = [], False
+                for v, token in zip(batch, tokens):
+                    v.last_run = now
+                    if token is not None:
+                        ended = True
+                        self._publish("token", v, token=token, text=eng.tokenizer.token_text(token))
+                        if v.state == FINISHED:
+                            self._finish(v)
+                            continue
+                    if not self._maybe_stop(v) and token is None:
+                        going.append(v)
+                if len(batch) > 1:
+                    self.batched["pieces"] += 1
+                    self.batched["rows"] += len(batch)
+                if ended:
+                    return             # a pass ended: the turn ends (the batch ends its passes together)
+                self._run_commands()   # may pause or close a session of the batch (never evict it: see _victim)
+                batch = [v for v in going if v.state == RUNNING]
+                if self.quantum and now - t0 >= self.quantum and self._others_runnable(self._on_worker):
+                    return             # the turn is up mid-pass; they stay RUNNING, resume here later
         except Exception as e:  # noqa: BLE001 - one session's failure must not take the server down
             if is_device_fault(e):
                 raise
-            self._fail(s, e)
+            for v in batch:            # a batch's piece failed: each of its sessions is in an unknown state
+                if v.alive:
+                    self._fail(v, e)
         finally:
-            self._running = None
-            s.ready_at = time.monotonic()   # if still runnable, it waits for its next turn from now
+            done = time.monotonic()
+            for v in self._on_worker:
+                if v.alive:
+                    eng.settle(v)      # its activations leave the block's registers
+                    v.ready_at = done  # if still runnable, it waits for its next turn from now
+            self._running, self._on_worker = None, []
+            eng.lock.release()
 
     def _maybe_stop(self, s: Session) -> bool:
         stop = check_stop(self.engine, s)
         if not stop:
             return False
         reason, hits, message = stop
+        self.engine.settle(s)   # a paused session's tensors are its own (inspection, swaps)
         s.state, s.stop_reason, s.hit_ids, s.paused_at = PAUSED, reason, hits, time.monotonic()
         self._publish("stopped", s, stop_reason=reason, text=message, hits=tuple(hits))
         if self.swap_policy == "eager":
@@ -448,7 +489,8 @@ class Scheduler:
         and every user's compute, until the chunk is in: the session needing room waits instead)."""
         with self.lock:
             resident = [v for v in self.sessions.values()
-                        if v is not exclude and v is not self._running and v.memory.location == DEVICE]
+                        if v is not exclude and v is not self._running and v.id not in self._worker_ids()
+                        and v.memory.location == DEVICE]
         resident = [v for v in resident if self.pool.ready(v.memory.host_offset)]
         paused = sorted((v for v in resident if v.state == PAUSED and not (spare_held and self._is_held(v))),
                         key=lambda v: v.paused_at)
@@ -475,7 +517,8 @@ class Scheduler:
             others = [v for v in self.sessions.values() if v is not s]
         leaving = sum(v.memory.device_bytes() for v in others if v.memory.location == MOVING_OUT)
         evictable = sum(v.memory.device_bytes() for v in others
-                        if v is not self._running and v.memory.location == DEVICE and v.state == PAUSED
+                        if v is not self._running and v.id not in self._worker_ids() and v.memory.location == DEVICE
+                        and v.state == PAUSED
                         and not self._is_held(v) and self.pool.ready(v.memory.host_offset))
         if s.memory.location == MOVING_OUT:   # its own copy out is counted as on the device until it lands
             free += s.memory.device_bytes()

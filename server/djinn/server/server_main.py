@@ -59,6 +59,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--subscriber-queue", type=int, default=10_000, help="events a stream may fall behind before it is "
                    "told it lagged (it resubscribes with since_seq)")
     g.add_argument("--replay-mb", type=float, default=64, help="events kept for since_seq replays, in MB")
+    g = p.add_argument_group("speed")
+    g.add_argument("--batch-rows", type=int, default=16, help="decode passes run in blocks of this many rows: sessions "
+                   "at the same stop point share one block (weights read once for all), a session alone fills one row "
+                   "of a block of the same size, so its numbers do not depend on who shares it; 1 = no batching")
+    g.add_argument("--cuda-graphs", default="on", choices=["on", "off"], help="on CUDA, run the decode pieces between "
+                   "stop points as CUDA graphs captured at start-up (off: the same kernels launched one by one)")
     p.add_argument("--no-allocator-cap", action="store_true", help="do not cap the CUDA allocator to the budget")
     p.add_argument("--test-fault-injection", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -173,7 +179,7 @@ def main(argv=None) -> int:
                    quantum_ms=a.quantum_ms, patience_ms=a.patience_ms, expr_max_elements=a.expr_max_elements, expr_max_ms=a.expr_max_ms,
                    subscriber_queue=a.subscriber_queue, replay_mb=a.replay_mb,
                    max_sessions_per_user=a.max_sessions_per_user, fault_injection=a.test_fault_injection,
-                   tls=bool(a.tls_cert))
+                   tls=bool(a.tls_cert), batch_rows=a.batch_rows, cuda_graphs=a.cuda_graphs == "on")
     try:
         state = ServerState(opts)
     except (ValueError, FileNotFoundError, OSError) as e:

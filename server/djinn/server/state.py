@@ -11,7 +11,7 @@ import torch
 
 from .. import __version__
 from ..model.build import build_model
-from ..model.llama import module_tree
+from ..model.llama import module_tree, weight_bytes
 from ..runtime.engine import Engine
 from ..runtime.events import EventHub
 from ..runtime.host_pool import HostPool
@@ -57,6 +57,8 @@ class Options:
     max_sessions_per_user: int = 0   # 0 = no limit
     fault_injection: bool = False    # tests only: Evaluate("__device_fault__") injects a device fault
     tls: bool = False
+    batch_rows: int = 16             # decode block size (runtime/pieces.py); 1 = no batching
+    cuda_graphs: bool = True         # decode pieces as CUDA graphs (CUDA only)
 
 
 def pick_device(opts: Options) -> torch.device:
@@ -90,7 +92,10 @@ class ServerState:
         model, tokenizer, args = build_model(opts.model, self.device, self.dtype, opts.seed)
         self.args = args
         max_ctx = opts.max_context or min(args.max_context, 2048 if cuda else 1024)
-        self.engine = Engine(model, tokenizer, self.device, self.dtype, max_ctx)
+        if opts.batch_rows < 1:
+            raise ValueError(f"--batch-rows must be at least 1, not {opts.batch_rows}")
+        self.engine = Engine(model, tokenizer, self.device, self.dtype, max_ctx, batch_rows=opts.batch_rows,
+                             graphs=opts.cuda_graphs)
         try:
             from ..inspect.expr import Limits
             self.engine.expr_limits = Limits(max_elements=opts.expr_max_elements, max_ms=opts.expr_max_ms)
@@ -100,8 +105,9 @@ class ServerState:
         self.modules = module_tree(model)
 
         ledger = Ledger(budget=0)
-        ledger.weights = sum(p.untyped_storage().nbytes() for p in model.parameters())
-        ledger.workspace = self._measure_workspace(max_ctx) if cuda else 0
+        ledger.weights = weight_bytes(model)
+        # the decode graphs' registers and private pool, measured when they were captured
+        ledger.workspace = (self._measure_workspace(max_ctx) + self.engine.pieces.nbytes) if cuda else 0
         self._warm_up_expressions()
         if cuda:
             torch.cuda.empty_cache()

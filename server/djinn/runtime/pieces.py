@@ -1,0 +1,191 @@
+"""The KV-free parts of a decode piece, for a block of `rows` rows, eager or as CUDA graphs.
+
+A decode step of a batch is row-wise everywhere but in attention: norms, projections, RoPE
+(each row its own position), the MLP and the head treat every row alone. Those parts run here
+on a block of exactly `rows` rows (sessions fill rows 0..B-1; the rest is padding), so a
+session's numbers never depend on how many others share its block: the matrix kernels see the
+same shapes whether one session decodes or sixteen. Attention reads each session's own KV
+buffer and stays with the engine.
+
+On CUDA every part is captured once at start-up as a graph over static registers, one graph per
+layer and part (a stop point is a graph boundary). Inputs that are already in their register
+(the previous part's output) are not copied; a part's outputs are views of registers, valid
+until the next part of any session runs: the engine copies out what a session keeps when it
+leaves the worker (`owns`). The eager path computes the same kernels on the same shapes, so a
+graph replays exactly what eager code would compute (tested on CUDA).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..model.llama import Llama, qkv_rows
+
+
+class EagerPieces:
+    """The row-wise parts as plain calls; inputs padded to `rows` rows."""
+
+    graphed = False
+
+    def __init__(self, model: Llama, rows: int, cos: Tensor, sin: Tensor):
+        self.model, self.rows, self.cos, self.sin = model, rows, cos, sin
+        a = model.args
+        self.o_width = a.n_heads * a.head_dim
+
+    def gather(self, tensors: list[Tensor], name: str) -> Tensor:
+        """The rows of several sessions (each [1, ...]) as one [rows, ...] block."""
+        if len(tensors) == self.rows:
+            return tensors[0] if self.rows == 1 else torch.cat(tensors)
+        pad = tensors[0].new_zeros((self.rows - len(tensors),) + tuple(tensors[0].shape[1:]))
+        return torch.cat(tensors + [pad])
+
+
+    def o_block(self) -> Tensor:
+        return torch.zeros(self.rows, self.o_width, dtype=self.cos.dtype, device=self.cos.device)
+
+    def pre(self, layer: int, x: Tensor, pos: list[int]) -> Tensor:
+        """Norm, q/k/v and RoPE of the block's rows; pos: each session's position (padding: 0)."""
+        L = self.model.layers[layer]
+        idx = torch.tensor(pos + [0] * (self.rows - len(pos)), device=self.cos.device)
+        return qkv_rows(L.self_attn, L.input_layernorm(x), self.cos[idx], self.sin[idx])
+
+    def post(self, layer: int, o: Tensor) -> Tensor:
+        return self.model.layers[layer].self_attn.o_proj(o)
+
+    def mlp(self, layer: int, x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        L = self.model.layers[layer]
+        h = x + a
+        return h, L.mlp(L.post_attention_layernorm(h))
+
+    def res(self, h: Tensor, m: Tensor) -> Tensor:
+        return h + m
+
+    def head(self, x: Tensor) -> Tensor:
+        return self.model.logits(x)
+
+    def owns(self, t: Tensor) -> bool:
+        return False
+
+    @property
+    def nbytes(self) -> int:
+        return 0
+
+
+class GraphPieces(EagerPieces):
+    """The same parts captured as CUDA graphs over static registers (one set for the block)."""
+
+    graphed = True
+
+    def __init__(self, model: Llama, rows: int, cos: Tensor, sin: Tensor):
+        super().__init__(model, rows, cos, sin)
+        a, dev, dt = model.args, cos.device, cos.dtype
+        before = torch.cuda.memory_allocated(dev)
+        z = lambda *shape, dtype=dt: torch.zeros((rows,) + shape, dtype=dtype, device=dev)
+        self.reg = dict(hidden=z(a.dim), pos=z(dtype=torch.long), qkv=z(a.n_heads + 2 * a.n_kv_heads, a.head_dim),
+                        o=z(self.o_width), attn_out=z(a.dim), h=z(a.dim), mlp_out=z(a.dim),
+                        logits=z(a.vocab_size, dtype=torch.float32))
+        self._storages = {t.untyped_storage().data_ptr() for t in self.reg.values()}
+        self._pos_host = torch.zeros(rows, dtype=torch.long, pin_memory=True)
+        self._pos_key: tuple | None = None
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict[tuple[str, int], torch.cuda.CUDAGraph] = {}
+        r = self.reg
+        for i in range(a.n_layers):
+            self._capture(("pre", i), lambda i=i: r["qkv"].copy_(self._pre_eager(i)))
+            self._capture(("post", i), lambda i=i: r["attn_out"].copy_(EagerPieces.post(self, i, r["o"])))
+            self._capture(("mlp", i), lambda i=i: self._mlp_into(i))
+        self._capture(("res", 0), lambda: torch.add(r["h"], r["mlp_out"], out=r["hidden"]))
+        self._capture(("head", 0), lambda: r["logits"].copy_(model.logits(r["hidden"])))
+        torch.cuda.synchronize(dev)
+        self._nbytes = torch.cuda.memory_allocated(dev) - before
+
+    @property
+    def nbytes(self) -> int:
+        """Device memory of the registers and the graphs' private pool, measured at capture."""
+        return self._nbytes
+
+    def _pre_eager(self, i: int) -> Tensor:
+        L, r = self.model.layers[i], self.reg
+        c, s = self.cos.index_select(0, r["pos"]), self.sin.index_select(0, r["pos"])
+        return qkv_rows(L.self_attn, L.input_layernorm(r["hidden"]), c, s)
+
+    def _mlp_into(self, i: int) -> None:
+        r = self.reg
+        torch.add(r["hidden"], r["attn_out"], out=r["h"])
+        L = self.model.layers[i]
+        r["mlp_out"].copy_(L.mlp(L.post_attention_layernorm(r["h"])))
+
+    def _capture(self, key, fn) -> None:
+        side = torch.cuda.Stream(self.cos.device)
+        side.wait_stream(torch.cuda.current_stream(self.cos.device))
+        with torch.cuda.stream(side):   # warm-up: kernels chosen, workspaces made, off the capture
+            fn()
+        torch.cuda.current_stream(self.cos.device).wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self.pool):
+            fn()
+        self.graphs[key] = g
+
+    # -------------------------------------------------------------- inputs
+    def _load(self, tensors: list[Tensor], name: str) -> Tensor:
+        reg = self.reg[name]
+        n = len(tensors)
+        row = reg[0].numel() * reg.element_size()
+        if all(t.data_ptr() == reg.data_ptr() + i * row and t.shape[0] == 1 for i, t in enumerate(tensors)):
+            return reg                    # already there: the previous part wrote it
+        mine = reg.untyped_storage().data_ptr()   # rows moving within the register: copy them out first
+        tensors = [t.clone() if t.untyped_storage().data_ptr() == mine else t for t in tensors]
+        torch.cat(tensors, out=reg[:n])   # one copy for the whole block
+        return reg
+
+    def gather(self, tensors: list[Tensor], name: str) -> Tensor:
+        return self._load(tensors, name)
+
+    def _positions(self, pos: list[int]) -> None:
+        key = tuple(pos)
+        if key == self._pos_key:
+            return
+        # The previous pass's copy has landed: every pass ends with a synchronising read of its logits.
+        self._pos_host[:len(pos)] = torch.tensor(pos)
+        self.reg["pos"].copy_(self._pos_host, non_blocking=True)
+        self._pos_key = key
+
+    def o_block(self) -> Tensor:
+        return self.reg["o"]
+
+    # -------------------------------------------------------------- parts
+    def pre(self, layer: int, x: Tensor, pos: list[int]) -> Tensor:
+        assert x is self.reg["hidden"]
+        self._positions(pos)
+        self.graphs[("pre", layer)].replay()
+        return self.reg["qkv"]
+
+    def post(self, layer: int, o: Tensor) -> Tensor:
+        assert o is self.reg["o"]
+        self.graphs[("post", layer)].replay()
+        return self.reg["attn_out"]
+
+    def mlp(self, layer: int, x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        assert x is self.reg["hidden"] and a is self.reg["attn_out"]
+        self.graphs[("mlp", layer)].replay()
+        return self.reg["h"], self.reg["mlp_out"]
+
+    def res(self, h: Tensor, m: Tensor) -> Tensor:
+        assert h is self.reg["h"] and m is self.reg["mlp_out"]
+        self.graphs[("res", 0)].replay()
+        return self.reg["hidden"]
+
+    def head(self, x: Tensor) -> Tensor:
+        assert x is self.reg["hidden"]
+        self.graphs[("head", 0)].replay()
+        return self.reg["logits"]
+
+    def owns(self, t: Tensor) -> bool:
+        return t.untyped_storage().data_ptr() in self._storages
+
+
+def make_pieces(model: Llama, rows: int, cos: Tensor, sin: Tensor, graphs: bool):
+    if graphs and cos.device.type == "cuda":
+        return GraphPieces(model, rows, cos, sin)
+    return EagerPieces(model, rows, cos, sin)
+
