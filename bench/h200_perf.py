@@ -98,6 +98,8 @@ def parse(argv=None):
     p.add_argument("--density-finish-timeout-s", type=float, default=900)
     p.add_argument("--part-timeout-s", type=float, default=900, help="limit of each child process")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-rows", type=int, default=16, help="--batch-rows of the engine parts and the servers")
+    p.add_argument("--cuda-graphs", default="on", choices=["on", "off"], help="--cuda-graphs of the engine parts and the servers")
     p.add_argument("--commit", default=None, help="commit to record (wins over git rev-parse HEAD, which can be "
                    "stale in a copied tree)")
     p.add_argument("--out", default=None, help="default bench/results/h200-perf-DATE.json")
@@ -214,14 +216,14 @@ def engine_parts(o, run, R: Result, details: dict) -> None:
         "--device", o.device, "--model", o.model, "--dtype", o.dtype, "--context", str(o.context),
         "--decode-tokens", str(o.decode_tokens), "--warmup-tokens", str(o.warmup_tokens),
         "--prefill-reps", str(o.prefill_reps), "--swap-reps", str(o.swap_reps), "--seed", str(o.seed),
-        "--parts", ",".join(parts)], "engine parts (" + ",".join(parts) + ")")
+        "--batch-rows", str(o.batch_rows), "--cuda-graphs", o.cuda_graphs, "--parts", ",".join(parts)], "engine parts (" + ",".join(parts) + ")")
     if res is None:
         for x in parts:
             R.fail(x, "failed: " + why)
         return
     R.meta.update({k: res[k] for k in ("torch", "device_name", "pytorch_cuda_alloc_conf") if res.get(k)})
     errs = res.get("errors", {})
-    details["engine"] = {k: v for k, v in res.items() if k in ("weights_init_s", "weights_bytes", "dtype",
+    details["engine"] = {k: v for k, v in res.items() if k in ("weights_init_s", "weights_bytes", "dtype", "engine_init_s", "graphs", "batch_rows", "cuda_graphs",
                                                                "max_memory_allocated_bytes")}
     if "decode" in parts:
         d = res.get("decode")

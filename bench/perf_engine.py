@@ -72,7 +72,11 @@ def measure_engine(o, parts, res) -> None:
     res["weights_init_s"] = round(time.perf_counter() - t0, 2)
     res["weights_bytes"] = weight_bytes(model)
     log(TAG, f"model ready in {res['weights_init_s']} s ({res['weights_bytes'] / 1e9:.2f} GB)")
-    eng = Engine(model, tok, dev, dtype, o.context)
+    t0 = time.perf_counter()
+    eng = Engine(model, tok, dev, dtype, o.context, batch_rows=o.batch_rows, graphs=o.cuda_graphs == "on")
+    sync(dev)
+    res["engine_init_s"] = round(time.perf_counter() - t0, 2)   # fused weights + graph capture
+    res["graphs"] = dict(on=eng.pieces.graphed, rows=eng.batch_rows, bytes=eng.pieces.nbytes)
     P = o.context - o.decode_tokens - o.warmup_tokens
     prompt = prompt_tokens(P, args.vocab_size, salt=1)
 
@@ -265,6 +269,8 @@ def main() -> int:
     p.add_argument("--swap-reps", type=int, default=6)
     p.add_argument("--parts", default="decode,prefill,swap")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-rows", type=int, default=16, help="Engine(batch_rows=...), as the server's --batch-rows")
+    p.add_argument("--cuda-graphs", default="on", choices=["on", "off"])
     p.add_argument("--out", required=True)
     o = p.parse_args()
     alloc = set_alloc_conf(o.device)
@@ -278,7 +284,7 @@ def main() -> int:
     o.dt = {"auto": torch.bfloat16 if o.device == "cuda" else torch.float32, "bfloat16": torch.bfloat16,
             "float16": torch.float16, "float32": torch.float32}[o.dtype]
     parts = set(x for x in o.parts.split(",") if x)
-    res: dict = dict(torch=torch.__version__, dtype=str(o.dt).replace("torch.", ""), pytorch_cuda_alloc_conf=alloc,
+    res: dict = dict(batch_rows=o.batch_rows, cuda_graphs=o.cuda_graphs, torch=torch.__version__, dtype=str(o.dt).replace("torch.", ""), pytorch_cuda_alloc_conf=alloc,
                      device_name=torch.cuda.get_device_name(o.dev) if o.dev.type == "cuda" else None, errors={})
     if parts & {"decode", "prefill"}:
         try:

@@ -133,6 +133,8 @@ class Client:
 def start_server(o, *extra: str, name: str = "server"):
     """(ServerProcess, seconds from spawn to DJINN_READY)."""
     args = ["--host-pool-gb", str(o.host_pool_gb), "--max-context", str(o.context), *extra]
+    if getattr(o, "batch_rows", None):
+        args += ["--batch-rows", str(o.batch_rows), "--cuda-graphs", o.cuda_graphs]
     if o.dtype != "auto":
         args += ["--dtype", o.dtype]
     log(TAG, f"starting {name}: {o.model} on {o.device}, {' '.join(args)} ...")

@@ -122,7 +122,7 @@ class GraphPieces(EagerPieces):
             fn()
         torch.cuda.current_stream(self.cos.device).wait_stream(side)
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self.pool):
+        with torch.cuda.graph(g, pool=self.pool, capture_error_mode="thread_local"):
             fn()
         self.graphs[key] = g
 
