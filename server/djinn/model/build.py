@@ -16,9 +16,9 @@ def build_model(model: str, device: torch.device, dtype: torch.dtype, seed: int 
         from .checkpoint import load_hf_checkpoint
 
         net, args = load_hf_checkpoint(model, device=device, dtype=dtype)
-        return net.eval(), tokenizer_for(model, args.vocab_size), args
+        return net.eval().requires_grad_(False), tokenizer_for(model, args.vocab_size), args
     args: ModelArgs = named_config(model)
     with torch.device(device):
         net = Llama(args).to(dtype)
     init_random_(net, seed)
-    return net.eval(), tokenizer_for(None, args.vocab_size), args
+    return net.eval().requires_grad_(False), tokenizer_for(None, args.vocab_size), args

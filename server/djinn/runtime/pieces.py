@@ -76,6 +76,7 @@ class GraphPieces(EagerPieces):
 
     graphed = True
 
+    @torch.no_grad()
     def __init__(self, model: Llama, rows: int, cos: Tensor, sin: Tensor):
         super().__init__(model, rows, cos, sin)
         a, dev, dt = model.args, cos.device, cos.dtype
