@@ -18,7 +18,7 @@ import threading
 
 import torch
 
-from ..model.llama import Llama, attention_step, attend_rows, rope_tables
+from ..model.llama import Llama, attention_step, decode_attention, rope_tables
 from .pieces import make_pieces
 from .session import ATTN, FINISHED, LAYER, MLP, Session
 
@@ -105,13 +105,15 @@ class Engine:
         acts = [s.memory.acts for s in group]
         if point == LAYER:
             x = P.gather([a["hidden"] for a in acts], "hidden")
-            qkv = P.pre(L, x, [s.input_pos for s in group])
+            qkv, qs = P.pre(L, x, [s.input_pos for s in group])
             o = P.o_block()
-            attn = self.model.layers[L].self_attn
-            for i, s in enumerate(group):
-                o[i:i + 1].copy_(attend_rows(attn, qkv[i:i + 1], s.memory.kv[L], s.input_pos))
+            H, Hkv, Dh = self.args.n_heads, self.args.n_kv_heads, self.args.head_dim
+            for i, s in enumerate(group):   # each session's own KV: write this position, attend in place
+                kv, end = s.memory.kv[L], s.input_pos + 1
+                kv[:, :, s.input_pos] = qkv[i, H:].view(2, Hkv, Dh)
+                decode_attention(qs[i].view(Hkv, H // Hkv, Dh), kv[0, :, :end], kv[1, :, :end],
+                                 out=o[i].view(Hkv, H // Hkv, Dh))
             a = P.post(L, o)
-            H = self.args.n_heads
             for i, s in enumerate(group):
                 s.memory.acts = {"hidden": x[i:i + 1], "attn_out": a[i:i + 1], "q": qkv[i:i + 1, :H].transpose(0, 1)}
                 s.point = ATTN

@@ -43,11 +43,16 @@ class EagerPieces:
     def o_block(self) -> Tensor:
         return torch.zeros(self.rows, self.o_width, dtype=self.cos.dtype, device=self.cos.device)
 
-    def pre(self, layer: int, x: Tensor, pos: list[int]) -> Tensor:
-        """Norm, q/k/v and RoPE of the block's rows; pos: each session's position (padding: 0)."""
+    def pre(self, layer: int, x: Tensor, pos: list[int]) -> tuple[Tensor, Tensor]:
+        """Norm, q/k/v and RoPE of the block's rows; pos: each session's position (padding: 0).
+        Returns the rows [rows, H + 2 Hkv, Dh] and the queries scaled by 1/sqrt(Dh) [rows, H, Dh]."""
         L = self.model.layers[layer]
         idx = torch.tensor(pos + [0] * (self.rows - len(pos)), device=self.cos.device)
-        return qkv_rows(L.self_attn, L.input_layernorm(x), self.cos[idx], self.sin[idx])
+        return self._pre(L, x, self.cos[idx], self.sin[idx])
+
+    def _pre(self, L, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+        qkv = qkv_rows(L.self_attn, L.input_layernorm(x), cos, sin)
+        return qkv, qkv[:, :self.model.args.n_heads] * self.model.args.head_dim ** -0.5
 
     def post(self, layer: int, o: Tensor) -> Tensor:
         return self.model.layers[layer].self_attn.o_proj(o)
@@ -82,17 +87,21 @@ class GraphPieces(EagerPieces):
         a, dev, dt = model.args, cos.device, cos.dtype
         before = torch.cuda.memory_allocated(dev)
         z = lambda *shape, dtype=dt: torch.zeros((rows,) + shape, dtype=dtype, device=dev)
-        self.reg = dict(hidden=z(a.dim), pos=z(dtype=torch.long), qkv=z(a.n_heads + 2 * a.n_kv_heads, a.head_dim),
+        self.reg = dict(hidden=z(a.dim), pos=z(dtype=torch.long), cos=z(a.head_dim), sin=z(a.head_dim),
+                        qkv=z(a.n_heads + 2 * a.n_kv_heads, a.head_dim), qs=z(a.n_heads, a.head_dim),
                         o=z(self.o_width), attn_out=z(a.dim), h=z(a.dim), mlp_out=z(a.dim),
                         logits=z(a.vocab_size, dtype=torch.float32))
         self._storages = {t.untyped_storage().data_ptr() for t in self.reg.values()}
-        self._pos_host = torch.zeros(rows, dtype=torch.long, pin_memory=True)
+        # Positions go to the device through a ring of pinned buffers: an async copy reads its
+        # buffer when the stream reaches it, so a buffer is rewritten only once its copy is done.
+        self._ring = [(torch.zeros(rows, dtype=torch.long, pin_memory=True), torch.cuda.Event()) for _ in range(64)]
+        self._ring_next = 0
         self._pos_key: tuple | None = None
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[tuple[str, int], torch.cuda.CUDAGraph] = {}
         r = self.reg
         for i in range(a.n_layers):
-            self._capture(("pre", i), lambda i=i: r["qkv"].copy_(self._pre_eager(i)))
+            self._capture(("pre", i), lambda i=i: self._pre_into(i))
             self._capture(("post", i), lambda i=i: r["attn_out"].copy_(EagerPieces.post(self, i, r["o"])))
             self._capture(("mlp", i), lambda i=i: self._mlp_into(i))
         self._capture(("res", 0), lambda: torch.add(r["h"], r["mlp_out"], out=r["hidden"]))
@@ -105,10 +114,11 @@ class GraphPieces(EagerPieces):
         """Device memory of the registers and the graphs' private pool, measured at capture."""
         return self._nbytes
 
-    def _pre_eager(self, i: int) -> Tensor:
-        L, r = self.model.layers[i], self.reg
-        c, s = self.cos.index_select(0, r["pos"]), self.sin.index_select(0, r["pos"])
-        return qkv_rows(L.self_attn, L.input_layernorm(r["hidden"]), c, s)
+    def _pre_into(self, i: int) -> None:
+        r = self.reg
+        qkv, qs = self._pre(self.model.layers[i], r["hidden"], r["cos"], r["sin"])
+        r["qkv"].copy_(qkv)
+        r["qs"].copy_(qs)
 
     def _mlp_into(self, i: int) -> None:
         r = self.reg
@@ -146,20 +156,27 @@ class GraphPieces(EagerPieces):
         key = tuple(pos)
         if key == self._pos_key:
             return
-        # The previous pass's copy has landed: every pass ends with a synchronising read of its logits.
-        self._pos_host[:len(pos)] = torch.tensor(pos)
-        self.reg["pos"].copy_(self._pos_host, non_blocking=True)
+        host, done = self._ring[self._ring_next]
+        self._ring_next = (self._ring_next + 1) % len(self._ring)
+        done.synchronize()                 # (long done, unless 64 position changes are in flight)
+        host.zero_()
+        host[:len(pos)] = torch.tensor(pos)
+        r = self.reg
+        r["pos"].copy_(host, non_blocking=True)
+        done.record()
+        torch.index_select(self.cos, 0, r["pos"], out=r["cos"])   # once per change, not per layer
+        torch.index_select(self.sin, 0, r["pos"], out=r["sin"])
         self._pos_key = key
 
     def o_block(self) -> Tensor:
         return self.reg["o"]
 
     # -------------------------------------------------------------- parts
-    def pre(self, layer: int, x: Tensor, pos: list[int]) -> Tensor:
+    def pre(self, layer: int, x: Tensor, pos: list[int]) -> tuple[Tensor, Tensor]:
         assert x is self.reg["hidden"]
         self._positions(pos)
         self.graphs[("pre", layer)].replay()
-        return self.reg["qkv"]
+        return self.reg["qkv"], self.reg["qs"]
 
     def post(self, layer: int, o: Tensor) -> Tensor:
         assert o is self.reg["o"]
