@@ -51,14 +51,16 @@ def _trace(eng, sessions, batched):
         eng.begin(s)
         while s.pass_index == 0:
             eng.advance(s)
+        eng.settle(s)
     seen = {id(s): [] for s in sessions}
     while any(s.state != FINISHED for s in sessions):
         live = [s for s in sessions if s.state != FINISHED]
         if batched:
             eng.advance_batch(live)
         else:
-            for s in live:
-                eng.advance(s)
+            for s in live:       # one at a time, as turns: a session leaving the worker settles
+                eng.advance(s)   # (its activations leave the block's registers)
+                eng.settle(s)
         for s in live:
             if s.state != FINISHED:
                 name = {LAYER: "hidden", ATTN: "attn_out", MLP: "mlp_out"}[s.point]

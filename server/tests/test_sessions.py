@@ -162,7 +162,8 @@ def code(fn):
 
 
 def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving():
-    with running_server(host_pool_gb=0.0008) as (c, st):
+    # room for about one session on the device and one in the host pool
+    with running_server(host_pool_gb=0.0008, budget="auto:1", plan_sessions=1, plan_context=32) as (c, st):
         s = c.create(prompt(6), max_new=2, layers=(2,))
         c.wait(pb.EVENT_KIND_STOPPED, s.id)
         ref = lambda: pb.SessionRef(session_id=s.id)
@@ -195,7 +196,7 @@ def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving():
             got, details = code(fn)
             assert got == status, f"{name}: {got} {details}"
             assert words in details, f"{name}: {details}"
-        # A host pool with room for one session only: the next is refused, the first is unharmed.
+        # Room for about two sessions in all (device and host pool): the next are refused, the first is unharmed.
         got, details = code(lambda: [c.create(prompt(9 + i), max_new=2) for i in range(3)])
         assert got == grpc.StatusCode.RESOURCE_EXHAUSTED and "host pool" in details
         assert c.GetInfo(pb.GetInfoRequest()).model.n_layers == 40

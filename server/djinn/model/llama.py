@@ -121,12 +121,12 @@ def attention_core(q: Tensor, k_all: Tensor, v_all: Tensor, input_pos: int) -> T
 def decode_attention(q3: Tensor, k_all: Tensor, v_all: Tensor, out: Tensor | None = None) -> Tensor:
     """One query row per head: q3 [Hkv, G, Dh] already scaled by 1/sqrt(Dh) (the G query heads
     of a KV head are the rows of its batch entry: GQA without copies), k_all/v_all [Hkv, S, Dh]
-    read in place -> [Hkv, G, Dh]. Four kernels that each read K or V once: SDPA's math path
+    read in place -> [Hkv, G, Dh]. Three kernels, each reading K or V once: SDPA's math path
     made K contiguous, scaled it and checked it first (on the H200 ~0.14 ms of GPU and ~0.23 ms
     of CPU per layer at position 2011 for Llama-2-13B); its fused kernels are slower still for
     one query row."""
-    p = torch.softmax(torch.bmm(q3, k_all.transpose(1, 2)), dim=-1, dtype=torch.float32).to(q3.dtype)
-    return torch.bmm(p, v_all, out=out)
+    # softmax accumulates in fp32 for half types and writes the input's dtype: one kernel
+    return torch.bmm(torch.softmax(torch.bmm(q3, k_all.transpose(1, 2)), dim=-1), v_all, out=out)
 
 
 def attend_rows(attn: Attention, rows: Tensor, kv_layer: Tensor, input_pos: int) -> Tensor:

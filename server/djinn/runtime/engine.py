@@ -108,11 +108,11 @@ class Engine:
             qkv, qs = P.pre(L, x, [s.input_pos for s in group])
             o = P.o_block()
             H, Hkv, Dh = self.args.n_heads, self.args.n_kv_heads, self.args.head_dim
+            G = H // Hkv
             for i, s in enumerate(group):   # each session's own KV: write this position, attend in place
-                kv, end = s.memory.kv[L], s.input_pos + 1
-                kv[:, :, s.input_pos] = qkv[i, H:].view(2, Hkv, Dh)
-                decode_attention(qs[i].view(Hkv, H // Hkv, Dh), kv[0, :, :end], kv[1, :, :end],
-                                 out=o[i].view(Hkv, H // Hkv, Dh))
+                kv, pos = s.memory.kv[L], s.input_pos
+                kv.select(2, pos).copy_(qkv[i, H:].view(2, Hkv, Dh))
+                decode_attention(qs[i].view(Hkv, G, Dh), kv[0, :, :pos + 1], kv[1, :, :pos + 1], out=o[i].view(Hkv, G, Dh))
             a = P.post(L, o)
             for i, s in enumerate(group):
                 s.memory.acts = {"hidden": x[i:i + 1], "attn_out": a[i:i + 1], "q": qkv[i:i + 1, :H].transpose(0, 1)}

@@ -8,9 +8,11 @@ the server starts serving as soon as the weights are in while the chunks are pin
 behind it: chunk 0 alone first (so the first session waits a second or two at most), then the
 rest on up to 8 threads, each registering one chunk with cudaHostRegister.
 
-A region lives inside one chunk. Each session reserves its region when it is created, so a full
-pool refuses new sessions and never strands one; but a reservation does not wait for pinning:
-it takes room in a pinned chunk when there is some, else in a chunk still to come. What waits is
+A region lives inside one chunk. A session holds one only while its state is on the host: the
+scheduler reserves it on the way out (in a chunk a copy can use now) and releases it once the
+session is back; admission (Scheduler.add) counts the device and the pool together, so a paused
+session can always leave. A reservation never waits for pinning: it takes room in a pinned
+chunk when there is some, else in a chunk still to come. What waits is
 the first copy into that chunk (`view`, on a swap-out), at most `wait_s` seconds (HostPoolTimeout).
 Pinning goes in chunk order and regions are handed out in that order, so the sessions paused
 longest, which are evicted first, hold the chunks pinned first: on the H200, Exp 3 created its
@@ -268,12 +270,33 @@ class HostPool:
                 f"region {largest / 1e9:.3f} GB; a session needs {size / 1e9:.3f} GB. Close sessions or restart the "
                 "server with a larger --host-pool-gb")
 
+    def try_reserve(self, size: int, ready_only: bool = False) -> tuple[int, int] | None:
+        """A region as reserve() gives, or None when none fits; with `ready_only`, only in a chunk
+        a copy can use now (pinned, or plain memory after pinning stopped short)."""
+        size = _align(size)
+        with self._cond:
+            if self._closed:
+                return None
+            hit = self._fit(size)
+            if hit is not None and ready_only and not self._ready_locked(hit[0]):
+                self._free_locked(*hit)
+                return None
+            return hit
+
+    def capacity(self, size: int) -> int:
+        """Bytes of regions of `size` the whole pool holds when empty (regions do not span chunks)."""
+        size = _align(size)
+        return sum(n // size for n in self.sizes) * size
+
     def ready(self, offset: int) -> bool:
         """Whether a copy into the region at `offset` can start now (its chunk is in, or pinning
         stopped short of it and plain memory will do): the scheduler evicts such sessions first."""
-        c = offset // self.chunk
         with self._lock:
-            return self.buffers[c] is not None or ((bool(self.error) or not self._pending()) and c not in self._pinning)
+            return self._ready_locked(offset)
+
+    def _ready_locked(self, offset: int) -> bool:
+        c = offset // self.chunk
+        return self.buffers[c] is not None or ((bool(self.error) or not self._pending()) and c not in self._pinning)
 
     def _buffer(self, c: int, timeout: float | None = None) -> torch.Tensor:
         """Chunk c's memory, waiting for its pinning (at most `timeout`, default wait_s); plain
@@ -298,19 +321,22 @@ class HostPool:
             return self.buffers[c]
 
     def release(self, offset: int, size: int) -> None:
-        c, off = divmod(offset, self.chunk)
         with self._lock:
-            self.used -= size
-            if self._closed:
-                return
-            free = sorted(self._free[c] + [(off, size)])
-            merged: list[tuple[int, int]] = []
-            for o, n in free:
-                if merged and merged[-1][0] + merged[-1][1] == o:
-                    merged[-1] = (merged[-1][0], merged[-1][1] + n)
-                else:
-                    merged.append((o, n))
-            self._free[c] = merged
+            self._free_locked(offset, size)
+
+    def _free_locked(self, offset: int, size: int) -> None:
+        c, off = divmod(offset, self.chunk)
+        self.used -= size
+        if self._closed:
+            return
+        free = sorted(self._free[c] + [(off, size)])
+        merged: list[tuple[int, int]] = []
+        for o, n in free:
+            if merged and merged[-1][0] + merged[-1][1] == o:
+                merged[-1] = (merged[-1][0], merged[-1][1] + n)
+            else:
+                merged.append((o, n))
+        self._free[c] = merged
 
     def view(self, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         """A typed view into the pool (pinned, so copies to and from the device stay

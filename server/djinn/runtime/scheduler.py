@@ -60,7 +60,8 @@ class Scheduler:
         self._stopping = False
         self._running: Session | None = None   # the session whose pass is on the worker right now
         self._on_worker: list[Session] = []    # it and the sessions batched with it
-        self.batched = {"pieces": 0, "rows": 0}   # pieces run for more than one session, and their rows
+        self.batched = {"pieces": 0, "rows": 0}
+        self._eager_wait: set[int] = set()     # eager policy: paused sessions still to be swapped out   # pieces run for more than one session, and their rows
         self._deferred: list = []              # commands waiting for that pass to yield
         self.totals = {"out": [0, 0, 0.0], "in": [0, 0, 0.0]}   # count, bytes, ms
         self.quantum = quantum_ms / 1e3
@@ -117,18 +118,30 @@ class Scheduler:
         return s
 
     def add(self, s: Session) -> None:
-        """Registers a new session: reserves its host region (so it can always be swapped out)."""
+        """Registers a new session if the device and the host pool together hold every live
+        session: sessions live on the device or in the pool, and a host region is reserved only
+        on the way out, so admission counts both tiers, less one session's room: a session
+        coming back keeps its region until its copy has landed, so the one leaving for it needs
+        another (with sessions of one size the pool then always has it)."""
         self.check_device()
-        need = self.ledger.fixed + s.memory.total_bytes
+        size = s.memory.total_bytes
+        need = self.ledger.fixed + size
         if need > self.ledger.budget:
-            raise exhausted(f"a session of context {s.context} needs {s.memory.total_bytes / 1e9:.3f} GB of KV and "
+            raise exhausted(f"a session of context {s.context} needs {size / 1e9:.3f} GB of KV and "
                             f"activations; with weights, workspace and overhead ({self.ledger.fixed / 1e9:.2f} GB) that "
                             f"exceeds the budget of {self.ledger.budget / 1e9:.2f} GB")
-        try:
-            s.memory.host_offset, s.memory.host_size = self.pool.reserve(s.memory.total_bytes)
-        except HostPoolFull as e:
-            raise exhausted(str(e)) from None
         with self.lock:
+            device = self.ledger.budget - self.ledger.fixed
+            pool = self.pool.capacity(size)
+            live = [v for v in self.sessions.values() if v.alive]
+            held = sum(v.memory.total_bytes for v in live)
+            if held + size > device + pool - size:
+                raise exhausted(
+                    f"no room for another session of {size / 1e9:.3f} GB: {len(live)} live sessions hold "
+                    f"{held / 1e9:.2f} GB, and the device budget ({device / 1e9:.2f} GB for sessions) and the host pool "
+                    f"({pool / 1e9:.2f} GB) hold {(device + pool - size) / 1e9:.2f} GB of sessions (less one session's "
+                    "room for a copy in flight); close sessions, or restart the server with a larger --host-pool-gb or "
+                    "--vram-budget-gb")
             s.state, s.ready_at = RUNNING, time.monotonic()
             self.sessions[s.id] = s
         self._publish("created", s)
@@ -261,6 +274,8 @@ class Scheduler:
         self._finish_flights(block=False)
         if self._pending:
             self._retry_prefetches()
+        if self._eager_wait:
+            self._eager_swaps()
         s = self._pick()
         if s is None:
             self._idle(0.002 if self._in_flight() else 0.05)
@@ -345,7 +360,7 @@ class Scheduler:
         if resident_only or not running:
             return min(resident, key=lambda s: (s.turn, s.id), default=None)
         first = min(running, key=lambda s: (s.turn, s.id))
-        if first in resident or not resident or time.monotonic() - first.ready_at >= self.patience:
+        if any(v is first for v in resident) or not resident or time.monotonic() - first.ready_at >= self.patience:
             return first
         return min(resident, key=lambda s: (s.turn, s.id))
 
@@ -436,7 +451,20 @@ class Scheduler:
         self._publish("stopped", s, stop_reason=reason, text=message, hits=tuple(hits))
         if self.swap_policy == "eager":
             self._swap_out(s)
+            if s.memory.location == DEVICE:
+                self._eager_wait.add(s.id)   # no pinned room yet: it leaves once there is
         return True
+
+    def _eager_swaps(self) -> None:
+        """Eager policy: a paused session leaves the device at its stop; one whose region could
+        not be had then (no pinned room yet) leaves as soon as it can."""
+        for sid in list(self._eager_wait):
+            v = self.sessions.get(sid)
+            if v is None or v.state != PAUSED or v.memory.location != DEVICE:
+                self._eager_wait.discard(sid)
+            elif v.id not in self._worker_ids() and self._region_for(v):
+                self._eager_wait.discard(sid)
+                self._swap_out(v)
 
     def _finish(self, s: Session) -> None:
         s.ended_at = time.monotonic()
@@ -491,15 +519,26 @@ class Scheduler:
             resident = [v for v in self.sessions.values()
                         if v is not exclude and v is not self._running and v.id not in self._worker_ids()
                         and v.memory.location == DEVICE]
-        resident = [v for v in resident if self.pool.ready(v.memory.host_offset)]
         paused = sorted((v for v in resident if v.state == PAUSED and not (spare_held and self._is_held(v))),
                         key=lambda v: v.paused_at)
-        if paused:
-            return paused[0]
-        if not running_too:
-            return None
-        idle = sorted((v for v in resident if v.state == RUNNING), key=lambda v: v.last_run)
-        return idle[0] if idle else None
+        idle = sorted((v for v in resident if v.state == RUNNING), key=lambda v: v.last_run) if running_too else []
+        for v in paused + idle:
+            if self._region_for(v):
+                return v
+        return None
+
+    def _region_for(self, v: Session) -> bool:
+        """Reserves v's host region for a swap-out, in a chunk a copy can use now (pinned, or
+        plain memory once pinning stopped short): a copy into a chunk still being pinned would
+        hold the worker, and every user's compute, until the chunk is in."""
+        mem = v.memory
+        if mem.host_offset >= 0:
+            return True
+        hit = self.pool.try_reserve(mem.total_bytes, ready_only=True)
+        if hit is None:
+            return False
+        mem.host_offset, mem.host_size = hit
+        return True
 
     # ------------------------------------------------------------ prefetch
     def _is_held(self, v: Session) -> bool:
@@ -518,8 +557,7 @@ class Scheduler:
         leaving = sum(v.memory.device_bytes() for v in others if v.memory.location == MOVING_OUT)
         evictable = sum(v.memory.device_bytes() for v in others
                         if v is not self._running and v.id not in self._worker_ids() and v.memory.location == DEVICE
-                        and v.state == PAUSED
-                        and not self._is_held(v) and self.pool.ready(v.memory.host_offset))
+                        and v.state == PAUSED and not self._is_held(v))
         if s.memory.location == MOVING_OUT:   # its own copy out is counted as on the device until it lands
             free += s.memory.device_bytes()
         return free + leaving + evictable >= s.memory.total_bytes
@@ -574,7 +612,7 @@ class Scheduler:
                                                                           f"{type(e).__name__}: {e}"))
 
     def _swap_out(self, s: Session) -> None:
-        if s.memory.location == DEVICE:
+        if s.memory.location == DEVICE and self._region_for(s):
             self._record(s, self.swapper.swap_out(s.memory))
 
     def _in_flight(self) -> bool:

@@ -40,7 +40,7 @@ class TrapSpec:
     norm_spike: float = 0.0
 
 
-@dataclass
+@dataclass(eq=False)   # identity: a session equals only itself (fields hold tensors)
 class Session:
     prompt_tokens: list[int]
     max_new_tokens: int

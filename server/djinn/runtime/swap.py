@@ -94,6 +94,13 @@ class Swapper:
             self.pool.release(mem.host_offset, mem.host_size)
             mem.host_offset, mem.host_size = -1, 0
 
+    def _drop_region(self, mem: SessionMemory) -> None:
+        """Back on the device: its host region goes back to the pool (a later swap-out reserves one again)."""
+        mem.host_acts = {}
+        if mem.host_offset >= 0:
+            self.pool.release(mem.host_offset, mem.host_size)
+            mem.host_offset, mem.host_size = -1, 0
+
     def _host_kv(self, mem: SessionMemory) -> torch.Tensor:
         return self.pool.view(mem.host_offset, mem.dtype, mem.kv_shape)
 
@@ -151,6 +158,7 @@ class Swapper:
             for dst, src in pairs:
                 dst.copy_(src)
             mem.location = DEVICE
+            self._drop_region(mem)
             return SwapRecord("in", nbytes, (time.perf_counter() - t0) * 1e3)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         compute = torch.cuda.current_stream(self.device)
@@ -189,6 +197,8 @@ class Swapper:
         mem.flight = None
         mem.location = HOST if f.direction == "out" else DEVICE
         f.keep.clear()  # the device copy is no longer needed: free it now
+        if f.direction == "in":
+            self._drop_region(mem)
         return SwapRecord(f.direction, f.nbytes, ms)
 
     def wait(self, mem: SessionMemory) -> SwapRecord | None:
