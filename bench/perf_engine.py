@@ -163,6 +163,7 @@ def measure_swap(o, res) -> None:
         m.kv.normal_(generator=g)
         m.acts = {"hidden": torch.randn(T, a.dim, device=dev, dtype=dtype, generator=g)}
         refs.append((m.kv.clone(), m.acts["hidden"].clone()))
+    offsets = [m.host_offset for m in mems]             # the regions (a swap-in gives its region back)
     rec = sw.swap_out(mems[1]) or sw.wait(mems[1])       # B starts on the host
     assert mems[1].location == HOST
     nbytes = rec.nbytes
@@ -174,6 +175,8 @@ def measure_swap(o, res) -> None:
         out_m, in_m = (mems[0], mems[1]) if r % 2 == 0 else (mems[1], mems[0])
         sync(dev)
         t = time.perf_counter()
+        if out_m.host_offset < 0:                        # Scheduler._region_for: a region on the way out
+            out_m.host_offset, out_m.host_size = pool.reserve(out_m.total_bytes)
         ro = sw.swap_out(out_m)                          # Scheduler._make_resident: evict, then bring in
         ri = sw.swap_in(in_m)
         ro = ro or sw.wait(out_m)
@@ -193,7 +196,7 @@ def measure_swap(o, res) -> None:
 
     # plain pinned copies of the same bytes, between the same host regions and fresh device buffers
     d = [torch.empty(nbytes, dtype=torch.uint8, device=dev) for _ in range(2)]
-    h = [pool.view(m.host_offset, torch.uint8, (nbytes,)) for m in mems]
+    h = [pool.view(off, torch.uint8, (nbytes,)) for off in offsets]
     for m in mems:
         sw.free(m)
     gc.collect()
