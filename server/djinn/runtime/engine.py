@@ -69,9 +69,14 @@ class Engine:
         if not self.batchable(s0):
             assert len(group) == 1, "a prefill runs alone"
             return [self._advance_alone(s0)]
+        if len(group) <= self.batch_rows:
+            return self._advance_block(group)
         out: list[int | None] = []
-        for i in range(0, len(group), self.batch_rows):
-            out += self._advance_block(group[i:i + self.batch_rows])
+        for i in range(0, len(group), self.batch_rows):   # blocks share one set of registers:
+            block = group[i:i + self.batch_rows]           # each settles before the next one runs
+            out += self._advance_block(block)
+            for s in block:
+                self.settle(s)
         return out
 
     # -------------------------------------------------------------- a prefill, alone
