@@ -373,7 +373,7 @@ class Scheduler:
 
     def _batch(self, s: Session) -> list[Session]:
         """s and the runnable resident sessions at the same decode stop point (same layer and
-        point), least recently served first: they run as one batch (Engine.advance_batch).
+        point), least recently served first, up to one block: they run as one batch.
         A prefill, or a server without batching (--batch-rows 1), runs alone."""
         eng = self.engine
         if eng.batch_rows <= 1 or not s.started or not eng.batchable(s):
@@ -382,7 +382,9 @@ class Scheduler:
             others = [v for v in self.sessions.values()
                       if v is not s and v.state == RUNNING and v.started and v.memory.location in (DEVICE, MOVING_IN)
                       and v.layer == s.layer and v.point == s.point and eng.batchable(v)]
-        return [s] + sorted(others, key=lambda v: (v.turn, v.id))
+        # one block: the others wait for their own turn (a second block in the same turn would
+        # have to copy the first one's rows out of the registers after every piece)
+        return [s] + sorted(others, key=lambda v: (v.turn, v.id))[:eng.batch_rows - 1]
 
     def _run(self, s: Session) -> None:
         """One turn of s, with the sessions batched with it: until each stops, ends its pass,
