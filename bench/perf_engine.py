@@ -42,18 +42,7 @@ def run_pass(eng, s, check_stop) -> None:
 
 def new_session(eng, prompt, max_new, context):
     """A session as CreateSession + Swapper.allocate make it: zeroed KV of `context` tokens on the device."""
-    import torch
-
-    from djinn.runtime.session import RUNNING, Session
-    from djinn.runtime.swap import DEVICE, SessionMemory
-
-    a = eng.args
-    mem = SessionMemory((a.n_layers, 2, a.n_kv_heads, context, a.head_dim), eng.dtype, 0)
-    mem.kv = torch.zeros(mem.kv_shape, dtype=eng.dtype, device=eng.device)
-    mem.location = DEVICE
-    s = Session(list(prompt), max_new, context, mem)
-    s.state = RUNNING
-    return s
+    return eng.scratch_session(prompt, max_new, context)
 
 
 def measure_engine(o, parts, res) -> None:

@@ -13,8 +13,7 @@ import torch
 
 from djinn.model.build import build_model
 from djinn.runtime.engine import Engine
-from djinn.runtime.session import ATTN, FINISHED, LAYER, MLP, RUNNING, Session
-from djinn.runtime.swap import DEVICE, SessionMemory
+from djinn.runtime.session import ATTN, FINISHED, LAYER, MLP
 from djinn.v1 import djinn_pb2 as pb
 from harness import running_server
 
@@ -35,13 +34,7 @@ def _model(device):
 
 
 def _session(eng, toks, new, ctx=96):
-    a = eng.args
-    mem = SessionMemory((a.n_layers, 2, a.n_kv_heads, ctx, a.head_dim), eng.dtype, 0)
-    mem.kv = torch.zeros(mem.kv_shape, dtype=eng.dtype, device=eng.device)
-    mem.location = DEVICE
-    s = Session(list(toks), new, ctx, mem)
-    s.state = RUNNING
-    return s
+    return eng.scratch_session(toks, new, ctx)
 
 
 def _trace(eng, sessions, batched):

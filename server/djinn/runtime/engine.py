@@ -172,17 +172,26 @@ class Engine:
             if owns(t):
                 s.memory.acts[name] = t.clone(memory_format=torch.contiguous_format)
 
+    def scratch_session(self, prompt_tokens: list[int], max_new_tokens: int, context: int | None = None) -> Session:
+        """A runnable session outside any scheduler, its zeroed KV on the device (no host region):
+        for references, benchmarks and tests."""
+        from .session import RUNNING
+        from .swap import DEVICE, SessionMemory
+
+        a = self.args
+        context = context or len(prompt_tokens) + max_new_tokens
+        mem = SessionMemory((a.n_layers, 2, a.n_kv_heads, context, a.head_dim), self.dtype, 0)
+        mem.kv = torch.zeros(mem.kv_shape, dtype=self.dtype, device=self.device)
+        mem.location = DEVICE
+        s = Session(list(prompt_tokens), max_new_tokens, context, mem)
+        s.state = RUNNING
+        return s
+
     @torch.no_grad()
     def reference(self, prompt_tokens: list[int], max_new_tokens: int, with_logits: bool = False):
         """Uninterrupted greedy generation, for checks: the same kernels, no stops, no swaps.
         It holds the engine's lock: the worker waits meanwhile."""
-        from .swap import SessionMemory
-
-        a = self.args
-        context = len(prompt_tokens) + max_new_tokens
-        mem = SessionMemory((a.n_layers, 2, a.n_kv_heads, context, a.head_dim), self.dtype, 0)
-        mem.kv = torch.zeros(mem.kv_shape, dtype=self.dtype, device=self.device)
-        s = Session(list(prompt_tokens), max_new_tokens, context, mem)
+        s = self.scratch_session(prompt_tokens, max_new_tokens)
         with self.lock:
             self.begin(s)
             while s.state != FINISHED:
