@@ -1,5 +1,7 @@
 // Exp 3 options: command-line parsing and the GPU / CPU defaults.
 
+import { parseArgs as utilParseArgs } from "node:util";
+
 export type Device = "auto" | "cpu" | "cuda";
 
 export interface Exp3Options {
@@ -168,26 +170,24 @@ function convert(flag: string, kind: Kind, raw: string): unknown {
   }
 }
 
-/** Parses `--flag value` / `--flag=value`; returns null for --help. Throws UsageError. */
+/** Parses `--flag value` / `--flag=value` with node:util's parseArgs (strict: unknown flags, a
+ *  missing value, a value given to a switch and stray words are refused); each value is then
+ *  checked by convert(). Returns null for --help. Throws UsageError. */
 export function parseArgs(argv: string[]): Exp3Args | null {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = { help: { type: "boolean", short: "h" } };
+  for (const [name, [, kind]] of Object.entries(FLAGS)) options[name] = { type: kind === "flag" ? "boolean" : "string" };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = utilParseArgs({ args: argv, options, strict: true, allowPositionals: false }));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (values.help) return null;
   const out: Record<string, unknown> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === "--help" || arg === "-h") return null;
-    const m = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(arg);
-    if (!m || !FLAGS[m[1]]) throw new UsageError(`unknown argument '${arg}'`);
-    const [key, kind] = FLAGS[m[1]];
-    if (kind === "flag") {
-      if (m[2] !== undefined) throw new UsageError(`--${m[1]} takes no value`);
-      out[key] = true;
-      continue;
-    }
-    let raw = m[2];
-    if (raw === undefined) {
-      if (i + 1 >= argv.length) throw new UsageError(`--${m[1]} needs a value`);
-      raw = argv[++i];
-    }
-    out[key] = convert(m[1], kind, raw);
+  for (const [name, value] of Object.entries(values)) {
+    if (value === undefined || name === "help") continue;
+    const [key, kind] = FLAGS[name];
+    out[key] = kind === "flag" ? true : convert(name, kind, value as string);
   }
   return out as Exp3Args;
 }
