@@ -127,10 +127,11 @@ async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') 
       await page.keyboard.press('Control+G');
       await page.keyboard.type(String(BP_LINE));
       await page.keyboard.press('Enter');
-      const ln = page.locator('.monaco-editor .margin-view-overlays .line-numbers', { hasText: new RegExp(`^${BP_LINE}$`) }).first();
+      // in the editor area: a panel's editor (Output, Debug Console) may have a line BP_LINE too, hidden
+      const ln = page.locator('.part.editor .monaco-editor .margin-view-overlays .line-numbers', { hasText: new RegExp(`^${BP_LINE}$`) }).first();
       await ln.waitFor();
       const lb = await ln.boundingBox();
-      const margin = await page.locator('.monaco-editor .margin').first().boundingBox();
+      const margin = await page.locator('.part.editor .monaco-editor .margin').first().boundingBox();
       await page.mouse.move(margin.x + 9, lb.y + lb.height / 2);
       await page.mouse.click(margin.x + 9, lb.y + lb.height / 2);
       await page.locator('.monaco-editor .codicon-debug-breakpoint, .monaco-editor .codicon-debug-breakpoint-unverified').first().waitFor();

@@ -338,8 +338,9 @@ export class ServerManager implements vscode.Disposable {
     try {
       const server = await this.starting;
       this.lastLocal = { overrides: { ...overrides, port: undefined }, port: portOf(server.address) };
-      await this.replace(server);
+      // remembered before it becomes current: a stop() right after the start must find the record to forget
       await this.remember(server, overrides);
+      await this.replace(server);
       // 'close', not 'exit': by then its last stderr lines have been read.
       server.local!.process.once("close", (code, signal) => {
         if (this.server !== server) return; // stopped or replaced on purpose
