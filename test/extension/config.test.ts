@@ -117,4 +117,14 @@ describe("Djinn extension: debug configurations", () => {
     assert.throws(() => parseExp3Yaml("sesions: 3\n"), /unknown key 'sesions'/);
     assert.throws(() => parseExp3Yaml("context: -1\n"), /'context' must be a non-negative integer/);
   });
+
+  it("declares limited support for untrusted workspaces: the settings that run a program, send the token, trust a CA or write files are restricted", () => {
+    const caps = vscode.extensions.getExtension(EXTENSION_ID)!.packageJSON.capabilities;
+    assert.strictEqual(caps.untrustedWorkspaces.supported, "limited");
+    const restricted: string[] = caps.untrustedWorkspaces.restrictedConfigurations;
+    for (const key of ["djinn.server.pythonPath", "djinn.server.address", "djinn.server.token", "djinn.caFile", "djinn.exp3.outputFolder"]) {
+      assert.ok(restricted.includes(key), key);
+    }
+    assert.strictEqual(caps.virtualWorkspaces.supported, false);
+  });
 });
