@@ -7,7 +7,7 @@ One session at position ~2008 of 2048 through Engine.advance, as perf_engine's d
                      profiler, self CPU of everything but cudaMemcpy/Synchronize)
   gpu_busy_ms        sum of the GPU kernels' and copies' durations of one pass (torch.profiler)
   part_gpu_ms        each graph (pre, post, mlp, res, head) replayed alone 50 times: CUDA-event ms
-  attention_gpu_ms   one layer's eager attention part (KV write, SDPA, copy into the block), alone
+  attention_ms       one session's eager attention part of a layer (KV write, attention into its block row), alone
   top_kernels        the profiler's table of one pass, by CUDA time
     python bench/profile_decode.py --batch-rows 16 --out /tmp/profile.json
 """
@@ -37,7 +37,7 @@ def main() -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from djinn.model.build import build_model
-    from djinn.model.llama import attend_rows
+    from djinn.model.llama import attend_decode_row
     from djinn.runtime.engine import Engine
     from perf_engine import new_session, run_pass
     from djinn.runtime.stops import check_stop
@@ -87,15 +87,14 @@ def main() -> int:
             torch.cuda.synchronize()
             parts[key[0]] = dict(gpu_ms=round(a.elapsed_time(b) / 50, 4), wall_ms=round((time.perf_counter() - t) * 1e3 / 50, 4))
         res["part_ms"] = parts
-        # one layer's eager attention part
-        attn = model.layers[0].self_attn
-        qkv, o_blk = P.reg["qkv"], P.reg["o"]
+        # one layer's eager attention part, as Engine._advance_block runs it for one session
+        qkv, qs, o_blk = P.reg["qkv"], P.reg["qs"], P.reg["o"]
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
         t = time.perf_counter()
         a.record()
         for _ in range(50):
-            o_blk[0:1].copy_(attend_rows(attn, qkv[0:1], s.memory.kv[0], s.input_pos))
+            attend_decode_row(args, qkv[0], qs[0], s.memory.kv[0], s.input_pos, o_blk[0])
         b.record()
         enq = (time.perf_counter() - t) * 1e3 / 50
         torch.cuda.synchronize()

@@ -129,6 +129,16 @@ def decode_attention(q3: Tensor, k_all: Tensor, v_all: Tensor, out: Tensor | Non
     return torch.bmm(torch.softmax(torch.bmm(q3, k_all.transpose(1, 2)), dim=-1), v_all, out=out)
 
 
+def attend_decode_row(args: ModelArgs, qkv_row: Tensor, q_scaled: Tensor, kv_layer: Tensor, pos: int, out: Tensor) -> None:
+    """One session's attention in a decode block: writes its K/V (qkv_row [H + 2 Hkv, Dh]) into
+    kv_layer [2, Hkv, context, Dh] at pos, then attends over positions 0..pos with its scaled
+    queries q_scaled [H, Dh], writing the [H * Dh] result into out (its row of the block)."""
+    H, Hkv, Dh = args.n_heads, args.n_kv_heads, args.head_dim
+    kv_layer.select(2, pos).copy_(qkv_row[H:].view(2, Hkv, Dh))
+    G = H // Hkv
+    decode_attention(q_scaled.view(Hkv, G, Dh), kv_layer[0, :, :pos + 1], kv_layer[1, :, :pos + 1], out=out.view(Hkv, G, Dh))
+
+
 def attend_rows(attn: Attention, rows: Tensor, kv_layer: Tensor, input_pos: int) -> Tensor:
     """One session's attention: rows [T, H + 2 Hkv, Dh] from qkv_rows; writes its K/V into the
     static buffer kv_layer [2, Hkv, context, Dh] at input_pos (one copy) -> [T, H * Dh]."""

@@ -18,7 +18,7 @@ import threading
 
 import torch
 
-from ..model.llama import Llama, attention_step, decode_attention, rope_tables
+from ..model.llama import Llama, attend_decode_row, attention_step, rope_tables
 from .pieces import make_pieces
 from .session import ATTN, FINISHED, LAYER, MLP, Session
 
@@ -112,13 +112,10 @@ class Engine:
             x = P.gather([a["hidden"] for a in acts], "hidden")
             qkv, qs = P.pre(L, x, [s.input_pos for s in group])
             o = P.o_block()
-            H, Hkv, Dh = self.args.n_heads, self.args.n_kv_heads, self.args.head_dim
-            G = H // Hkv
             for i, s in enumerate(group):   # each session's own KV: write this position, attend in place
-                kv, pos = s.memory.kv[L], s.input_pos
-                kv.select(2, pos).copy_(qkv[i, H:].view(2, Hkv, Dh))
-                decode_attention(qs[i].view(Hkv, G, Dh), kv[0, :, :pos + 1], kv[1, :, :pos + 1], out=o[i].view(Hkv, G, Dh))
+                attend_decode_row(self.args, qkv[i], qs[i], s.memory.kv[L], s.input_pos, o[i])
             a = P.post(L, o)
+            H = self.args.n_heads
             for i, s in enumerate(group):
                 s.memory.acts = {"hidden": x[i:i + 1], "attn_out": a[i:i + 1], "q": qkv[i:i + 1, :H].transpose(0, 1)}
                 s.point = ATTN
