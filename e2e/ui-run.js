@@ -129,9 +129,15 @@ async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') 
       await page.keyboard.press('Enter');
       // in the editor area: a panel's editor (Output, Debug Console) may have a line BP_LINE too, hidden
       const ln = page.locator('.part.editor .monaco-editor .margin-view-overlays .line-numbers', { hasText: new RegExp(`^${BP_LINE}$`) }).first();
-      await ln.waitFor();
-      const lb = await ln.boundingBox();
-      const margin = await page.locator('.part.editor .monaco-editor .margin').first().boundingBox();
+      // the editor renders only the lines on screen and re-renders while it scrolls to the line:
+      // the element found first may be detached already, so wait until both boxes are there
+      let lb = null, margin = null;
+      for (const end = Date.now() + 10000; !(lb && margin); await page.waitForTimeout(100)) {
+        if (Date.now() > end) throw new Error(`line ${BP_LINE} or the margin has no box`);
+        await ln.waitFor();
+        lb = await ln.boundingBox();
+        margin = await page.locator('.part.editor .monaco-editor .margin').first().boundingBox();
+      }
       await page.mouse.move(margin.x + 9, lb.y + lb.height / 2);
       await page.mouse.click(margin.x + 9, lb.y + lb.height / 2);
       await page.locator('.monaco-editor .codicon-debug-breakpoint, .monaco-editor .codicon-debug-breakpoint-unverified').first().waitFor();
