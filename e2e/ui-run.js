@@ -31,21 +31,22 @@ async function shot(p, name, docName) {
 }
 async function palette(text, timeout) {
   const input = page.locator('.quick-input-widget input');
+  // The row whose label starts with the text ("Preferences: Color Theme", not "...Browse Color Themes...").
+  const row = page.locator('.quick-input-list .monaco-list-row', { hasText: new RegExp('^' + text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) }).first();
   // F1 now and then is swallowed while the workbench settles: press it again until the box shows.
-  // A webview that just took focus can leave the box visible but not typable: retry the fill too.
+  // A webview that just took focus can leave the box visible but not typable, or the list not
+  // clickable: retry the fill and the click too, from a fresh palette.
   for (let i = 0; ; i++) {
     await page.keyboard.press('Escape');
     await page.keyboard.press('F1');
     try {
       await input.waitFor({ state: 'visible', timeout: 3000 });
       await input.fill('>' + text, { timeout: 5000 });
-      break;
+      await row.waitFor({ timeout });
+      await row.click({ timeout: 5000 });
+      return;
     } catch (e) { if (i >= 5) throw e; }
   }
-  // The row whose label starts with the text ("Preferences: Color Theme", not "...Browse Color Themes...").
-  const row = page.locator('.quick-input-list .monaco-list-row', { hasText: new RegExp('^' + text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) }).first();
-  await row.waitFor({ timeout });
-  await row.click();
 }
 /** Runs a palette command if it exists (layout helpers for the screenshots); never fails. */
 async function tryPalette(text) {
