@@ -1,6 +1,10 @@
-// Validation of `launch` and `attach` attributes of the `djinn` debug type.
-// Every error names the attribute it is about, so the user sees what to fix.
-// The reference of these attributes is docs/debug-adapter.md.
+// `launch` and `attach` attributes of the `djinn` debug type: checked against package.json's
+// schema (schema.ts, with ajv), then the rules a schema cannot say (one attribute excludes
+// another, `model` unless `server`, enough sessions for the prompts) and the defaults.
+// Every error names the attribute it is about. Reference: docs/debug-adapter.md.
+import { checkAttributes, ConfigError } from "./schema";
+
+export { ConfigError } from "./schema";
 
 export type Device = "auto" | "cpu" | "cuda";
 
@@ -61,13 +65,6 @@ export interface AttachConfig {
   trace: boolean;
 }
 
-export class ConfigError extends Error {
-  constructor(readonly attribute: string, message: string) {
-    super(message);
-    this.name = "ConfigError";
-  }
-}
-
 export const DEFAULT_PROMPT = "Hello, Djinn.";
 /**
  * Prompts of sessions a launch creates without `prompt`: session k gets the k-th (in turn past
@@ -86,239 +83,115 @@ export const DEFAULT_PROMPTS: readonly string[] = [
 export const DEFAULT_MAX_NEW_TOKENS = 8;
 export const DEFAULT_RECONNECT_GRACE_SECONDS = 10;
 
-/** Attributes VS Code or launch.json add to every configuration; accepted and ignored. */
-const GENERIC = new Set([
-  "type", "request", "name", "presentation", "preLaunchTask", "postDebugTask", "internalConsoleOptions",
-  "debugServer", "noDebug", "suppressMultipleSessionWarning", "serverReadyAction", "windows", "linux", "osx",
-  "suppressDebugToolbar", "suppressDebugStatusbar", "suppressDebugView", "timeout",
-]);
-
-const LAUNCH_ATTRS = [
-  "model", "device", "dtype", "prompt", "sessions", "maxNewTokens", "contextTokens", "breakpoints", "vramBudgetGb",
-  "hostPoolGb", "server", "token", "caFile", "tlsServerName", "reconnectGraceSeconds", "stopOnEntry", "pythonPath", "outlinePath", "cwd",
-  "env", "serverArgs", "trace",
-];
-const ATTACH_ATTRS = ["server", "token", "caFile", "tlsServerName", "reconnectGraceSeconds", "outlinePath", "cwd", "trace"];
-
-const MODULE_RE = /^(embed_tokens|norm|lm_head|layers\.\d+(\.(attn|mlp))?)$/;
-const SERVER_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/;
-
-function describe(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "a list";
-  const t = typeof v;
-  const shown = t === "string" ? JSON.stringify(v) : t === "object" ? "an object" : String(v);
-  return t === "object" ? shown : `${shown} (${t === "string" ? "a string" : t === "number" ? "a number" : t === "boolean" ? "a boolean" : t})`;
-}
-
-function fail(kind: string, attr: string, expected: string, got: unknown): never {
-  throw new ConfigError(attr, `${kind} attribute '${attr}' must be ${expected}; got ${describe(got)}`);
-}
-
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0][j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-  }
-  return d[a.length][b.length];
-}
-
-function checkUnknown(kind: string, raw: Record<string, unknown>, known: string[]): void {
-  for (const key of Object.keys(raw)) {
-    if (key.startsWith("__") || GENERIC.has(key) || known.includes(key)) continue;
-    const near = known
-      .map((k) => [k, editDistance(key.toLowerCase(), k.toLowerCase())] as const)
-      .filter(([, d]) => d <= 3)
-      .sort((x, y) => x[1] - y[1])[0];
-    const hint = near ? ` (did you mean '${near[0]}'?)` : "";
-    throw new ConfigError(key, `unknown ${kind} attribute '${key}'${hint}; the djinn debug type knows: ${known.join(", ")}`);
-  }
-}
-
-class Reader {
-  constructor(readonly kind: string, readonly raw: Record<string, unknown>) {}
-
-  has(attr: string): boolean {
-    return this.raw[attr] !== undefined;
-  }
-
-  string(attr: string, opts: { nonEmpty?: boolean } = {}): string | undefined {
-    const v = this.raw[attr];
-    if (v === undefined) return undefined;
-    if (typeof v !== "string" || (opts.nonEmpty && v.trim() === "")) fail(this.kind, attr, opts.nonEmpty ? "a non-empty string" : "a string", v);
-    return v;
-  }
-
-  bool(attr: string, dflt: boolean): boolean {
-    const v = this.raw[attr];
-    if (v === undefined) return dflt;
-    if (typeof v !== "boolean") fail(this.kind, attr, "true or false", v);
-    return v;
-  }
-
-  int(attr: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
-    const v = this.raw[attr];
-    if (v === undefined) return undefined;
-    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-      fail(this.kind, attr, max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer in ${min}..${max}`, v);
-    }
-    return v;
-  }
-
-  number(attr: string, min: number, exclusiveMin: boolean): number | undefined {
-    const v = this.raw[attr];
-    if (v === undefined) return undefined;
-    if (typeof v !== "number" || !Number.isFinite(v) || (exclusiveMin ? v <= min : v < min)) {
-      fail(this.kind, attr, `a number ${exclusiveMin ? "greater than" : "of at least"} ${min}`, v);
-    }
-    return v;
-  }
-
-  oneOf<T extends string>(attr: string, values: readonly T[], dflt: T): T {
-    const v = this.raw[attr];
-    if (v === undefined) return dflt;
-    if (typeof v !== "string" || !values.includes(v as T)) fail(this.kind, attr, `one of ${values.map((x) => `"${x}"`).join(", ")}`, v);
-    return v as T;
-  }
-
-  server(attr: string): string | undefined {
-    const v = this.string(attr, { nonEmpty: true });
-    if (v === undefined) return undefined;
-    const m = SERVER_RE.exec(v.trim());
-    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) fail(this.kind, attr, 'an address "host:port" (e.g. "127.0.0.1:5556")', v);
-    return v.trim();
-  }
-}
-
 function asObject(kind: string, raw: unknown): Record<string, unknown> {
   if (raw === undefined || raw === null) return {};
-  if (typeof raw !== "object" || Array.isArray(raw)) throw new ConfigError("(arguments)", `${kind} arguments must be an object; got ${describe(raw)}`);
+  if (typeof raw !== "object" || Array.isArray(raw)) throw new ConfigError("(arguments)", `${kind} arguments must be an object; got ${Array.isArray(raw) ? "a list" : typeof raw}`);
   return raw as Record<string, unknown>;
 }
 
-function prompts(r: Reader): PromptSpec[] {
-  const v = r.raw.prompt;
-  if (v === undefined) return [{ text: DEFAULT_PROMPT }];
-  if (typeof v === "string") return [{ text: v }];
-  const expected = "a string, or a list of prompts (each a string or a list of token ids)";
-  if (!Array.isArray(v) || v.length === 0) fail(r.kind, "prompt", expected, v);
-  return v.map((p, i) => {
-    if (typeof p === "string") return { text: p };
-    if (Array.isArray(p) && p.length > 0 && p.every((t) => typeof t === "number" && Number.isInteger(t) && t >= 0)) {
-      return { tokens: p as number[] };
+/** Strings that must say something (the schema allows ""). */
+const NON_EMPTY = ["model", "server", "caFile", "tlsServerName", "pythonPath", "outlinePath", "cwd"];
+
+function checkNonEmpty(kind: string, raw: Record<string, unknown>): void {
+  for (const attr of NON_EMPTY) {
+    if (typeof raw[attr] === "string" && (raw[attr] as string).trim() === "") {
+      throw new ConfigError(attr, `${kind} attribute '${attr}' must be a non-empty string; got ""`);
     }
-    throw new ConfigError("prompt", `${r.kind} attribute 'prompt' item ${i} must be a string or a non-empty list of token ids (integers >= 0); got ${describe(p)}`);
-  });
+  }
 }
 
-function launchBreakpoints(r: Reader): LaunchBreakpoint[] {
-  const v = r.raw.breakpoints;
-  if (v === undefined) return [];
-  if (!Array.isArray(v)) fail(r.kind, "breakpoints", 'a list of layer numbers or module names (e.g. [10, 20, "layers.30.mlp"])', v);
-  return v.map((b, i) => {
-    if (typeof b === "number" && Number.isInteger(b) && b >= 0) return b;
-    if (typeof b === "string" && MODULE_RE.test(b.trim())) return b.trim();
-    throw new ConfigError("breakpoints", `${r.kind} attribute 'breakpoints' item ${i} must be a layer number (integer >= 0) or a module name such as "layers.10", "layers.10.attn", "layers.10.mlp"; got ${describe(b)}`);
+function serverAddress(kind: string, v: unknown): string | undefined {
+  if (typeof v !== "string") return undefined;
+  const port = Number(v.trim().slice(v.trim().lastIndexOf(":") + 1));
+  if (!(port >= 1 && port <= 65535)) throw new ConfigError("server", `${kind} attribute 'server' must be an address "host:port" with a port in 1..65535; got ${JSON.stringify(v)}`);
+  return v.trim();
+}
+
+function prompts(raw: Record<string, unknown>): PromptSpec[] {
+  const v = raw.prompt;
+  if (v === undefined) return [{ text: DEFAULT_PROMPT }];
+  if (typeof v === "string") return [{ text: v }];
+  const list = v as Array<string | number[]>;
+  if (list.length === 0) throw new ConfigError("prompt", "launch attribute 'prompt' must be a string, or a list of prompts (each a string or a list of token ids); got an empty list");
+  return list.map((p, i) => {
+    if (typeof p === "string") return { text: p };
+    if (p.length === 0) throw new ConfigError("prompt", `launch attribute 'prompt' item ${i} must be a string or a non-empty list of token ids; got an empty list`);
+    return { tokens: p };
   });
 }
 
 export function parseLaunch(input: unknown): LaunchConfig {
   const raw = asObject("launch", input);
-  checkUnknown("launch", raw, LAUNCH_ATTRS);
-  const r = new Reader("launch", raw);
-  const server = r.server("server");
-  const model = r.string("model", { nonEmpty: true });
+  checkAttributes("launch", raw);
+  checkNonEmpty("launch", raw);
+  const server = serverAddress("launch", raw.server);
+  const model = raw.model as string | undefined;
   if (!server && !model) {
     throw new ConfigError("model", "launch attribute 'model' is required unless 'server' names a running Djinn server: a named config (tiny-40l, llama-2-7b, llama-2-13b) or a checkpoint folder");
   }
-  let ps = prompts(r);
-  const sessions = r.int("sessions", 1, 10_000) ?? ps.length;
+  let ps = prompts(raw);
+  const sessions = (raw.sessions as number | undefined) ?? ps.length;
   if (raw.prompt === undefined) ps = DEFAULT_PROMPTS.slice(0, Math.min(sessions, DEFAULT_PROMPTS.length)).map((text) => ({ text }));
   if (sessions < ps.length) {
     throw new ConfigError("sessions", `launch attribute 'sessions' (${sessions}) is smaller than the number of prompts (${ps.length}); each prompt gets a session`);
   }
-  let budget: number | string | undefined;
-  const b = raw.vramBudgetGb;
-  if (typeof b === "string") {
-    if (!/^auto:\d+(\.\d+)?$/.test(b.trim())) fail("launch", "vramBudgetGb", 'a number of GB or "auto:FRACTION"', b);
-    budget = b.trim();
-  } else {
-    budget = r.number("vramBudgetGb", 0, true);
-  }
-  let env: Record<string, string> | undefined;
-  if (raw.env !== undefined) {
-    const e = raw.env;
-    if (typeof e !== "object" || e === null || Array.isArray(e) || !Object.values(e).every((x) => typeof x === "string")) {
-      fail("launch", "env", "an object of string values", e);
-    }
-    env = e as Record<string, string>;
-  }
-  let serverArgs: string[] = [];
-  if (raw.serverArgs !== undefined) {
-    const a = raw.serverArgs;
-    if (!Array.isArray(a) || !a.every((x) => typeof x === "string")) fail("launch", "serverArgs", "a list of strings", a);
-    serverArgs = a as string[];
-  }
-  const cfg: LaunchConfig = {
-    request: "launch",
-    model,
-    device: r.oneOf("device", ["auto", "cpu", "cuda"] as const, "auto"),
-    dtype: r.has("dtype") ? r.oneOf("dtype", ["auto", "bfloat16", "float16", "float32"] as const, "auto") : undefined,
-    prompts: ps,
-    sessions,
-    maxNewTokens: r.int("maxNewTokens", 1, 100_000) ?? DEFAULT_MAX_NEW_TOKENS,
-    contextTokens: r.int("contextTokens", 1, 1 << 20),
-    breakpoints: launchBreakpoints(r),
-    vramBudgetGb: budget,
-    hostPoolGb: r.number("hostPoolGb", 0, false),
-    server,
-    token: r.string("token"),
-    caFile: r.string("caFile", { nonEmpty: true }),
-    tlsServerName: r.string("tlsServerName", { nonEmpty: true }),
-    reconnectGraceSeconds: r.number("reconnectGraceSeconds", 0, false) ?? DEFAULT_RECONNECT_GRACE_SECONDS,
-    stopOnEntry: r.bool("stopOnEntry", false),
-    pythonPath: r.string("pythonPath", { nonEmpty: true }),
-    outlinePath: r.string("outlinePath", { nonEmpty: true }),
-    cwd: r.string("cwd", { nonEmpty: true }),
-    env,
-    serverArgs,
-    trace: r.bool("trace", false),
-  };
+  const has = (attr: string) => raw[attr] !== undefined;
   if (!server) {
     for (const remote of ["caFile", "tlsServerName"]) {
-      if (r.has(remote)) {
+      if (has(remote)) {
         throw new ConfigError(remote, `launch attribute '${remote}' is for TLS to a running server named by 'server'; a local server is reached without TLS`);
       }
     }
-  }
-  if (server) {
+  } else {
     for (const local of ["device", "dtype", "vramBudgetGb", "hostPoolGb", "pythonPath", "env", "serverArgs"]) {
-      if (r.has(local)) {
+      if (has(local)) {
         throw new ConfigError(local, `launch attribute '${local}' configures a local server, but 'server' (${server}) names a running one; remove one of them`);
       }
     }
   }
-  return cfg;
+  const budget = raw.vramBudgetGb;
+  return {
+    request: "launch",
+    model,
+    device: (raw.device as Device | undefined) ?? "auto",
+    dtype: raw.dtype as string | undefined,
+    prompts: ps,
+    sessions,
+    maxNewTokens: (raw.maxNewTokens as number | undefined) ?? DEFAULT_MAX_NEW_TOKENS,
+    contextTokens: raw.contextTokens as number | undefined,
+    breakpoints: ((raw.breakpoints as LaunchBreakpoint[] | undefined) ?? []).map((b) => (typeof b === "string" ? b.trim() : b)),
+    vramBudgetGb: typeof budget === "string" ? budget.trim() : (budget as number | undefined),
+    hostPoolGb: raw.hostPoolGb as number | undefined,
+    server,
+    token: raw.token as string | undefined,
+    caFile: raw.caFile as string | undefined,
+    tlsServerName: raw.tlsServerName as string | undefined,
+    reconnectGraceSeconds: (raw.reconnectGraceSeconds as number | undefined) ?? DEFAULT_RECONNECT_GRACE_SECONDS,
+    stopOnEntry: (raw.stopOnEntry as boolean | undefined) ?? false,
+    pythonPath: raw.pythonPath as string | undefined,
+    outlinePath: raw.outlinePath as string | undefined,
+    cwd: raw.cwd as string | undefined,
+    env: raw.env as Record<string, string> | undefined,
+    serverArgs: (raw.serverArgs as string[] | undefined) ?? [],
+    trace: (raw.trace as boolean | undefined) ?? false,
+  };
 }
 
 export function parseAttach(input: unknown): AttachConfig {
   const raw = asObject("attach", input);
-  checkUnknown("attach", raw, ATTACH_ATTRS);
-  const r = new Reader("attach", raw);
-  const server = r.server("server");
+  checkAttributes("attach", raw);
+  checkNonEmpty("attach", raw);
+  const server = serverAddress("attach", raw.server);
   if (!server) throw new ConfigError("server", 'attach attribute \'server\' is required: the address "host:port" of a running Djinn server');
   return {
     request: "attach",
     server,
-    token: r.string("token"),
-    caFile: r.string("caFile", { nonEmpty: true }),
-    tlsServerName: r.string("tlsServerName", { nonEmpty: true }),
-    reconnectGraceSeconds: r.number("reconnectGraceSeconds", 0, false) ?? DEFAULT_RECONNECT_GRACE_SECONDS,
-    outlinePath: r.string("outlinePath", { nonEmpty: true }),
-    cwd: r.string("cwd", { nonEmpty: true }),
-    trace: r.bool("trace", false),
+    token: raw.token as string | undefined,
+    caFile: raw.caFile as string | undefined,
+    tlsServerName: raw.tlsServerName as string | undefined,
+    reconnectGraceSeconds: (raw.reconnectGraceSeconds as number | undefined) ?? DEFAULT_RECONNECT_GRACE_SECONDS,
+    outlinePath: raw.outlinePath as string | undefined,
+    cwd: raw.cwd as string | undefined,
+    trace: (raw.trace as boolean | undefined) ?? false,
   };
 }
