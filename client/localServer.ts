@@ -24,6 +24,12 @@ export interface LocalServerOptions {
   port?: number;
   extraArgs?: string[];
   cwd?: string;
+  /**
+   * The token the server requires (x-djinn-token), or none. The one token rule of a local
+   * server: it requires exactly this token; a DJINN_TOKEN in the starter's environment (or in
+   * `env`) is never inherited, so a client that sends `LocalServer.token` always gets in.
+   */
+  token?: string;
   env?: Record<string, string>;
   onLog?: (line: string) => void;
   /** Default 600 s: a 13B model plus a pinned host pool takes a while. */
@@ -32,6 +38,8 @@ export interface LocalServerOptions {
 
 export interface LocalServer {
   address: string;
+  /** the token it requires (undefined: none): what its clients send */
+  token?: string;
   /** The parsed DJINN_READY JSON. */
   ready: any;
   process: ChildProcess;
@@ -125,9 +133,11 @@ export function startLocalServer(opts: LocalServerOptions): Promise<LocalServer>
   const python = resolvePython(opts.python);
   const args = buildServerArgs(opts);
   const log = opts.onLog ?? (() => {});
+  const token = opts.token || undefined;
   const child = spawn(python, args, {
     cwd: opts.cwd ?? repoRoot(),
-    env: serverEnv(opts.env),
+    // the token through the environment, not the command line that `ps` shows
+    env: serverEnv({ ...(opts.env ?? {}), DJINN_TOKEN: token ?? "" }),
     stdio: ["ignore", "pipe", "pipe"],
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -182,7 +192,7 @@ export function startLocalServer(opts: LocalServerOptions): Promise<LocalServer>
       settled = true;
       clearTimeout(timer);
       const address = typeof ready?.address === "string" ? ready.address : `127.0.0.1:${ready?.port ?? opts.port}`;
-      resolve({ address, ready, process: child, stop, recentStderr: () => [...stderrTail] });
+      resolve({ address, token, ready, process: child, stop, recentStderr: () => [...stderrTail] });
     });
     child.once("error", (e: NodeJS.ErrnoException) => {
       // ENOENT: no such executable; EACCES: not executable

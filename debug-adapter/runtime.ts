@@ -166,10 +166,9 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
       const id = this.newProgressId("load");
       this.emit("progressStart", { id, title: `Starting Djinn (${cfg.model} on ${cfg.device})`, message: "loading the model" });
       try {
-        // the token goes through the environment (DJINN_TOKEN), not the command line that `ps` shows
-        // (always set, so a DJINN_TOKEN in the adapter's own environment does not lock it out)
-        const env = { ...(cfg.env ?? {}), DJINN_TOKEN: cfg.token ?? "" };
+        // the client library's token rule: the server requires cfg.token or none, never an inherited DJINN_TOKEN
         this.localServer = await startLocalServer({
+          token: cfg.token,
           model: cfg.model!,
           device: cfg.device,
           dtype: cfg.dtype,
@@ -178,7 +177,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
           hostPoolGb: cfg.hostPoolGb,
           maxContext: cfg.contextTokens,
           extraArgs: cfg.serverArgs,
-          env,
+          env: cfg.env,
           startTimeoutMs: 900_000,
           // Server output is not an error: the ready line becomes one plain line; trace lines are plain output too.
           onLog: (line) => {

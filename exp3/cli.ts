@@ -18,6 +18,9 @@ async function main(): Promise<number> {
     return 0;
   }
   args.commandLine = process.argv.slice(1);
+  // The token of a running server may come from the environment; a local run's server never
+  // takes it from there (client/localServer.ts), so DJINN_TOKEN cannot lock the run out.
+  if (args.server && args.token === undefined && process.env.DJINN_TOKEN) args.token = process.env.DJINN_TOKEN;
 
   // First Ctrl-C: cancel cleanly (sessions closed, server stopped); second: leave now.
   let cancelled = false;

@@ -47,9 +47,11 @@ export async function connect(args: Exp3Args, log: (line: string) => void): Prom
     hostPoolGb: opts.hostPoolGb,
     maxContext: opts.context,
     swapPolicy: opts.swapPolicy,
+    // a local run's server requires --token when one is given, else none (never $DJINN_TOKEN)
+    token: opts.token,
     onLog: (line) => log(`[server] ${line}`),
   });
-  const client = new DjinnClient(server.address, { token: opts.token });
+  const client = new DjinnClient(server.address, { token: server.token });
   try {
     await client.waitForReady(30_000);
     const info = await client.getInfo();

@@ -98,7 +98,8 @@ export const USAGE = `Usage: node dist/exp3.js [options]   (Exp 3: N paused sess
   --think-ms T          pause before each continue (default 25, jittered)
   --out DIR             results folder (default out/exp3)
   --server HOST:PORT    use a running server instead of starting one
-  --token T             x-djinn-token for --server
+  --token T             x-djinn-token for --server (default $DJINN_TOKEN); a local
+                        server then requires it too (it never reads $DJINN_TOKEN)
   --ca-file F           TLS: the PEM CA (or self-signed certificate) of --server
   --tls-server-name N   TLS: the name to check in --server's certificate (default: its host)
   --baseline            also run the PyTorch-eager baseline afterwards
