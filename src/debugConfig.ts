@@ -98,6 +98,9 @@ export class DjinnConfigurationProvider implements vscode.DebugConfigurationProv
   /** Fills what is missing; returns undefined (with a message) when nothing sensible can be done. */
   async resolveDebugConfiguration(folder: vscode.WorkspaceFolder | undefined, config: vscode.DebugConfiguration): Promise<vscode.DebugConfiguration | undefined> {
     const s = settings();
+    // the token from the secret storage (or the deprecated setting, or $DJINN_TOKEN): it reaches
+    // the adapter in this resolved configuration, in memory, never in settings or launch.json
+    const storedToken = await this.servers.tokens.get();
     const editor = vscode.window.activeTextEditor;
     const outlineEditor = editor?.document.languageId === "djinn-model" ? editor.document : undefined;
     // F5 without a launch.json: debug the outline in the editor (or the default model).
@@ -118,7 +121,7 @@ export class DjinnConfigurationProvider implements vscode.DebugConfigurationProv
         if (!address) return undefined;
         config.server = address.trim();
       }
-      if (!config.token && s.token) config.token = s.token;
+      if (!config.token && storedToken) config.token = storedToken;
       // the palette's own local server is plain gRPC; djinn.caFile is for remote ones
       if (!config.caFile && s.caFile && !(palette?.kind === "local" && palette.address === config.server)) config.caFile = s.caFile;
       this.fillOutline(folder, config, outlineEditor);
@@ -138,7 +141,7 @@ export class DjinnConfigurationProvider implements vscode.DebugConfigurationProv
       }
     }
     if (config.server) {
-      if (!config.token && s.token) config.token = s.token;
+      if (!config.token && storedToken) config.token = storedToken;
       if (!config.caFile && s.caFile && !(palette?.kind === "local" && palette.address === config.server)) config.caFile = s.caFile;
       for (const k of LOCAL_ONLY) {
         if (config[k] !== undefined) {
@@ -151,7 +154,7 @@ export class DjinnConfigurationProvider implements vscode.DebugConfigurationProv
       if (config.vramBudgetGb === undefined && typeof s.vramBudgetGb === "number") config.vramBudgetGb = s.vramBudgetGb;
       if (config.hostPoolGb === undefined && s.hostPoolGb > 0) config.hostPoolGb = s.hostPoolGb;
       if (config.device === undefined && s.device !== "auto") config.device = s.device;
-      if (s.token && !config.token) config.token = s.token;
+      if (storedToken && !config.token) config.token = storedToken;
     }
     this.fillOutline(folder, config, outlineEditor);
     return config;

@@ -158,7 +158,7 @@ export class Exp3Runner {
     const s = settings();
     const cur = this.servers?.current;
     const running = cur ? { address: cur.address, token: cur.token, caFile: cur.caFile, info: cur.info } : undefined;
-    return exp3Choices(await this.machine(), { running, address: s.address, token: s.token, defaultModel: s.defaultModel });
+    return exp3Choices(await this.machine(), { running, address: s.address, token: await this.servers?.tokens.get(), defaultModel: s.defaultModel });
   }
 
   private async ask(): Promise<Exp3Args | undefined> {
@@ -221,7 +221,8 @@ export class Exp3Runner {
     const args: Exp3Args = {
       ...argsIn,
       python: argsIn.python ?? resolveServerPython(this.context),
-      token: argsIn.token ?? (argsIn.server ? s.token || undefined : undefined),
+      // a running server gets the stored token; a local run's server requires none (client/localServer.ts)
+      token: argsIn.token ?? (argsIn.server ? await this.servers?.tokens.get() : undefined),
       outDir,
       // The commit recorded: the extension's own checkout, else the workspace when it is a Djinn checkout.
       gitDirs: [this.context.extensionUri.fsPath, ...(folder ? [folder.uri.fsPath] : [])],

@@ -6,17 +6,20 @@ import { join } from "node:path";
 import * as vscode from "vscode";
 import { DjinnDebugSession } from "../debug-adapter/index";
 import * as codec from "../native/codec";
+import { allThreads } from "./allThreadsCommand";
 import { DebugTracker } from "./debugTracker";
 import { DjinnConfigurationProvider, DjinnDynamicProvider } from "./debugConfig";
 import { Exp3Runner, type Exp3CommandArgs } from "./exp3Command";
 import { Monitor } from "./monitor";
 import { Notices } from "./notices";
 import { openOutline } from "./outlineCommand";
+import { registerOutlineLanguage } from "./outlineLanguage";
 import { ServerManager } from "./serverManager";
 import { register as registerSetValue } from "./setValueCommand";
 import { settings } from "./settings";
 import { StatusBar, STATUS_MENU } from "./statusBar";
-import { TensorViewers } from "./tensorViewer";
+import { setServerTokenCommand } from "./tokenStore";
+import { TensorViewers, TENSOR_VIEW_TYPE } from "./tensorViewer";
 import { viewTensor } from "./viewTensorCommand";
 import { VramPanel, VRAM_VIEW_TYPE } from "./vramPanel";
 
@@ -55,7 +58,7 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
   const servers = new ServerManager(context, monitor, out, notices);
   const vram = new VramPanel(context.extensionUri, monitor);
   const tracker = new DebugTracker(monitor, log);
-  const tensors = new TensorViewers(context.extensionUri, tracker, log);
+  const tensors = new TensorViewers(context.extensionUri, tracker, log, () => servers.tokens.get());
   const exp3 = new Exp3Runner(context, monitor, vram, servers);
   const statusBar = new StatusBar(monitor, isDjinnWorkspace());
   const configProvider = new DjinnConfigurationProvider(context, servers);
@@ -69,7 +72,12 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
     vscode.window.registerWebviewPanelSerializer(VRAM_VIEW_TYPE, {
       deserializeWebviewPanel: async (panel) => vram.restore(panel),
     }),
+    // a tensor viewer comes back after a reload with the tensor its webview saved (never the token)
+    vscode.window.registerWebviewPanelSerializer(TENSOR_VIEW_TYPE, {
+      deserializeWebviewPanel: async (panel, state) => void (await tensors.restore(panel, state)),
+    }),
   );
+  registerOutlineLanguage(context);
 
   const fail = (what: string) => (e: unknown) => {
     const msg = e instanceof Error ? e.message : String(e);
@@ -89,6 +97,8 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
     openOutline(servers, arg instanceof vscode.Uri ? { path: arg.fsPath } : arg).catch(fail("cannot open the model outline")),
   );
   command("djinn.viewTensor", (arg?: any) => viewTensor(tensors, arg).catch(fail("cannot view the tensor")));
+  command("djinn.continueAll", (arg?: any) => allThreads("continueAll", arg));
+  command("djinn.pauseAll", (arg?: any) => allThreads("pauseAll", arg));
   registerSetValue(context, tensors);
   const startServer = (): Thenable<string | undefined> =>
     vscode.window
@@ -132,20 +142,25 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
         validateInput: (x) => (/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/.test(x.trim()) ? undefined : "host:port"),
       }));
     if (!address) return undefined;
+    const stored = (await servers.tokens.get()) ?? "";
+    const typed = arg?.token === undefined && !arg?.address;
     const token =
       arg?.token ??
-      (arg?.address ? s.token : await vscode.window.showInputBox({ title: "Djinn: token (empty when the server has none)", value: s.token, password: true, ignoreFocusOut: true }));
+      (arg?.address ? stored : await vscode.window.showInputBox({ title: "Djinn: token (empty when the server has none)", value: stored, password: true, ignoreFocusOut: true }));
     if (token === undefined) return undefined;
     return vscode.window
       .withProgress({ location: vscode.ProgressLocation.Notification, title: `Djinn: connecting to ${address}` }, () =>
         servers.connect(address.trim(), token || undefined, arg?.caFile ?? (s.caFile || undefined)),
       )
-      .then((srv) => {
+      .then(async (srv) => {
+        // a token typed here (and accepted by the server) goes to the secret storage, not to settings
+        if (typed && token.trim() && token.trim() !== stored) await servers.tokens.set(token);
         void vscode.window.showInformationMessage(`Djinn: connected to ${srv.address}: ${srv.info.model?.name} on ${srv.info.deviceName || srv.info.device}.`);
         return srv.address;
       }, fail(`cannot connect to ${address}`));
   });
   command("djinn.showLog", () => out.show());
+  command("djinn.setServerToken", (arg?: { token?: string }) => setServerTokenCommand(servers.tokens, arg));
   const offerStart = (py: string | undefined) => {
     if (py && !servers.current)
       notices.show("info", `Djinn: local servers will run with ${py}.`, ["Start Server"], (a) => a === "Start Server" && vscode.commands.executeCommand("djinn.startServer"));

@@ -17,6 +17,7 @@ import type { Monitor } from "./monitor";
 import type { Notice, Notices } from "./notices";
 import { describeProbe, MIN_PYTHON, probePython, PythonEnvironments, resolveServerPython, tooOld, versionText } from "./python";
 import { isAutoBudget, settings, type Device } from "./settings";
+import { TokenStore } from "./tokenStore";
 
 export type ServerKind = "local" | "remote";
 
@@ -197,6 +198,8 @@ export class ServerManager implements vscode.Disposable {
   readonly onDidChange = this.changed.event;
   /** Set Up Python Environment, Select Python Interpreter (tests replace its pickers and runner) */
   readonly python: PythonEnvironments;
+  /** the server token (secret storage, then the deprecated setting, then $DJINN_TOKEN) */
+  readonly tokens: TokenStore;
   /**
    * Asks when the running server differs from what a consumer wants (a modal message; the
    * extension-host tests replace it, since a modal dialog cannot be clicked there).
@@ -213,6 +216,7 @@ export class ServerManager implements vscode.Disposable {
     private readonly notices: Notices,
   ) {
     this.python = new PythonEnvironments(context, out);
+    this.tokens = new TokenStore(context.secrets, notices, (line) => out.appendLine(`[token] ${line}`));
   }
 
   get current(): PaletteServer | undefined {
@@ -308,6 +312,7 @@ export class ServerManager implements vscode.Disposable {
       `[server] starting a local Djinn server: ${started.model} on ${started.device}, budget ${budgetText(started.budgetGb)}, host pool ${started.hostPoolGb} GB, python ${started.python}`,
     );
     this.starting = (async () => {
+      const token = await this.tokens.get();
       const local = await startLocalServer({
         python: started.python,
         model: started.model,
@@ -319,15 +324,16 @@ export class ServerManager implements vscode.Disposable {
         maxContext: started.maxContext,
         port: overrides.port,
         extraArgs: started.extraArgs,
-        // The token goes through the environment, not the command line (visible in `ps`).
-        env: { ...(started.env ?? {}), ...(s.token ? { DJINN_TOKEN: s.token } : {}) },
+        // the window's token (Djinn: Set Server Token), or none: the client library's one token rule
+        token,
+        env: started.env,
         onLog: (line) => this.out.appendLine(line.startsWith(READY_PREFIX) ? `[server] ${readyOf(line)}` : `[server] ${line}`),
       });
-      const client = new DjinnClient(local.address, { token: s.token || undefined });
+      const client = new DjinnClient(local.address, { token: local.token });
       try {
         await client.waitForReady(30_000);
         const info = await client.getInfo();
-        return { kind: "local" as const, address: local.address, token: s.token || undefined, info, local, started };
+        return { kind: "local" as const, address: local.address, token: local.token, info, local, started };
       } catch (e) {
         await local.stop();
         throw e;
@@ -546,6 +552,7 @@ export class ServerManager implements vscode.Disposable {
     this.server = undefined;
     void local?.stop();
     this.changed.dispose();
+    this.tokens.dispose();
   }
 }
 

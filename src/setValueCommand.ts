@@ -119,7 +119,7 @@ function vscodeDeps(viewers?: TensorViewers): SetValueDeps {
     showInputBox: (o) => vscode.window.showInputBox(o),
     showError: (m) => void vscode.window.showErrorMessage(m),
     refreshViewers: (session, threadId) => {
-      for (const v of viewers?.open ?? []) if (v.ref.session.id === session.id && (threadId === undefined || v.ref.threadId === threadId)) void v.refresh("a value was set");
+      for (const v of viewers?.open ?? []) if (v.ref.session?.id === session.id && (threadId === undefined || v.ref.threadId === threadId)) void v.refresh("a value was set");
     },
   };
 }

@@ -7,7 +7,6 @@ export type Device = "auto" | "cpu" | "cuda";
 
 export interface DjinnSettings {
   address: string;
-  token: string;
   /** absolute path of the CA file for TLS to a running server ("" = plain gRPC) */
   caFile: string;
   pythonPath: string;
@@ -27,8 +26,7 @@ export function settings(): DjinnSettings {
   const budget = c.get<number | string>("vramBudgetGb", "auto:0.33");
   return {
     address: (c.get<string>("server.address") ?? "").trim(),
-    // The environment wins over an empty setting: secrets need not live in settings.json.
-    token: (c.get<string>("server.token") ?? "").trim() || process.env.DJINN_TOKEN || "",
+    // the token is not a setting any more: src/tokenStore.ts (secret storage, then the old setting, then $DJINN_TOKEN)
     caFile: resolvePath((c.get<string>("caFile") ?? "").trim()),
     pythonPath: (c.get<string>("server.pythonPath") ?? "").trim(),
     device: (c.get<string>("server.device") as Device) ?? "auto",

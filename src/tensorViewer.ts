@@ -13,7 +13,8 @@ export const TENSOR_VIEW_TYPE = "djinn.tensor";
 const HOVER_INLINE_MAX = 1 << 18;
 
 export interface TensorRef {
-  session: vscode.DebugSession;
+  /** the debug session; undefined for a viewer restored after a reload until a debug session stops there */
+  session?: vscode.DebugSession;
   /** the Djinn session (= DAP thread id) */
   threadId: number;
   /** catalog name or $N */
@@ -22,6 +23,27 @@ export interface TensorRef {
   prefix: number[];
   /** what the variable was called in the editor */
   expression: string;
+}
+
+/**
+ * What a viewer saves in its webview state (kept across a window reload; never the token):
+ * enough to show the same tensor again, from the server directly until a debug session on
+ * that server stops in that Djinn session.
+ */
+export interface SavedViewer {
+  threadId: number;
+  name: string;
+  prefix: number[];
+  expression: string;
+  debugSession: string;
+  address: string;
+  caFile?: string;
+  tlsServerName?: string;
+}
+
+export function isSavedViewer(x: unknown): x is SavedViewer {
+  const v = x as SavedViewer;
+  return !!v && typeof v === "object" && typeof v.threadId === "number" && typeof v.name === "string" && typeof v.expression === "string" && typeof v.address === "string" && Array.isArray(v.prefix);
 }
 
 export interface TensorRendered {
@@ -80,33 +102,94 @@ export class TensorViewers implements vscode.Disposable {
   /** the group of the viewer shown last (panels can be dragged to another group) */
   private lastColumn?: vscode.ViewColumn;
   private placing: Promise<unknown> = Promise.resolve();
+  private restoredSeq = 0;
   private readonly clients = new Clients();
   private readonly subs: vscode.Disposable[] = [];
   private readonly renderedEmitter = new vscode.EventEmitter<{ key: string; r: TensorRendered }>();
   readonly onDidRender = this.renderedEmitter.event;
 
-  constructor(private readonly extensionUri: vscode.Uri, private readonly tracker: DebugTracker, private readonly log: (line: string) => void) {
+  constructor(
+    private readonly extensionUri: vscode.Uri,
+    private readonly tracker: DebugTracker,
+    private readonly log: (line: string) => void,
+    /** the stored server token, for a viewer restored after a reload (it has no debug session to ask) */
+    private readonly token: () => Promise<string | undefined> = async () => undefined,
+  ) {
+    const of = (v: TensorViewer, session: vscode.DebugSession) => v.ref.session?.id === session.id;
     this.subs.push(
       tracker.onStopped(({ session, threadId }) => {
-        for (const v of this.viewers.values()) if (v.ref.session.id === session.id && (threadId === undefined || v.ref.threadId === threadId)) void v.refresh("the session stopped again");
+        for (const v of this.viewers.values()) if (of(v, session) && (threadId === undefined || v.ref.threadId === threadId)) void v.refresh("the session stopped again");
+        for (const v of this.restored) if (threadId === undefined || v.ref.threadId === threadId) void this.adopt(v, session);
       }),
       tracker.onResumed(({ session, threadId }) => {
-        for (const v of this.viewers.values()) if (v.ref.session.id === session.id && (threadId === undefined || v.ref.threadId === threadId)) v.markStale(`session ${v.ref.threadId} resumed: these values are from its previous stop; they refresh at its next stop`);
+        for (const v of this.viewers.values()) if (of(v, session) && (threadId === undefined || v.ref.threadId === threadId)) v.markStale(`session ${v.ref.threadId} resumed: these values are from its previous stop; they refresh at its next stop`);
       }),
       tracker.onThreadExited(({ session, threadId }) => {
-        for (const v of this.viewers.values()) if (v.ref.session.id === session.id && v.ref.threadId === threadId) v.markStale(`session ${threadId} has ended`);
+        for (const v of this.viewers.values()) if (of(v, session) && v.ref.threadId === threadId) v.markStale(`session ${threadId} has ended`);
       }),
       vscode.debug.onDidTerminateDebugSession((s) => {
-        for (const v of this.viewers.values()) if (v.ref.session.id === s.id) v.markStale("the debug session has ended");
+        for (const v of this.viewers.values()) if (of(v, s)) v.markStale("the debug session has ended");
       }),
     );
+  }
+
+  /** Viewers restored after a reload that no debug session has taken over yet. */
+  private get restored(): TensorViewer[] {
+    return this.open.filter((v) => !v.ref.session);
+  }
+
+  /**
+   * The serializer's half (registered for TENSOR_VIEW_TYPE in extension.ts): a viewer of the
+   * previous window comes back with its saved tensor, read from its server directly (the
+   * session may still be paused there: the server keeps a detached session for its lease),
+   * and is taken over by the first debug session that stops in that Djinn session.
+   */
+  async restore(panel: vscode.WebviewPanel, state: unknown): Promise<TensorViewer | undefined> {
+    const saved = isSavedViewer((state as { restore?: unknown })?.restore) ? (state as { restore: SavedViewer }).restore : undefined;
+    if (!saved) {
+      // nothing to show again (a viewer of an older version): a page that says so, not a blank one
+      panel.webview.options = { enableScripts: false };
+      panel.webview.html = `<!DOCTYPE html><html><body><p>This tensor viewer was open before the window was reloaded; it kept no tensor to show. Use <b>Djinn: View Tensor</b> again.</p></body></html>`;
+      return undefined;
+    }
+    const ref: TensorRef = { threadId: saved.threadId, name: saved.name, prefix: saved.prefix, expression: saved.expression };
+    const endpoint: Endpoint = { address: saved.address, token: await this.token(), caFile: saved.caFile, tlsServerName: saved.tlsServerName };
+    const key = `restored:${saved.address}:${saved.threadId}:${saved.expression}:${++this.restoredSeq}`;
+    const v = new TensorViewer(this.extensionUri, ref, () => this.clients.get(endpoint), this.log, (r) => this.renderedEmitter.fire({ key, r }), vscode.ViewColumn.Active, (c) => (this.lastColumn = c), { panel, endpoint, debugSession: saved.debugSession });
+    this.viewers.set(key, v);
+    v.onDispose(() => this.viewers.delete(key));
+    this.log(`tensor viewer ${saved.expression} of session ${saved.threadId} restored after a reload (${saved.address})`);
+    await v.refresh(`restored after the window reload: read from ${saved.address} directly; a Djinn debug session that stops in session ${saved.threadId} takes it over`);
+    return v;
+  }
+
+  /** A restored viewer joins a debug session that stopped in its Djinn session on its server. */
+  private async adopt(v: TensorViewer, session: vscode.DebugSession): Promise<void> {
+    if (v.ref.session) return;
+    let endpoint: Endpoint;
+    try {
+      endpoint = await endpointOf(session);
+    } catch {
+      return;
+    }
+    if (endpoint.address !== v.endpoint?.address || v.ref.session) return;
+    const threads: Array<{ id: number }> = (await Promise.resolve(session.customRequest("threads")).catch(() => undefined))?.threads ?? [];
+    if (!threads.some((t) => t.id === v.ref.threadId)) return;
+    const oldKey = [...this.viewers.entries()].find(([, x]) => x === v)?.[0];
+    const key = `${session.id}:${v.ref.threadId}:${v.ref.expression}`;
+    if (oldKey) this.viewers.delete(oldKey);
+    if (this.viewers.has(key)) return v.dispose(); // the debug session has its own viewer of it already
+    this.viewers.set(key, v);
+    v.onDispose(() => this.viewers.get(key) === v && this.viewers.delete(key));
+    v.adopt(session, endpoint, () => this.clients.get(endpoint));
+    await v.refresh(`debug session '${session.name}' stopped in session ${v.ref.threadId}`);
   }
 
   get open(): TensorViewer[] {
     return [...this.viewers.values()];
   }
 
-  async show(ref: TensorRef): Promise<TensorViewer> {
+  async show(ref: TensorRef & { session: vscode.DebugSession }): Promise<TensorViewer> {
     const key = `${ref.session.id}:${ref.threadId}:${ref.expression}`;
     const existing = this.viewers.get(key);
     if (existing) {
@@ -120,7 +203,7 @@ export class TensorViewers implements vscode.Disposable {
       const again = this.viewers.get(key);
       if (again) return again;
       const column = viewerColumn(this.lastColumn, this.open.map((v) => v.column));
-      const v = new TensorViewer(this.extensionUri, ref, () => this.clients.get(endpoint), this.log, (r) => this.renderedEmitter.fire({ key, r }), column, (c) => (this.lastColumn = c));
+      const v = new TensorViewer(this.extensionUri, ref, () => this.clients.get(endpoint), this.log, (r) => this.renderedEmitter.fire({ key, r }), column, (c) => (this.lastColumn = c), { endpoint });
       this.viewers.set(key, v);
       v.onDispose(() => this.viewers.delete(key));
       this.lastColumn = (await v.placed()) ?? this.lastColumn;
@@ -162,22 +245,36 @@ export class TensorViewer {
   private disposed = false;
   private readonly disposeFns: Array<() => void> = [];
   lastRendered?: TensorRendered;
+  /** where its tensor is (saved for a reload, without the token) */
+  endpoint?: Endpoint;
+  private debugSessionName?: string;
 
   constructor(
     extensionUri: vscode.Uri,
     readonly ref: TensorRef,
-    private readonly client: () => DjinnClient,
+    private client: () => DjinnClient,
     private readonly log: (line: string) => void,
     private readonly rendered: (r: TensorRendered) => void,
     column: vscode.ViewColumn = vscode.ViewColumn.Beside,
     onShown: (column: vscode.ViewColumn) => void = () => undefined,
+    /** restore: the panel the serializer handed back; endpoint: the server (for the saved state) */
+    more: { panel?: vscode.WebviewPanel; endpoint?: Endpoint; debugSession?: string } = {},
   ) {
     this.ready = new Promise((r) => (this.markReady = r));
-    this.panel = vscode.window.createWebviewPanel(TENSOR_VIEW_TYPE, `Tensor ${ref.expression} · session ${ref.threadId}`, column, {
+    this.endpoint = more.endpoint;
+    this.debugSessionName = more.debugSession;
+    const options = {
       enableScripts: true,
       retainContextWhenHidden: true,
       localResourceRoots: [vscode.Uri.joinPath(extensionUri, "dist", "webview"), vscode.Uri.joinPath(extensionUri, "media")],
-    });
+    };
+    if (more.panel) {
+      this.panel = more.panel;
+      this.panel.webview.options = options;
+      this.panel.title = `Tensor ${ref.expression} · session ${ref.threadId}`;
+    } else {
+      this.panel = vscode.window.createWebviewPanel(TENSOR_VIEW_TYPE, `Tensor ${ref.expression} · session ${ref.threadId}`, column, options);
+    }
     this.panel.iconPath = vscode.Uri.joinPath(extensionUri, "media", "tensor.svg");
     this.panel.webview.html = webviewShell(this.panel.webview, extensionUri, {
       title: `Tensor ${ref.expression}`,
@@ -222,6 +319,21 @@ export class TensorViewer {
     });
   }
 
+  /** A debug session takes over a restored viewer: its server, its stops and resumes from now on. */
+  adopt(session: vscode.DebugSession, endpoint: Endpoint, client: () => DjinnClient): void {
+    this.ref.session = session;
+    this.endpoint = endpoint;
+    this.client = client;
+    this.debugSessionName = session.name;
+  }
+
+  /** What the webview keeps across a reload. */
+  private saved(): SavedViewer | undefined {
+    const e = this.endpoint;
+    if (!e) return undefined;
+    return { threadId: this.ref.threadId, name: this.ref.name, prefix: this.ref.prefix, expression: this.ref.expression, debugSession: this.ref.session?.name ?? this.debugSessionName ?? "", address: e.address, caFile: e.caFile, tlsServerName: e.tlsServerName };
+  }
+
   onDispose(fn: () => void): void {
     this.disposeFns.push(fn);
   }
@@ -243,13 +355,15 @@ export class TensorViewer {
       const sameShape = this.summary && this.summary.shape.join(",") === summary.shape.join(",");
       this.summary = summary;
       this.view = sameShape && this.view ? this.view : defaultView(summary.shape, this.ref.prefix);
-      await this.post({ type: "tensor", header: this.header(summary), view: this.view, note: why });
+      await this.post({ type: "tensor", header: this.header(summary), view: this.view, note: why, restore: this.saved() });
+      // a restored viewer says where its values come from (no debug session follows it yet)
+      if (!this.ref.session && why) await this.post({ type: "stale", message: why });
       await this.fetch(seq);
     } catch (e) {
       if (seq !== this.seq || this.disposed) return;
       const msg = e instanceof Error ? ((e as { details?: string }).details || e.message) : String(e);
       this.log(`tensor viewer ${this.ref.expression}: ${msg}`);
-      await this.post({ type: "error", message: `Cannot read ${this.ref.expression} of session ${this.ref.threadId}: ${msg}` });
+      await this.post({ type: "error", message: `Cannot read ${this.ref.expression} of session ${this.ref.threadId}: ${msg}${why && !this.ref.session ? ` (${why})` : ""}` });
     }
   }
 
@@ -258,7 +372,7 @@ export class TensorViewer {
       expression: this.ref.expression,
       name: this.ref.name,
       sessionId: this.ref.threadId,
-      debugSession: this.ref.session.name,
+      debugSession: this.ref.session?.name ?? this.debugSessionName ?? "",
       dtype: s.dtype,
       shape: s.shape,
       numel: s.numel,

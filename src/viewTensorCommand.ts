@@ -3,6 +3,10 @@
 import * as vscode from "vscode";
 import { clientFor, endpointOf, tensorOfVariable, type TensorViewer, type TensorViewers } from "./tensorViewer";
 
+/** The picker's last item: an InputBox for an expression (the picker itself only filters its items). */
+export const EXPRESSION_LABEL = "$(edit) Expression…";
+const TYPE_EXPRESSION = Symbol("type an expression");
+
 interface MenuArg {
   sessionId?: string;
   container?: unknown;
@@ -54,22 +58,34 @@ export async function viewTensor(viewers: TensorViewers, arg?: MenuArg & ViewTen
     expression = t.expression;
   }
   if (!expression) {
-    // From the palette: the tensors of this stop, or an expression naming one.
+    // From the palette: the tensors of this stop, or "Expression…", which asks for one to type.
     const endpoint = await endpointOf(session);
     const client = clientFor(endpoint);
+    let picked: string | typeof TYPE_EXPRESSION | undefined;
     try {
       const list = await client.listTensors(threadId);
-      type Item = vscode.QuickPickItem & { name: string };
-      const items: Item[] = list.tensors.map((t) => ({
-        label: t.name,
-        description: t.dtype ? `${t.dtype}[${t.shape.join(", ")}]` : "computed on request",
-        detail: t.description,
-        name: t.name,
-      }));
-      const pick = await vscode.window.showQuickPick(items, { title: `Djinn: view which tensor of session ${threadId}? (or type e.g. hidden[0])`, matchOnDetail: true });
-      expression = pick?.name;
+      type Item = vscode.QuickPickItem & { name: string | typeof TYPE_EXPRESSION };
+      const items: Item[] = [
+        ...list.tensors.map((t) => ({
+          label: t.name,
+          description: t.dtype ? `${t.dtype}[${t.shape.join(", ")}]` : "computed on request",
+          detail: t.description,
+          name: t.name,
+        })),
+        { label: "", kind: vscode.QuickPickItemKind.Separator, name: "" },
+        { label: EXPRESSION_LABEL, description: "type one: hidden[0], hidden * 2, softmax(attn_scores[0, 3])", name: TYPE_EXPRESSION, alwaysShow: true },
+      ];
+      const pick = await vscode.window.showQuickPick(items, { title: `Djinn: view which tensor of session ${threadId}?`, matchOnDetail: true });
+      picked = pick?.name;
     } finally {
       client.close();
+    }
+    if (picked === TYPE_EXPRESSION) {
+      const typed = await askExpression(threadId);
+      if (typed === undefined) return undefined;
+      expression = await tensorOfExpression(session, threadId, typed);
+    } else {
+      expression = picked;
     }
     if (!expression) return undefined;
   }
@@ -84,4 +100,49 @@ export async function viewTensor(viewers: TensorViewers, arg?: MenuArg & ViewTen
     void vscode.window.showErrorMessage(`Djinn: cannot view ${expression}: ${(e as Error).message}`);
     return undefined;
   }
+}
+
+/** The InputBox after "Expression…": anything of the expression language; empty is refused with a message. */
+export function askExpression(threadId: number): Thenable<string | undefined> {
+  return vscode.window.showInputBox({
+    title: `Djinn: view a tensor expression of session ${threadId}`,
+    prompt: "A tensor name (hidden, k_cache[3], $1) or an expression of the expression language (hidden * 2, softmax(attn_scores[0, 3]))",
+    placeHolder: "hidden[0]",
+    ignoreFocusOut: true,
+    validateInput: validateExpression,
+  }).then((x) => (x === undefined ? undefined : x.trim()));
+}
+
+export function validateExpression(text: string): string | undefined {
+  if (!text.trim()) return "Type an expression, e.g. hidden[0] or hidden * 2 (empty is not one).";
+  let depth = 0;
+  for (const ch of text) {
+    depth += ch === "(" || ch === "[" ? 1 : ch === ")" || ch === "]" ? -1 : 0;
+    if (depth < 0) return "A closing bracket without its opening one.";
+  }
+  return depth > 0 ? "A bracket is not closed." : undefined;
+}
+
+/**
+ * What the viewer shows for a typed expression: a tensor name as it is (hidden, k_cache[3],
+ * $1); anything else is evaluated by the debug session at the thread's top frame, and its
+ * result ($N) is viewed. undefined (with a message) when it fails or is not a tensor.
+ */
+export async function tensorOfExpression(session: vscode.DebugSession, threadId: number, expression: string): Promise<string | undefined> {
+  if (tensorOfVariable({ evaluateName: expression })) return expression;
+  let r: { result?: string } | undefined;
+  try {
+    const st = await session.customRequest("stackTrace", { threadId, startFrame: 0, levels: 1 });
+    const frameId = st?.stackFrames?.[0]?.id;
+    r = await session.customRequest("evaluate", { expression, frameId, context: "watch" });
+  } catch (e) {
+    void vscode.window.showErrorMessage(`Djinn: cannot evaluate '${expression}' in session ${threadId}: ${(e as Error).message}`);
+    return undefined;
+  }
+  const m = /^(\$\d+) = /.exec(r?.result ?? "");
+  if (!m) {
+    void vscode.window.showWarningMessage(`Djinn: '${expression}' is ${r?.result ?? "nothing"}, not a tensor: View Tensor shows tensors.`);
+    return undefined;
+  }
+  return m[1];
 }

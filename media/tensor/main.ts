@@ -48,7 +48,8 @@ interface SliceMsg {
   fetch: { bytes: number; ms: number; chunks: number; decodeMs: number; codec: string };
 }
 
-const vscode = vscodeApi<{ view?: View }>();
+// restore: what the host needs to show this tensor again after a window reload (src/tensorViewer.ts SavedViewer)
+const vscode = vscodeApi<{ view?: View; restore?: unknown }>();
 let header: Header | undefined;
 let view: View | undefined;
 let slice: SliceMsg | undefined;
@@ -144,7 +145,7 @@ function renderPicker(): void {
   colSel.id = "col-dim";
   const change = (next: View) => {
     view = next;
-    vscode.setState({ view });
+    vscode.setState({ ...vscode.getState(), view });
     vscode.postMessage({ type: "view", view });
     renderPicker();
   };
@@ -359,6 +360,7 @@ window.addEventListener("message", (ev: MessageEvent) => {
     case "tensor":
       header = m.header;
       view = m.view;
+      if (m.restore) vscode.setState({ ...vscode.getState(), view, restore: m.restore });
       setBanner("", "");
       renderHeader();
       renderPicker();
