@@ -471,6 +471,59 @@ _FUNCS: dict[str, tuple[Callable, tuple[str, ...], int]] = {
     "cos_sim": (_cos_sim, ("a", "b", "dim"), 2),
 }
 
+# One line per function: what completions show beside its signature (docs/expressions.md says more).
+_DOCS = {
+    "mean": "mean over dim (all elements when omitted); float32",
+    "std": "sample standard deviation (n-1) over dim; float32",
+    "var": "sample variance (n-1) over dim; float32",
+    "norm": "L2 norm over dim; float32",
+    "sum": "sum over dim; bf16/fp16 accumulate in float32, integers stay integers",
+    "min": "smallest value over dim, in the tensor's dtype",
+    "max": "largest value over dim, in the tensor's dtype",
+    "argmax": "index of the largest value (flat index when dim is omitted)",
+    "argmin": "index of the smallest value (flat index when dim is omitted)",
+    "any": "true where any element over dim is != 0",
+    "all": "true where every element over dim is != 0",
+    "count_nan": "number of NaN values over dim",
+    "count_inf": "number of +-Inf values over dim",
+    "abs": "elementwise absolute value",
+    "sqrt": "elementwise square root",
+    "exp": "elementwise exponential",
+    "log": "elementwise natural logarithm",
+    "isnan": "elementwise: is NaN",
+    "isinf": "elementwise: is +-Inf",
+    "zeros_like": "zeros of x's shape and dtype",
+    "ones_like": "ones of x's shape and dtype",
+    "numel": "number of elements, a plain integer",
+    "softmax": "softmax over dim (default -1); float32",
+    "log_softmax": "log-softmax over dim (default -1); float32",
+    "topk": "the k largest values over dim (default -1); as the whole expression the indices come too",
+    "argtopk": "int64 indices of the k largest values over dim (default -1)",
+    "shape": "the shape as a 1-D int64 tensor; shape(x)[0] is a number",
+    "float": "cast to float32 (a number to a float)",
+    "clamp": "x limited to [lo, hi]; lo and hi numbers or tensors",
+    "cos_sim": "cosine similarity of a and b over dim (default -1); float32",
+}
+
+
+def signature(name: str) -> str:
+    """'mean(x, dim?)': required parameters plain, optional ones with '?'."""
+    _, params, required = _FUNCS[name]
+    return f"{name}({', '.join(p if i < required else p + '?' for i, p in enumerate(params))})"
+
+
+def functions() -> list[tuple[str, str, str]]:
+    """(name, signature, one-line doc) of every function an expression may call, by name."""
+    return [(n, signature(n), _DOCS.get(n, "")) for n in sorted(_FUNCS)]
+
+
+def parameters(name: str) -> tuple[str, ...]:
+    """A function's parameter names (keyword arguments), () for anything that is not one."""
+    return _FUNCS[name][1] if name in _FUNCS else ()
+
+
+KEYWORDS = ("and", "or", "not", "true", "false")
+
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
         "**": operator.pow, "@": operator.matmul, "<": operator.lt, "<=": operator.le,
         ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}

@@ -26,6 +26,26 @@ class Entry:
     cost: int = 0        # elements read and written to compute it: charged to an expression's limit
 
 
+# The tensors each stop point offers, in catalog order ($N results come after them), and the
+# position scalars every expression sees. Data breakpoints and completions read these, so that
+# they need no tensor (nor a swap-in); test_completions checks them against `catalog`.
+TENSORS_AT = {
+    LAYER: ("hidden", "q", "k", "v", "k_cache", "v_cache", "logits", "tokens"),
+    ATTN: ("hidden", "attn_out", "q", "k", "v", "k_cache", "v_cache", "logits", "tokens"),
+    MLP: ("hidden", "attn_out", "q", "k", "v", "mlp_out", "k_cache", "v_cache", "logits", "tokens"),
+}
+ALL_TENSORS = frozenset(n for names in TENSORS_AT.values() for n in names)
+
+
+def scalars(s: Session) -> dict:
+    """Where the session is, as plain values: `token` is the pass (0 = prefill)."""
+    return dict(token=s.pass_index, pos=s.input_pos, layer=s.layer, session=s.id, phase=s.phase,
+                point=s.point, ntokens=int(s.pass_tokens.shape[0]), generated=len(s.generated))
+
+
+SCALARS = ("token", "pos", "layer", "session", "phase", "point", "ntokens", "generated")
+
+
 def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
     acts, kv = s.memory.acts, s.memory.kv
     L, point, model = s.layer, s.point, engine.model
@@ -72,6 +92,5 @@ def expression_env(engine: Engine, s: Session) -> dict:
     env: dict = {name: Lazy(e.get, e.cost) for name, e in catalog(engine, s).items()}
     for name, t in s.results.items():  # back on the device only if the expression uses it
         env[name] = Lazy(lambda t=t: t.to(engine.device), t.numel())
-    env.update(token=s.pass_index, pos=s.input_pos, layer=s.layer, session=s.id, phase=s.phase,
-               point=s.point, ntokens=int(s.pass_tokens.shape[0]), generated=len(s.generated))
+    env.update(scalars(s))
     return env

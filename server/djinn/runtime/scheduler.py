@@ -444,7 +444,10 @@ class Scheduler:
             eng.lock.release()
 
     def _maybe_stop(self, s: Session) -> bool:
-        stop = check_stop(self.engine, s)
+        def log(client, bp_id, text):   # a logpoint's line: no snapshot, to its client only (hits)
+            self.hub.publish(ServerEvent(kind="output", session_id=s.id, owner=s.owner, text=text,
+                                         hits=((client, bp_id),)))
+        stop = check_stop(self.engine, s, log)
         if not stop:
             return False
         reason, hits, message = stop

@@ -31,6 +31,23 @@ class BreakpointSpec:
     condition: str = ""
     hit_condition: str = ""
     hits: int = 0
+    log_message: str = ""        # a logpoint: print this (its {expression} parts evaluated), never stop
+
+
+@dataclass
+class DataBreakpointSpec:
+    """Stop where `condition` (over `tensor`) becomes true; checked at every stop point where
+    every tensor it uses exists."""
+    id: int
+    tensor: str
+    condition: str
+    hit_condition: str = ""
+    hits: int = 0                # times the condition became true
+    last: str = ""               # "true", "false" or "error" at the last stop point it was checked
+    tensors: frozenset = frozenset()   # the catalog names the condition reads (set when validated)
+
+    def key(self) -> tuple:
+        return self.id, self.tensor, self.condition, self.hit_condition
 
 
 @dataclass
@@ -53,6 +70,7 @@ class Session:
     breakpoints: dict[tuple[str, str], list[BreakpointSpec]] = field(default_factory=dict)
     traps: TrapSpec = field(default_factory=TrapSpec)       # what every client asked for, merged
     client_traps: dict = field(default_factory=dict)         # (user, client) -> TrapSpec
+    data_breakpoints: dict = field(default_factory=dict)     # (user, client) -> [DataBreakpointSpec]
     owner: str = ""                        # the user who created it
     creator: tuple[str, str] = ("", "")    # (user, client id) that created it
     id: int = field(default_factory=lambda: next(_ids))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..runtime.events import ServerEvent
-from ..runtime.session import ATTN, LAYER, MLP, BreakpointSpec, Session, TrapSpec
+from ..runtime.session import ATTN, LAYER, MLP, BreakpointSpec, DataBreakpointSpec, Session, TrapSpec
 from ..v1 import djinn_pb2 as pb
 
 POINT_TO_PB = {LAYER: pb.STOP_POINT_LAYER, ATTN: pb.STOP_POINT_ATTN, MLP: pb.STOP_POINT_MLP}
@@ -13,11 +13,12 @@ KV_TO_PB = {"none": pb.KV_LOCATION_NONE, "device": pb.KV_LOCATION_DEVICE, "host"
             "moving_out": pb.KV_LOCATION_MOVING_OUT, "moving_in": pb.KV_LOCATION_MOVING_IN}
 REASON_TO_PB = {"": pb.STOP_REASON_UNSPECIFIED, "breakpoint": pb.STOP_REASON_BREAKPOINT, "step": pb.STOP_REASON_STEP,
                 "pause": pb.STOP_REASON_PAUSE, "entry": pb.STOP_REASON_ENTRY, "nan": pb.STOP_REASON_NAN,
-                "inf": pb.STOP_REASON_INF, "norm_spike": pb.STOP_REASON_NORM_SPIKE}
+                "inf": pb.STOP_REASON_INF, "norm_spike": pb.STOP_REASON_NORM_SPIKE, "data": pb.STOP_REASON_DATA_BREAKPOINT}
 EVENT_TO_PB = {"created": pb.EVENT_KIND_CREATED, "stopped": pb.EVENT_KIND_STOPPED, "resumed": pb.EVENT_KIND_RESUMED,
                "swap_out": pb.EVENT_KIND_SWAP_OUT, "swap_in": pb.EVENT_KIND_SWAP_IN, "token": pb.EVENT_KIND_TOKEN,
                "finished": pb.EVENT_KIND_FINISHED, "closed": pb.EVENT_KIND_CLOSED, "error": pb.EVENT_KIND_ERROR,
-               "waiting": pb.EVENT_KIND_WAITING, "device_failed": pb.EVENT_KIND_DEVICE_FAILED}
+               "waiting": pb.EVENT_KIND_WAITING, "device_failed": pb.EVENT_KIND_DEVICE_FAILED,
+               "output": pb.EVENT_KIND_OUTPUT}
 STEP_FROM_PB = {pb.STEP_KIND_UNSPECIFIED: "layer", pb.STEP_KIND_SUBLAYER: "sublayer", pb.STEP_KIND_LAYER: "layer",
                 pb.STEP_KIND_TOKEN: "token"}
 
@@ -40,7 +41,12 @@ def session_info(s: Session, viewer=None) -> pb.SessionInfo:
 
 def breakpoints_from_pb(bps) -> list[BreakpointSpec]:
     return [BreakpointSpec(id=b.id, layer=b.layer, point=PB_TO_POINT.get(b.point, LAYER), condition=b.condition,
-                           hit_condition=b.hit_condition) for b in bps]
+                           hit_condition=b.hit_condition, log_message=b.log_message) for b in bps]
+
+
+def data_breakpoints_from_pb(dbs) -> list[DataBreakpointSpec]:
+    return [DataBreakpointSpec(id=d.id, tensor=d.tensor, condition=d.condition, hit_condition=d.hit_condition)
+            for d in dbs]
 
 
 def traps_from_pb(t) -> TrapSpec:
@@ -70,7 +76,8 @@ def event(ev: ServerEvent) -> pb.Event:
     gbps = ev.nbytes / ev.ms / 1e6 if ev.ms > 0 else 0.0
     return pb.Event(seq=ev.seq, time=ev.time, kind=EVENT_TO_PB[ev.kind], session_id=ev.session_id, session=ev.snapshot,
                     stop_reason=REASON_TO_PB.get(ev.stop_reason, 0), bytes=ev.nbytes, ms=ev.ms, gbps=gbps,
-                    token=ev.token, text=ev.text)
+                    token=ev.token, text=ev.text,
+                    breakpoint_id=ev.hits[0][1] if ev.kind == "output" and ev.hits else 0)
 
 
 def dims(slices) -> list[tuple[int, int, int]]:

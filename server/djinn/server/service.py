@@ -16,10 +16,10 @@ import traceback
 import grpc
 
 from ..inspect.tensors import iter_chunks
-from ..runtime import faults, tensor_ops
+from ..runtime import completions, faults, tensor_ops
 from ..runtime.errors import DjinnError, invalid, not_found
 from ..runtime.session import Session, TrapSpec
-from ..runtime.stops import validate_breakpoint
+from ..runtime.stops import data_breakpoint_scope, validate_breakpoint, validate_data_breakpoints
 from ..runtime.swap import SessionMemory
 from ..v1 import djinn_pb2 as pb
 from ..v1 import djinn_pb2_grpc as pb_grpc
@@ -192,6 +192,7 @@ class DjinnService(pb_grpc.DjinnServicer):
             why = validate_breakpoint(b, args.n_layers)
             if why:
                 raise invalid(f"breakpoint {b.id}: {why}")
+        dbs = self._data_breakpoints(r.data_breakpoints)
         quota = self.state.opts.max_sessions_per_user
         if quota:
             with self.sched.lock:
@@ -206,6 +207,8 @@ class DjinnService(pb_grpc.DjinnServicer):
                     prompt=r.prompt, label=r.label, stop_on_entry=r.stop_on_entry, breakpoints={who.key: bps},
                     traps=traps, owner=who.user, creator=who.key)
         s.client_traps[who.key] = traps
+        if dbs:
+            s.data_breakpoints[who.key] = dbs
         s.holders.add(who.key)
         self.sched.add(s)   # its host region never waits for pinning (only a later copy into it may)
         return convert.session_info(s, who.key)
@@ -248,14 +251,51 @@ class DjinnService(pb_grpc.DjinnServicer):
 
         def apply():
             mine = s.breakpoints.get(who.key, [])
-            old = {(b.id, b.layer, b.point, b.condition, b.hit_condition): b.hits for b in mine}
+            key = lambda b: (b.id, b.layer, b.point, b.condition, b.hit_condition, b.log_message)  # noqa: E731
+            old = {key(b): b.hits for b in mine}
             for b in valid:   # an unchanged breakpoint keeps its hit count
-                b.hits = old.get((b.id, b.layer, b.point, b.condition, b.hit_condition), 0)
+                b.hits = old.get(key(b), 0)
             s.breakpoints[who.key] = valid   # this client's set only: other windows keep theirs
             s.client_traps[who.key] = traps
             s.traps = _merge_traps(s.client_traps.values())
         await self._work(apply)
         return pb.SetBreakpointsResponse(breakpoints=statuses)
+
+    @staticmethod
+    def _data_breakpoints(dbs_pb):
+        dbs = convert.data_breakpoints_from_pb(dbs_pb)
+        why = validate_data_breakpoints(dbs)
+        if why:
+            raise invalid(why)
+        return dbs
+
+    @rpc
+    async def SetDataBreakpoints(self, r, context):
+        """Replaces this client's data breakpoints of the session; invalid: INVALID_ARGUMENT, nothing changes."""
+        who = self._who(context)
+        s = self._session(who, r.session_id)
+        dbs = self._data_breakpoints(r.breakpoints)
+
+        def apply():
+            old = {d.key(): d for d in s.data_breakpoints.get(who.key, [])}
+            for d in dbs:    # an unchanged one keeps its hit count and what it was at the last check
+                if d.key() in old:
+                    d.hits, d.last = old[d.key()].hits, old[d.key()].last
+            if dbs:
+                s.data_breakpoints[who.key] = dbs
+            else:
+                s.data_breakpoints.pop(who.key, None)
+        await self._work(apply)
+        return pb.SetDataBreakpointsResponse(breakpoints=[
+            pb.DataBreakpointStatus(id=d.id, verified=True, tensor=d.tensor, message=data_breakpoint_scope(d)) for d in dbs])
+
+    @rpc
+    async def Complete(self, r, context):
+        who = self._who(context)
+        s = self._session(who, r.session_id) if r.session_id else None
+        d = await self._work(lambda: completions.complete(self.engine, s, r.text, r.column))
+        return pb.CompleteResponse(items=[pb.CompletionItem(**i) for i in d["items"]], start=d["start"],
+                                   length=d["length"])
 
     @rpc
     async def Detach(self, r, context):
@@ -267,6 +307,7 @@ class DjinnService(pb_grpc.DjinnServicer):
                 sessions = list(self.sched.sessions.values())
             for s in sessions:
                 removed += len(s.breakpoints.pop(who.key, None) or ())
+                removed += len(s.data_breakpoints.pop(who.key, None) or ())
                 if s.client_traps.pop(who.key, None) is not None:
                     s.traps = _merge_traps(s.client_traps.values())
                 s.holders.discard(who.key)
@@ -369,7 +410,7 @@ class DjinnService(pb_grpc.DjinnServicer):
         each sees only its own breakpoint ids)."""
         if ev.wire is None:     # a hub without an encoder (tests)
             ev.wire = convert.event(ev).SerializeToString()
-        if not ev.hits:
+        if not ev.hits or ev.kind == "output":   # an output goes to its client only (streams.Subscriber.wants)
             return ev.wire
         msg = pb.Event.FromString(ev.wire)
         msg.session.hit_breakpoint_ids.extend(i for key, i in ev.hits if key == who.key)

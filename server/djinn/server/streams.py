@@ -25,6 +25,8 @@ class Subscriber:
         self.last_queued = since
 
     def wants(self, ev: ServerEvent) -> bool:
+        if ev.kind == "output" and all(key != self.who.key for key, _ in ev.hits):
+            return False   # a logpoint's line goes to the client that set the logpoint only
         return self.who.may_see(ev.owner) and (not self.session_id or ev.session_id in (0, self.session_id))
 
     def offer(self, events: list[ServerEvent]) -> None:
