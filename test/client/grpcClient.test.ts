@@ -11,6 +11,7 @@ import { Server, ServerCredentials, status, type ServerUnaryCall, type ServerWri
 import { channelSetup, CLIENT_ID_RE, DjinnClient, DjinnError, EventKind, resilientEvents, type Event } from "../../client";
 import {
   DjinnService,
+  Event as EventMessage,
   ServerInfo,
   SessionInfo,
   type DetachRequest,
@@ -82,7 +83,7 @@ before(async () => {
       // Three events after since_seq, then the end (as a server that goes away would).
       const since = call.request.sinceSeq;
       eventsSince.push(since);
-      for (let seq = since + 1; seq <= since + 3; seq++) call.write({ seq, time: 1, kind: EventKind.EVENT_KIND_TOKEN, sessionId: 7, stopReason: 0, bytes: 0, ms: 0, gbps: 0, token: seq, text: "" });
+      for (let seq = since + 1; seq <= since + 3; seq++) call.write(EventMessage.fromPartial({ seq, time: 1, kind: EventKind.EVENT_KIND_TOKEN, sessionId: 7, token: seq }));
       call.end();
     },
     telemetry(call: ServerWritableStream<TelemetryRequest, TelemetrySample>) {
