@@ -14,6 +14,8 @@
 // ("layers.N.attn"), after N's MLP ("layers.N.mlp"). `embed_tokens` maps to before
 // layers.0 (the embedding's output is layer 0's input). `norm` and `lm_head` run after the
 // last layer and are not stop points: breakpoints there are unverified with a message.
+import { existsSync, readFileSync } from "node:fs";
+import { basename } from "node:path";
 import { StopPoint } from "../client";
 
 export interface OutlineModule {
@@ -121,4 +123,90 @@ export function moduleToStop(name: string, nLayers?: number): StopTarget | { err
 
 export function isStopTarget(x: StopTarget | { error: string }): x is StopTarget {
   return (x as StopTarget).layer !== undefined;
+}
+
+// ------------------------------------------------------- the adapter's outline
+
+/** `sourceReference` of the virtual outline (no `outlinePath`, no *.djinn file with breakpoints). */
+export const OUTLINE_REF = 1;
+
+/** The model as the outline header needs it (a subset of the server's GetInfo). */
+export interface OutlineSourceInfo {
+  model: OutlineModel;
+  modules: OutlineModule[];
+}
+
+/**
+ * The outline the adapter shows: the generated text (a virtual source), and the file on disk
+ * that stack frames point at (`outlinePath`, or the last *.djinn file that got breakpoints).
+ */
+export class ModelOutline {
+  text?: string;
+  private parsed?: ParsedOutline;
+  private file?: { path: string; parsed: ParsedOutline };
+  private modelName = "model";
+
+  /** The model is known: generate the text; with `path`, write it there unless a hand-written outline is there. */
+  known(info: OutlineSourceInfo, path: string | undefined, write: (path: string, text: string) => void): void {
+    this.modelName = info.model.name;
+    this.text = generateOutline(info.model, info.modules);
+    this.parsed = parseOutline(this.text);
+    if (!path) return;
+    let text = this.text;
+    if (existsSync(path)) {
+      const current = readFileSync(path, "utf8");
+      if (current.startsWith(OUTLINE_HEADER)) write(path, text);
+      else text = current; // a hand-written outline is left as it is
+    } else {
+      write(path, text);
+    }
+    this.file = { path, parsed: parseOutline(text) };
+  }
+
+  get path(): string | undefined {
+    return this.file?.path;
+  }
+
+  /** A *.djinn file got breakpoints: frames point at it from now on. */
+  use(path: string, parsed: ParsedOutline): void {
+    if (path.endsWith(".djinn")) this.file = { path, parsed };
+  }
+
+  /** The outline of a source the editor names (the virtual one, the file, or any other file), freshly read. */
+  read(source: { path?: string; name?: string; sourceReference?: number }): ParsedOutline | undefined {
+    if (source.sourceReference === OUTLINE_REF || (!source.path && source.name?.endsWith(".djinn") && this.parsed)) return this.parsed;
+    if (!source.path) return undefined;
+    if (this.file && this.file.path === source.path) {
+      try {
+        this.file.parsed = parseOutline(readFileSync(source.path, "utf8"));
+      } catch {
+        /* keep the last parse */
+      }
+      return this.file.parsed;
+    }
+    try {
+      return parseOutline(readFileSync(source.path, "utf8"));
+    } catch {
+      return undefined;
+    }
+  }
+
+  private get virtualName(): string {
+    return `${this.modelName}.djinn`.replace(/[\\/]/g, "_");
+  }
+
+  /** Where a module's line is: the file frames point at, else the virtual outline. */
+  where(module: string): { file: string; path?: string; line: number } | undefined {
+    const line = this.file?.parsed.lineOf.get(module);
+    if (this.file && line !== undefined) return { file: basename(this.file.path), path: this.file.path, line };
+    const virtual = this.parsed?.lineOf.get(module);
+    return virtual !== undefined ? { file: this.virtualName, line: virtual } : undefined;
+  }
+
+  /** A stack frame's source and line for a module (line 1 of the virtual outline when it has none). */
+  frameSource(module: string): { source: { name: string; path?: string; sourceReference?: number; presentationHint?: "normal" }; line: number } {
+    const w = this.where(module);
+    if (w?.path) return { source: { name: w.file, path: w.path }, line: w.line };
+    return { source: { name: this.virtualName, sourceReference: OUTLINE_REF, presentationHint: "normal" }, line: w?.line ?? 1 };
+  }
 }

@@ -96,7 +96,8 @@ export type RuntimeEvents = {
   /** `index`: tokens generated so far, this one included; `max`: the session's max new tokens */
   token: [{ sessionId: number; token: number; text: string; generated: string; index: number; max: number }];
   swap: [{ sessionId: number; direction: "out" | "in"; bytes: number; ms: number }];
-  progressStart: [{ id: string; title: string; message?: string }];
+  /** `load`: the local server loading the model (a launch can be cancelled meanwhile); `swapin`: KV coming back */
+  progressStart: [{ id: string; kind: "load" | "swapin"; title: string; message?: string }];
   progressEnd: [{ id: string; message?: string }];
   /** stdout: routine information (plain in VS Code); console: worth a look (VS Code shows it as a warning) */
   log: [{ text: string; category: "stdout" | "console" | "stderr" | "important" }];
@@ -153,6 +154,8 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
   private swapProgress = new Map<number, string>();
   private disposed = false;
   private creating = false;
+  /** restart is closing this launch's sessions to create them again: their end is not the launch's */
+  private restarting = false;
   /** events of sessions not tracked yet, kept while sessions are being created or listed (replayed by track) */
   private early?: Map<number, Event[]>;
 
@@ -164,7 +167,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
     let address = cfg.server;
     if (!address) {
       const id = this.newProgressId("load");
-      this.emit("progressStart", { id, title: `Starting Djinn (${cfg.model} on ${cfg.device})`, message: "loading the model" });
+      this.emit("progressStart", { id, kind: "load", title: `Starting Djinn (${cfg.model} on ${cfg.device})`, message: "loading the model" });
       try {
         // the client library's token rule: the server requires cfg.token or none, never an inherited DJINN_TOKEN
         this.localServer = await startLocalServer({
@@ -425,6 +428,32 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
   }
 
   /**
+   * Restart of a launch: the server and its model stay; the sessions this launch created are
+   * closed (their threads end) and created again from `cfg`, with the current breakpoints.
+   */
+  async restartSessions(cfg: LaunchConfig): Promise<Map<number, BpStatus>> {
+    if (!this.client) throw new DjinnError(9, "nothing to restart: the launch has not connected to a server");
+    this.restarting = true;
+    try {
+      const mine = this.list().filter((s) => s.owned);
+      await Promise.all(
+        mine.map(async (s) => {
+          try {
+            await this.client!.closeSession(s.id);
+          } catch (e) {
+            if ((e as DjinnError).code !== 5) throw e; // gone already
+          }
+          s.info = { ...s.info, state: SessionState.SESSION_STATE_CLOSED };
+          this.end(s, "restarted");
+        }),
+      );
+      return await this.createSessions(cfg);
+    } finally {
+      this.restarting = false;
+    }
+  }
+
+  /**
    * Replaces the breakpoints and traps of every session this adapter drives. Returns the
    * server's verdict per breakpoint id, or undefined when there is no session to ask yet.
    */
@@ -606,7 +635,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
     const id = this.newProgressId("swapin");
     this.swapProgress.set(s.id, id);
     const gb = (s.info.kvBytes / 1e9).toFixed(3);
-    this.emit("progressStart", { id, title: `Bringing session ${s.id} back to the device`, message: `${gb} GB of KV from host memory (${why})` });
+    this.emit("progressStart", { id, kind: "swapin", title: `Bringing session ${s.id} back to the device`, message: `${gb} GB of KV from host memory (${why})` });
   }
 
   private endSwapProgress(sessionId: number, message?: string): void {
@@ -720,7 +749,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
     s.tensors = undefined;
     this.endSwapProgress(s.id);
     this.emit("sessionEnded", { sessionId: s.id, state: s.info.state, text });
-    if (this.mode === "launch" && !this.creating && [...this.sessions.values()].every((x) => !x.owned || x.ended)) {
+    if (this.mode === "launch" && !this.creating && !this.restarting && [...this.sessions.values()].every((x) => !x.owned || x.ended)) {
       this.emit("allEnded", { why: this.deviceError !== undefined ? `the server's device failed: ${this.deviceError}` : undefined });
     }
   }

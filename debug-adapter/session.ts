@@ -1,8 +1,10 @@
 // The DAP side of the Djinn debug adapter: translates Debug Adapter Protocol requests into
-// runtime calls and runtime events into DAP events. No gRPC here (runtime.ts), no `vscode`
-// import: the same class runs as a stdio program (main.ts) and inline in the extension host.
-import { existsSync, readFileSync } from "node:fs";
-import { basename, isAbsolute, resolve } from "node:path";
+// runtime calls and runtime events into DAP events, and nothing else. The breakpoint store is
+// breakpoints.ts, the stack and its frame ids stack.ts, scopes and variables variables.ts, the
+// outline outline.ts, cancellation cancel.ts, what is printed lines.ts. No gRPC here
+// (runtime.ts), no `vscode` import: the same class runs as a stdio program (main.ts) and inline
+// in the extension host.
+import { isAbsolute, resolve } from "node:path";
 import {
   BreakpointEvent,
   ContinuedEvent,
@@ -12,7 +14,6 @@ import {
   OutputEvent,
   ProgressEndEvent,
   ProgressStartEvent,
-  Source,
   StoppedEvent,
   TerminatedEvent,
   ThreadEvent,
@@ -20,25 +21,18 @@ import {
   Logger,
 } from "@vscode/debugadapter";
 import type { DebugProtocol } from "@vscode/debugprotocol";
+import { BreakpointStore, DEFAULT_NORM_SPIKE, stopLines } from "./breakpoints";
+import { CancelledError, Cancellations } from "./cancel";
 import { ConfigError, parseAttach, parseLaunch, type AttachConfig, type LaunchConfig } from "./config";
-import { OUTLINE_HEADER, generateOutline, isStopTarget, moduleToStop, parseOutline, type ParsedOutline, type StopTarget } from "./outline";
-import {
-  DjinnRuntime,
-  KvLocation,
-  SessionState,
-  StepKind,
-  StopPoint,
-  StopReason,
-  stateName,
-  type BpStatus,
-  type RtBreakpoint,
-  type RtSession,
-  type RtTraps,
-  type ServerInfo,
-  type StoppedEvt,
-} from "./runtime";
+import { endLine, moduleName, swapLine, threadName, tokenLine } from "./lines";
+import { ModelOutline, OUTLINE_REF } from "./outline";
+import { SessionState, StepKind, StopPoint, StopReason, stateName, type RtSession, type ServerInfo, type StoppedEvt } from "./runtime";
+import { DjinnRuntime } from "./runtime";
+import { FrameStore, stackFrames } from "./stack";
 import { VariableError, VariableStore } from "./variables";
-import { Phase } from "../client";
+
+export { normalizeCondition } from "./breakpoints";
+export { endLine, swapLine, threadName, tokenLine } from "./lines";
 
 /** Error ids of DAP error responses. */
 export const ErrorIds = {
@@ -49,34 +43,16 @@ export const ErrorIds = {
   server: 2005,
   variables: 2006,
   badRequest: 2007,
+  cancelled: 2008,
 } as const;
 
 const CONFIG_DONE_TIMEOUT_MS = 5000;
-const OUTLINE_REF = 1;
-const DEFAULT_NORM_SPIKE = 10;
-/** frame ids of earlier stops remembered (to answer them with a clear error) */
-const OLD_FRAMES_KEPT = 10_000;
 /** thread-name refreshes (a `thread` event, reason "started", for a known thread) at most this often */
 const THREAD_REFRESH_MS = 250;
 /** a refresh names a paused thread only this long after its stopped event (VS Code cancels a stop's handling on a thread event) */
 const STOP_SETTLE_MS = 1000;
-
-type BpOrigin = "source" | "function" | "launch";
-
-interface BpEntry {
-  id: number;
-  origin: BpOrigin;
-  key: string;
-  target?: StopTarget;
-  /** why it cannot be a breakpoint, found without the server */
-  error?: string;
-  condition?: string;
-  hitCondition?: string;
-  line?: number;
-  source?: DebugProtocol.Source;
-  verified: boolean;
-  message?: string;
-}
+/** launch attributes a restart may change: they only shape the sessions, not the server or the model */
+const RESTARTABLE = new Set(["prompt", "sessions", "maxNewTokens", "contextTokens", "breakpoints", "stopOnEntry", "trace", "outlinePath", "cwd"]);
 
 class Deferred {
   private done = false;
@@ -101,42 +77,28 @@ function message(e: unknown): string {
   return d?.message ?? String(e);
 }
 
-/** `phase == decode` -> `phase == "decode"` (the server's language wants a string). */
-export function normalizeCondition(c: string | undefined): string | undefined {
-  if (!c || !c.trim()) return undefined;
-  return c.replace(/\b(phase\s*[!=]=\s*)(prefill|decode)\b/g, '$1"$2"');
-}
-
 export class DjinnDebugSession extends LoggingDebugSession {
   readonly runtime = new DjinnRuntime();
   private readonly vars = new VariableStore(this.runtime);
+  private readonly frames = new FrameStore(this.runtime);
+  private readonly outline = new ModelOutline();
+  private readonly bps = new BreakpointStore((bp) => this.send(new BreakpointEvent("changed", bp)));
+  private readonly cancels = new Cancellations();
   private readonly configDone = new Deferred();
   private clientCaps: DebugProtocol.InitializeRequestArguments = { adapterID: "djinn" };
   private launchCfg?: LaunchConfig;
+  /** the launch's attributes as given (a restart compares its new ones with them) */
+  private launchArgs?: Record<string, unknown>;
+  /** the seq of the launch request while it runs (its model-load progress cancels it) */
+  private launchSeq?: number;
   private attachCfg?: AttachConfig;
   private info?: ServerInfo;
-  private nextBpId = 1;
-  private sourceBps = new Map<string, BpEntry[]>();
-  private functionBps: BpEntry[] = [];
-  private launchBps: BpEntry[] = [];
-  private traps: RtTraps = { nan: false, inf: false, normSpike: 0 };
-  private outlineText?: string;
-  private outlineParsed?: ParsedOutline;
-  /** the outline file on disk that stack frames point at (outlinePath, or the last *.djinn with breakpoints) */
-  private outlineFile?: { path: string; parsed: ParsedOutline };
   private sessionsCreated = false;
   private terminated = false;
   /** terminate/disconnect is closing the sessions */
   private closing = false;
   private disposing?: Promise<void>;
   private lastStopped?: number;
-  /** frame id -> the stop it belongs to; ids are unique per stop, never reused */
-  private readonly frames = new Map<number, { sessionId: number; epoch: number }>();
-  /** session -> the frame ids of its current stop (index k: module, layer, pass, session) */
-  private readonly stopFrames = new Map<number, { epoch: number; ids: number[] }>();
-  /** frame ids of earlier stops -> their session (bounded) */
-  private readonly oldFrames = new Map<number, number>();
-  private nextFrameId = 1;
   /** the thread the user is looking at, as far as requests tell (scopes, evaluate with a frame, resumes) */
   private focusedThread?: number;
   /** threads this client resumed, stepped or paused by a request whose next stop is not announced yet */
@@ -152,6 +114,8 @@ export class DjinnDebugSession extends LoggingDebugSession {
   /** resumes in flight: stopped events of these sessions wait for the request's response */
   private readonly inflight = new Map<number, number>();
   private readonly deferred = new Map<number, Array<() => void>>();
+  /** requests answered "cancelled": whatever they would have answered later is dropped */
+  private readonly cancelledSeqs = new Set<number>();
 
   constructor() {
     super();
@@ -165,22 +129,19 @@ export class DjinnDebugSession extends LoggingDebugSession {
       else this.sendEvent(new OutputEvent(`djinn: ignored a malformed message (${text})\n`, "stderr"));
     });
     this.wireRuntime();
-    this.vars.outline = (module) => {
-      const file = this.outlineFile;
-      const line = file?.parsed.lineOf.get(module);
-      if (file && line !== undefined) return { file: basename(file.path), line };
-      const virtual = this.outlineParsed?.lineOf.get(module);
-      return virtual !== undefined ? { file: `${this.info?.model?.name ?? "model"}.djinn`, line: virtual } : undefined;
-    };
+    this.vars.outline = (module) => this.outline.where(module);
   }
 
   // ------------------------------------------------------------------ plumbing
 
-  /** Runs an async handler; any failure becomes an error response (the adapter lives on). */
-  private handle<R extends DebugProtocol.Response>(response: R, id: number, fn: () => Promise<void> | void): void {
+  /**
+   * Runs an async handler; any failure becomes an error response (the adapter lives on).
+   * `cancellable`: a `cancel` of this request answers it at once with "cancelled".
+   */
+  private handle<R extends DebugProtocol.Response>(response: R, id: number, fn: () => Promise<void> | void, cancellable = false): void {
     let p: Promise<void> | void;
     try {
-      p = fn();
+      p = cancellable ? this.cancels.run(response.request_seq, async () => fn()) : fn();
     } catch (e) {
       this.fail(response, id, e);
       return;
@@ -189,6 +150,12 @@ export class DjinnDebugSession extends LoggingDebugSession {
   }
 
   private fail(response: DebugProtocol.Response, id: number, e: unknown): void {
+    if (e instanceof CancelledError) {
+      this.cancelledSeqs.add(response.request_seq);
+      // DAP: a cancelled request answers with an error whose message is "cancelled"
+      this.sendErrorResponse(response, { id: ErrorIds.cancelled, format: "cancelled", showUser: false });
+      return;
+    }
     this.sendErrorResponse(response, { id, format: message(e).replace(/[{}]/g, (c) => (c === "{" ? "(" : ")")), showUser: id === ErrorIds.config || id === ErrorIds.launch || id === ErrorIds.attach });
   }
 
@@ -197,7 +164,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
     const needsArgs = new Set([
       "launch", "attach", "setBreakpoints", "setFunctionBreakpoints", "setExceptionBreakpoints", "continue", "next", "stepIn",
       "stepOut", "pause", "stackTrace", "scopes", "variables", "setVariable", "setExpression", "evaluate", "source",
-      "readMemory", "exceptionInfo", "terminateThreads",
+      "readMemory", "exceptionInfo", "terminateThreads", "breakpointLocations",
     ]);
     if (needsArgs.has(request.command) && (typeof request.arguments !== "object" || request.arguments === null)) {
       const response = { type: "response", seq: 0, request_seq: request.seq, command: request.command, success: false } as DebugProtocol.Response;
@@ -218,19 +185,19 @@ export class DjinnDebugSession extends LoggingDebugSession {
   private wireRuntime(): void {
     const rt = this.runtime;
     rt.on("stopped", (e) => {
-      this.retireFrames(e.sessionId);
+      this.frames.retire(e.sessionId);
       this.whenSettled(e.sessionId, () => this.onStopped(e));
     });
     rt.on("resumed", ({ sessionId, byUs }) => {
       this.vars.invalidate(sessionId);
-      this.retireFrames(sessionId);
+      this.frames.retire(sessionId);
       if (!byUs) this.send(new ContinuedEvent(sessionId, false));
       this.scheduleThreadRefresh();
     });
     rt.on("sessionStarted", ({ sessionId }) => this.send(new ThreadEvent("started", sessionId)));
     rt.on("sessionEnded", ({ sessionId, state, text }) => {
       this.vars.invalidate(sessionId);
-      this.retireFrames(sessionId);
+      this.frames.retire(sessionId);
       this.userDriven.delete(sessionId);
       this.shownNames.delete(sessionId);
       this.stoppedAt.delete(sessionId);
@@ -247,8 +214,15 @@ export class DjinnDebugSession extends LoggingDebugSession {
       this.scheduleThreadRefresh();
     });
     rt.on("sessionChanged", () => this.scheduleThreadRefresh());
-    rt.on("progressStart", ({ id, title, message: m }) => {
-      if (this.clientCaps.supportsProgressReporting) this.send(new ProgressStartEvent(id, title, m));
+    rt.on("progressStart", ({ id, kind, title, message: m }) => {
+      if (!this.clientCaps.supportsProgressReporting) return;
+      const ev = new ProgressStartEvent(id, title, m) as DebugProtocol.ProgressStartEvent;
+      // the model load is the launch's: cancelling the progress cancels the launch
+      if (kind === "load" && this.launchSeq !== undefined && this.cancels.linkProgress(id, this.launchSeq)) {
+        ev.body.cancellable = true;
+        ev.body.requestId = this.launchSeq;
+      }
+      this.send(ev);
     });
     rt.on("progressEnd", ({ id, message: m }) => {
       if (this.clientCaps.supportsProgressReporting) this.send(new ProgressEndEvent(id, m));
@@ -280,22 +254,28 @@ export class DjinnDebugSession extends LoggingDebugSession {
     }
   }
 
-  /** Runs a resume request; its stopped event goes out only after its response. */
-  private resumeRequest(response: DebugProtocol.Response, threadId: number, call: () => Promise<void>, body?: object): void {
-    this.inflight.set(threadId, (this.inflight.get(threadId) ?? 0) + 1);
+  /**
+   * Runs a request that resumes `threadIds`; their stopped events go out only after its response.
+   * `after`: events that follow the response (a `continued` for threads resumed along with it).
+   */
+  private resumeRequest(response: DebugProtocol.Response, threadIds: number[], call: () => Promise<void>, body?: object, after?: () => void): void {
+    for (const id of threadIds) this.inflight.set(id, (this.inflight.get(id) ?? 0) + 1);
     const settle = () => {
-      const n = (this.inflight.get(threadId) ?? 1) - 1;
-      if (n > 0) this.inflight.set(threadId, n);
-      else {
-        this.inflight.delete(threadId);
-        for (const fn of this.deferred.get(threadId)?.splice(0) ?? []) fn();
-        this.deferred.delete(threadId);
+      for (const threadId of threadIds) {
+        const n = (this.inflight.get(threadId) ?? 1) - 1;
+        if (n > 0) this.inflight.set(threadId, n);
+        else {
+          this.inflight.delete(threadId);
+          for (const fn of this.deferred.get(threadId)?.splice(0) ?? []) fn();
+          this.deferred.delete(threadId);
+        }
       }
     };
     call().then(
       () => {
         if (body) response.body = body;
         this.sendResponse(response);
+        after?.();
         settle();
       },
       (e) => {
@@ -312,51 +292,8 @@ export class DjinnDebugSession extends LoggingDebugSession {
     return s;
   }
 
-  /** The session of a frame of its current stop; a frame of an earlier stop is refused, never read at the new one. */
   private sessionOfFrame(frameId: unknown): RtSession {
-    if (typeof frameId !== "number" || !Number.isInteger(frameId)) throw new VariableError(`unknown frameId ${JSON.stringify(frameId)}`);
-    const f = this.frames.get(frameId);
-    const old = f ? (this.runtime.sessions.get(f.sessionId)?.epoch === f.epoch ? undefined : f.sessionId) : this.oldFrames.get(frameId);
-    if (old !== undefined) {
-      const s = this.runtime.sessions.get(old);
-      const now = !s || s.ended ? "it has ended" : s.info.state === SessionState.SESSION_STATE_PAUSED && s.info.position ? `it is paused at ${moduleName(s.info.position.layer, s.info.position.point)} now` : `it is ${stateName(s.info.state)} now`;
-      throw new VariableError(`frame ${frameId} is from an earlier stop of session ${old} (${now}): ask for the stack of thread ${old} again`);
-    }
-    if (!f) throw new VariableError(`unknown frameId ${frameId}`);
-    return this.session(f.sessionId);
-  }
-
-  /** The id of frame k of a session's current stop (allocated once per stop). */
-  private frameId(s: RtSession, k: number): number {
-    let cur = this.stopFrames.get(s.id);
-    if (!cur || cur.epoch !== s.epoch) {
-      this.retireFrames(s.id);
-      cur = { epoch: s.epoch, ids: [] };
-      this.stopFrames.set(s.id, cur);
-    }
-    let id = cur.ids[k];
-    if (id === undefined) {
-      id = this.nextFrameId++;
-      cur.ids[k] = id;
-      this.frames.set(id, { sessionId: s.id, epoch: s.epoch });
-    }
-    return id;
-  }
-
-  /** The session left the stop its frames belong to: they are remembered only to be refused clearly. */
-  private retireFrames(sessionId: number): void {
-    const cur = this.stopFrames.get(sessionId);
-    if (!cur) return;
-    this.stopFrames.delete(sessionId);
-    for (const id of cur.ids) {
-      if (id === undefined) continue;
-      this.frames.delete(id);
-      this.oldFrames.set(id, sessionId);
-    }
-    for (const id of this.oldFrames.keys()) {
-      if (this.oldFrames.size <= OLD_FRAMES_KEPT) break;
-      this.oldFrames.delete(id);
-    }
+    return this.frames.lookup(frameId).session;
   }
 
   /** A look at a paused thread (stack, scopes): its KV starts coming back if it is on the host; errors only with trace. */
@@ -393,9 +330,9 @@ export class DjinnDebugSession extends LoggingDebugSession {
       supportsLoadedSourcesRequest: false,
       supportsValueFormattingOptions: false,
       supportsStepBack: false,
-      supportsRestartRequest: false,
-      supportsCancelRequest: false,
-      supportsBreakpointLocationsRequest: false,
+      supportsRestartRequest: true,
+      supportsCancelRequest: true,
+      supportsBreakpointLocationsRequest: true,
       supportsSteppingGranularity: false,
       exceptionBreakpointFilters: [
         { filter: "nan", label: "NaN", description: "Stop a session where an activation has a NaN", default: false },
@@ -430,16 +367,21 @@ export class DjinnDebugSession extends LoggingDebugSession {
     }
     if (this.launchCfg || this.attachCfg) return this.fail(response, ErrorIds.launch, new Error("this debug session is already launched or attached"));
     this.launchCfg = cfg;
+    this.launchArgs = { ...(args as Record<string, unknown>) };
+    this.launchSeq = response.request_seq;
     if (cfg.trace) logger.setup(Logger.LogLevel.Verbose, false);
-    this.handle(response, ErrorIds.launch, async () => {
+    let cancelled = false;
+    const work = async () => {
       try {
         const [info] = await Promise.all([this.runtime.launch(cfg), this.configDone.wait(CONFIG_DONE_TIMEOUT_MS)]);
+        if (cancelled) return;
         this.modelKnown(info, cfg.outlinePath, cfg.cwd);
-        this.launchBps = cfg.breakpoints.map((b) => this.makeEntry("launch", typeof b === "number" ? `layers.${b}` : b));
-        await this.runtime.setBreakpoints(this.union(), this.traps, false);
+        this.bps.setLaunch(cfg.breakpoints);
+        await this.runtime.setBreakpoints(this.bps.union(), this.bps.traps, false);
+        if (cancelled) return;
         const statuses = await this.runtime.createSessions(cfg);
-        this.sessionsCreated = true;
-        this.applyStatuses(statuses, true);
+        this.sessionsCreated = this.bps.sessionsCreated = true;
+        this.bps.applyStatuses(statuses, true);
         // The extension marks the window's server (one per window): say that it outlives this debug session.
         const windows = cfg.server !== undefined && (args as { __djinnWindowServer?: unknown }).__djinnWindowServer === cfg.server;
         const where = this.runtime.localServer
@@ -451,11 +393,22 @@ export class DjinnDebugSession extends LoggingDebugSession {
         this.sendResponse(response);
         if (this.runtime.list().length === 0 && !this.terminated) this.terminate("every session has finished");
       } catch (e) {
+        if (cancelled) return;
         await this.runtime.detach(true);
         await this.disposeRuntime();
         throw new Error(`Djinn could not launch: ${message(e)}`);
+      } finally {
+        this.launchSeq = undefined;
       }
-    });
+    };
+    // Cancelled (the request, or its model-load progress): the answer is "cancelled" at once; the
+    // local server is stopped (once it is up, if it is still loading) and the debug session ends.
+    const onCancel = () => {
+      cancelled = true;
+      this.closing = true;
+      void this.runtime.detach(true).finally(() => this.disposeRuntime()).finally(() => this.terminate("the launch was cancelled"));
+    };
+    this.cancels.run(response.request_seq, work, onCancel).catch((e) => this.fail(response, ErrorIds.launch, e));
   }
 
   protected override attachRequest(response: DebugProtocol.AttachResponse, args: DebugProtocol.AttachRequestArguments): void {
@@ -473,10 +426,10 @@ export class DjinnDebugSession extends LoggingDebugSession {
         const info = await this.runtime.attach(cfg);
         this.modelKnown(info, cfg.outlinePath, cfg.cwd);
         await this.configDone.wait(CONFIG_DONE_TIMEOUT_MS);
-        const statuses = await this.runtime.setBreakpoints(this.union(), this.traps, false);
-        this.sessionsCreated = true;
-        if (statuses) this.applyStatuses(statuses, true);
-        else this.markPendingAsVerifiedLocally();
+        const statuses = await this.runtime.setBreakpoints(this.bps.union(), this.bps.traps, false);
+        this.sessionsCreated = this.bps.sessionsCreated = true;
+        if (statuses) this.bps.applyStatuses(statuses, true);
+        else this.bps.markPendingAsVerifiedLocally();
         this.send(new OutputEvent(`djinn: attached to ${cfg.server} (${info.model?.name} on ${info.device}): ${this.runtime.list().length} session(s)\n`, "stdout"));
         this.sendResponse(response);
         for (const s of this.runtime.list()) {
@@ -488,197 +441,103 @@ export class DjinnDebugSession extends LoggingDebugSession {
         await this.disposeRuntime();
         throw new Error(`Djinn could not attach: ${message(e)}`);
       }
-    });
+    }, true);
   }
 
   private modelKnown(info: ServerInfo, outlinePath: string | undefined, cwd: string | undefined): void {
     this.info = info;
     const m = info.model!;
-    this.outlineText = generateOutline(
-      { name: m.name, nLayers: m.nLayers, dim: m.dim, dtype: info.dtype, device: info.device },
-      info.modules.map((x) => ({ name: x.name, kind: x.kind, layer: x.layer, numParams: x.numParams })),
+    const path = outlinePath ? (isAbsolute(outlinePath) ? outlinePath : resolve(cwd ?? process.cwd(), outlinePath)) : undefined;
+    this.outline.known(
+      {
+        model: { name: m.name, nLayers: m.nLayers, dim: m.dim, dtype: info.dtype, device: info.device },
+        modules: info.modules.map((x) => ({ name: x.name, kind: x.kind, layer: x.layer, numParams: x.numParams })),
+      },
+      path,
+      (p, text) => this.runtime.writeFile(p, text),
     );
-    this.outlineParsed = parseOutline(this.outlineText);
-    if (outlinePath) {
-      const path = isAbsolute(outlinePath) ? outlinePath : resolve(cwd ?? process.cwd(), outlinePath);
-      let text = this.outlineText;
-      if (existsSync(path)) {
-        const current = readFileSync(path, "utf8");
-        if (current.startsWith(OUTLINE_HEADER)) this.runtime.writeFile(path, text);
-        else text = current; // a hand-written outline is left as it is
-      } else {
-        this.runtime.writeFile(path, text);
-      }
-      this.outlineFile = { path, parsed: parseOutline(text) };
-      this.send(new OutputEvent(`djinn: model outline ${path}\n`, "stdout"));
-    }
+    if (path) this.send(new OutputEvent(`djinn: model outline ${path}\n`, "stdout"));
     // Breakpoints set before the model was known: check what can be checked without a session.
-    for (const e of this.allEntries()) {
-      if (e.target && e.target.layer >= m.nLayers) {
-        e.error = `layer ${e.target.layer} does not exist: the model has layers 0..${m.nLayers - 1}`;
-        e.target = undefined;
-        this.setVerified(e, false, e.error, true);
+    this.bps.modelKnown(m.nLayers);
+  }
+
+  /**
+   * Restart keeps the server and its model: this launch's sessions are closed and created again
+   * with the same attributes (VS Code sends the configuration again: what only shapes the
+   * sessions, such as the prompt or maxNewTokens, may change; anything else needs a new launch).
+   */
+  protected override restartRequest(response: DebugProtocol.RestartResponse, args: DebugProtocol.RestartArguments): void {
+    this.handle(response, ErrorIds.server, async () => {
+      if (this.attachCfg) throw new VariableError("restart is for a launch: an attach shows sessions it did not create (detach and attach again)");
+      if (!this.launchCfg || !this.sessionsCreated) throw new VariableError("nothing to restart yet: the launch has not created its sessions");
+      let cfg = this.launchCfg;
+      const next = (args?.arguments ?? undefined) as Record<string, unknown> | undefined;
+      if (next && typeof next === "object") {
+        const before = this.launchArgs ?? {};
+        const keys = new Set([...Object.keys(before), ...Object.keys(next)]);
+        for (const k of keys) {
+          if (k.startsWith("__") || RESTARTABLE.has(k) || ["type", "request", "name", "presentation", "preLaunchTask", "postDebugTask", "internalConsoleOptions", "noDebug"].includes(k)) continue;
+          if (JSON.stringify(before[k]) !== JSON.stringify(next[k])) {
+            throw new ConfigError(k, `restart keeps the server and the model, but launch attribute '${k}' changed: stop and start the debug session to use it`);
+          }
+        }
+        cfg = parseLaunch({ ...before, ...next, server: before.server });
       }
-    }
+      this.launchCfg = cfg;
+      this.bps.setLaunch(cfg.breakpoints);
+      const statuses = await this.runtime.restartSessions(cfg);
+      this.bps.applyStatuses(statuses, true);
+      this.send(new OutputEvent(`djinn: restarted: ${cfg.sessions} session(s) of ${this.info?.model?.name} (the server and its model stay)\n`, "stdout"));
+      this.sendResponse(response);
+    }, true);
   }
 
   // ------------------------------------------------------------ breakpoints
 
-  private allEntries(): BpEntry[] {
-    return [...[...this.sourceBps.values()].flat(), ...this.functionBps, ...this.launchBps];
-  }
-
-  private union(): RtBreakpoint[] {
-    return this.allEntries()
-      .filter((e) => e.target)
-      .map((e) => ({ id: e.id, layer: e.target!.layer, point: e.target!.point, condition: e.condition, hitCondition: e.hitCondition }));
-  }
-
-  private makeEntry(origin: BpOrigin, module: string | undefined, extra: Partial<BpEntry> = {}, previous: BpEntry[] = []): BpEntry {
-    const condition = normalizeCondition(extra.condition);
-    const hitCondition = extra.hitCondition?.trim() || undefined;
-    const key = `${module ?? ""}|${extra.line ?? ""}|${condition ?? ""}|${hitCondition ?? ""}`;
-    const old = previous.find((p) => p.key === key);
-    const entry: BpEntry = { id: old?.id ?? this.nextBpId++, origin, key, condition, hitCondition, line: extra.line, source: extra.source, verified: false };
-    if (module === undefined) {
-      entry.error = extra.error ?? "not a module line";
-    } else {
-      const t = moduleToStop(module, this.info?.model?.nLayers);
-      if (isStopTarget(t)) entry.target = t;
-      else entry.error = t.error;
-    }
-    entry.message = entry.error ?? (this.sessionsCreated ? undefined : "pending: verified by the Djinn server once the model is loaded");
-    if (old && !entry.error && this.sessionsCreated) {
-      entry.verified = old.verified;
-      entry.message = old.message;
-    }
-    return entry;
-  }
-
-  private toDap(e: BpEntry): DebugProtocol.Breakpoint {
-    const bp: DebugProtocol.Breakpoint = { id: e.id, verified: e.verified };
-    if (e.message) bp.message = e.message;
-    if (e.line !== undefined) bp.line = e.line;
-    if (e.source) bp.source = e.source;
-    return bp;
-  }
-
-  private setVerified(e: BpEntry, verified: boolean, msg: string | undefined, announce: boolean): void {
-    const changed = e.verified !== verified || e.message !== msg;
-    e.verified = verified;
-    e.message = msg;
-    if (changed && announce && e.origin !== "launch") this.send(new BreakpointEvent("changed", this.toDap(e)));
-  }
-
-  private applyStatuses(statuses: Map<number, BpStatus> | undefined, announce: boolean): void {
-    for (const e of this.allEntries()) {
-      if (e.error) {
-        this.setVerified(e, false, e.error, announce);
-        continue;
-      }
-      const st = statuses?.get(e.id);
-      if (st) this.setVerified(e, st.verified, st.verified ? undefined : st.message, announce);
-    }
-  }
-
-  /** Attach with no session yet: well-formed breakpoints are accepted, the server checks them per session later. */
-  private markPendingAsVerifiedLocally(): void {
-    for (const e of this.allEntries()) {
-      if (!e.error && !e.verified) this.setVerified(e, true, undefined, true);
-    }
-  }
-
   private async pushBreakpoints(): Promise<void> {
-    const statuses = await this.runtime.setBreakpoints(this.union(), this.traps);
-    if (statuses) this.applyStatuses(statuses, false);
-    else if (this.sessionsCreated && this.attachCfg) this.markPendingAsVerifiedLocally();
-  }
-
-  private readOutline(source: DebugProtocol.Source): ParsedOutline | undefined {
-    if (source.sourceReference === OUTLINE_REF || (!source.path && source.name?.endsWith(".djinn") && this.outlineParsed)) return this.outlineParsed;
-    if (!source.path) return undefined;
-    if (this.outlineFile && this.outlineFile.path === source.path) {
-      try {
-        this.outlineFile.parsed = parseOutline(readFileSync(source.path, "utf8"));
-      } catch {
-        /* keep the last parse */
-      }
-      return this.outlineFile.parsed;
-    }
-    try {
-      return parseOutline(readFileSync(source.path, "utf8"));
-    } catch {
-      return undefined;
-    }
+    const statuses = await this.runtime.setBreakpoints(this.bps.union(), this.bps.traps);
+    if (statuses) this.bps.applyStatuses(statuses, false);
+    else if (this.sessionsCreated && this.attachCfg) this.bps.markPendingAsVerifiedLocally();
   }
 
   protected override setBreakPointsRequest(response: DebugProtocol.SetBreakpointsResponse, args: DebugProtocol.SetBreakpointsArguments): void {
     this.handle(response, ErrorIds.badRequest, async () => {
       const source = args.source;
       if (!source || typeof source !== "object") throw new VariableError("setBreakpoints needs a source");
-      const key = source.path ?? `ref:${source.sourceReference ?? source.name}`;
-      const parsed = this.readOutline(source);
-      const previous = this.sourceBps.get(key) ?? [];
+      const parsed = this.outline.read(source);
       const requested: DebugProtocol.SourceBreakpoint[] = args.breakpoints ?? (args.lines ?? []).map((line) => ({ line }));
-      const entries = requested.map((b) => {
-        if (typeof b?.line !== "number") return this.makeEntry("source", undefined, { error: "a breakpoint needs a line", source });
-        let module: string | undefined;
-        let error: string | undefined;
-        if (!parsed) error = `cannot read ${source.path ?? source.name ?? "this source"}: gutter breakpoints go in a model outline (*.djinn)`;
-        else {
-          module = parsed.moduleAt.get(b.line);
-          if (!module) error = `line ${b.line} names no module (comment or blank line)`;
-        }
-        return this.makeEntry("source", module, { line: b.line, condition: b.condition, hitCondition: b.hitCondition, source, error }, previous);
-      });
-      this.sourceBps.set(key, entries);
-      if (source.path && source.path.endsWith(".djinn") && parsed && entries.length) this.outlineFile = { path: source.path, parsed };
+      const entries = this.bps.setSource(source, parsed, requested);
+      if (source.path && parsed && entries.length) this.outline.use(source.path, parsed);
       await this.pushBreakpoints();
-      response.body = { breakpoints: entries.map((e) => this.toDap(e)) };
+      response.body = { breakpoints: entries.map((e) => this.bps.toDap(e)) };
+      this.sendResponse(response);
+    });
+  }
+
+  /** The lines of a range where a breakpoint stops a session: the module lines that are stop points. */
+  protected override breakpointLocationsRequest(response: DebugProtocol.BreakpointLocationsResponse, args: DebugProtocol.BreakpointLocationsArguments): void {
+    this.handle(response, ErrorIds.badRequest, () => {
+      if (!args.source || typeof args.source !== "object") throw new VariableError("breakpointLocations needs a source");
+      if (typeof args.line !== "number") throw new VariableError("breakpointLocations needs a line");
+      const parsed = this.outline.read(args.source);
+      const lines = parsed ? stopLines(parsed, args.line, args.endLine ?? args.line, this.info?.model?.nLayers) : [];
+      response.body = { breakpoints: lines.map((line) => ({ line })) };
       this.sendResponse(response);
     });
   }
 
   protected override setFunctionBreakPointsRequest(response: DebugProtocol.SetFunctionBreakpointsResponse, args: DebugProtocol.SetFunctionBreakpointsArguments): void {
     this.handle(response, ErrorIds.badRequest, async () => {
-      const previous = this.functionBps;
-      this.functionBps = (args.breakpoints ?? []).map((b) => {
-        const name = typeof b?.name === "string" ? b.name.trim() : "";
-        const module = /^\d+$/.test(name) ? `layers.${name}` : name || undefined;
-        return this.makeEntry("function", module, { condition: b?.condition, hitCondition: b?.hitCondition, error: name ? undefined : "a function breakpoint needs a module name such as layers.10" }, previous);
-      });
+      const entries = this.bps.setFunctions(args.breakpoints ?? []);
       await this.pushBreakpoints();
-      response.body = { breakpoints: this.functionBps.map((e) => this.toDap(e)) };
+      response.body = { breakpoints: entries.map((e) => this.bps.toDap(e)) };
       this.sendResponse(response);
     });
   }
 
   protected override setExceptionBreakPointsRequest(response: DebugProtocol.SetExceptionBreakpointsResponse, args: DebugProtocol.SetExceptionBreakpointsArguments): void {
     this.handle(response, ErrorIds.badRequest, async () => {
-      const known = ["nan", "inf", "normSpike"];
-      const filters = new Map<string, string | undefined>();
-      for (const f of args.filters ?? []) filters.set(f, undefined);
-      for (const o of args.filterOptions ?? []) filters.set(o.filterId, o.condition);
-      const results: DebugProtocol.Breakpoint[] = [];
-      const traps: RtTraps = { nan: false, inf: false, normSpike: 0 };
-      for (const [f, cond] of filters) {
-        if (!known.includes(f)) {
-          results.push({ verified: false, message: `unknown exception filter '${f}'; known: ${known.join(", ")}` });
-          continue;
-        }
-        if (f === "nan") traps.nan = true;
-        if (f === "inf") traps.inf = true;
-        if (f === "normSpike") {
-          const factor = cond && cond.trim() ? Number(cond.trim()) : DEFAULT_NORM_SPIKE;
-          if (!Number.isFinite(factor) || factor <= 1) {
-            results.push({ verified: false, message: `norm spike factor must be a number greater than 1; got '${cond}'` });
-            continue;
-          }
-          traps.normSpike = factor;
-        }
-        results.push({ verified: true });
-      }
-      this.traps = traps;
+      const results = this.bps.setExceptionFilters(args);
       await this.pushBreakpoints();
       response.body = { breakpoints: results };
       this.sendResponse(response);
@@ -737,7 +596,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
     this.lastStopped = e.sessionId;
     const p = s.info.position!;
     const where = moduleName(p.layer, p.point);
-    const knownIds = new Set(this.allEntries().filter((x) => x.origin !== "launch").map((x) => x.id));
+    const knownIds = this.bps.editorIds();
     const hit = e.hitIds.filter((id) => knownIds.has(id));
     let reason: string;
     let description: string;
@@ -750,7 +609,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
           description = `Paused at ${where} on a breakpoint of another client`;
           break;
         }
-        const fn = hit.length > 0 && hit.every((id) => this.functionBps.some((b) => b.id === id));
+        const fn = hit.length > 0 && hit.every((id) => this.bps.isFunction(id));
         reason = fn ? "function breakpoint" : "breakpoint";
         description = `Paused on breakpoint at ${where}`;
         if (e.text) text = e.text;
@@ -796,33 +655,67 @@ export class DjinnDebugSession extends LoggingDebugSession {
 
   // ------------------------------------------------------------- execution
 
+  /**
+   * The paused threads a resume of `main` takes along: none with `singleThread`, else every other
+   * paused thread of this debug session (as js-debug and debugpy do; VS Code never sends
+   * singleThread, so its Continue resumes them all, and the `continueAll` request says so).
+   */
+  private alongWith(main: RtSession, singleThread: boolean | undefined): RtSession[] {
+    if (singleThread) return [];
+    return this.runtime.list().filter((x) => x.id !== main.id && x.info.state === SessionState.SESSION_STATE_PAUSED);
+  }
+
+  /** Resumes `others` along with a request; a failure of one of them (it resumed meanwhile) is only logged. */
+  private resumeAlong(others: RtSession[]): Promise<void> {
+    return Promise.all(
+      others.map((o) =>
+        this.runtime.continue(o.id).catch((e) => logger.verbose(`djinn: continue of s${o.id} along with the request: ${message(e)}`)),
+      ),
+    ).then(() => undefined);
+  }
+
   protected override continueRequest(response: DebugProtocol.ContinueResponse, args: DebugProtocol.ContinueArguments): void {
     this.handle(response, ErrorIds.server, () => {
       const s = this.session(args.threadId);
       this.focus(s.id);
       this.userDriven.add(s.id);
-      this.resumeRequest(response, s.id, () => this.runtime.continue(s.id), { allThreadsContinued: false });
+      const others = this.alongWith(s, args.singleThread);
+      const all = !args.singleThread;
+      this.resumeRequest(response, [s.id, ...others.map((o) => o.id)], async () => {
+        await Promise.all([this.runtime.continue(s.id), this.resumeAlong(others)]);
+      }, { allThreadsContinued: all });
     });
   }
 
   protected override nextRequest(response: DebugProtocol.NextResponse, args: DebugProtocol.NextArguments): void {
-    this.stepRequest(response, args.threadId, StepKind.STEP_KIND_LAYER);
+    this.stepRequest(response, args, () => StepKind.STEP_KIND_LAYER);
   }
 
   protected override stepInRequest(response: DebugProtocol.StepInResponse, args: DebugProtocol.StepInArguments): void {
-    this.stepRequest(response, args.threadId, StepKind.STEP_KIND_SUBLAYER);
+    this.stepRequest(response, args, () => StepKind.STEP_KIND_SUBLAYER);
   }
 
+  /**
+   * Step out of what it stopped in: from a sub-point (layers.N.attn, layers.N.mlp) to the end of
+   * the layer (the server's LAYER step: before layers.N+1); from a layer point to the end of the
+   * pass (TOKEN: before layer 0 of the next forward pass).
+   */
   protected override stepOutRequest(response: DebugProtocol.StepOutResponse, args: DebugProtocol.StepOutArguments): void {
-    this.stepRequest(response, args.threadId, StepKind.STEP_KIND_TOKEN);
+    this.stepRequest(response, args, (s) => (s.info.position && s.info.position.point !== StopPoint.STOP_POINT_LAYER ? StepKind.STEP_KIND_LAYER : StepKind.STEP_KIND_TOKEN));
   }
 
-  private stepRequest(response: DebugProtocol.Response, threadId: number, kind: StepKind): void {
+  private stepRequest(response: DebugProtocol.Response, args: { threadId: number; singleThread?: boolean }, kind: (s: RtSession) => StepKind): void {
     this.handle(response, ErrorIds.server, () => {
-      const s = this.session(threadId);
+      const s = this.session(args.threadId);
       this.focus(s.id);
       this.userDriven.add(s.id);
-      this.resumeRequest(response, s.id, () => this.runtime.step(s.id, kind));
+      const others = this.alongWith(s, args.singleThread);
+      const k = kind(s);
+      // the client marks only the stepped thread as running: the others get a `continued`
+      const after = others.length ? () => this.send(new ContinuedEvent(s.id, true)) : undefined;
+      this.resumeRequest(response, [s.id, ...others.map((o) => o.id)], async () => {
+        await Promise.all([this.runtime.step(s.id, k), this.resumeAlong(others)]);
+      }, undefined, after);
     });
   }
 
@@ -836,6 +729,28 @@ export class DjinnDebugSession extends LoggingDebugSession {
     });
   }
 
+  /** `continueAll`: every paused thread of this debug session goes on. Answers `{ threads }`, how many. */
+  private continueAll(response: DebugProtocol.Response): void {
+    const paused = this.runtime.list().filter((x) => x.info.state === SessionState.SESSION_STATE_PAUSED);
+    const after = paused.length ? () => this.send(new ContinuedEvent(paused[0].id, true)) : undefined;
+    this.resumeRequest(response, paused.map((x) => x.id), async () => {
+      const results = await Promise.allSettled(paused.map((x) => this.runtime.continue(x.id)));
+      const failed = results.filter((r) => r.status === "rejected") as PromiseRejectedResult[];
+      if (failed.length === paused.length && failed.length) throw failed[0].reason;
+      for (const f of failed) logger.verbose(`djinn: continueAll: ${message(f.reason)}`);
+    }, { threads: paused.length }, after);
+  }
+
+  /** `pauseAll`: every running thread of this debug session stops where it is. Answers `{ threads }`, how many. */
+  private async pauseAll(response: DebugProtocol.Response): Promise<void> {
+    const running = this.runtime.list().filter((x) => x.info.state !== SessionState.SESSION_STATE_PAUSED);
+    const results = await Promise.allSettled(running.map((x) => this.runtime.pause(x.id)));
+    const failed = results.filter((r) => r.status === "rejected") as PromiseRejectedResult[];
+    if (failed.length === running.length && failed.length) throw failed[0].reason;
+    response.body = { threads: running.length - failed.length };
+    this.sendResponse(response);
+  }
+
   protected override terminateThreadsRequest(response: DebugProtocol.TerminateThreadsResponse, args: DebugProtocol.TerminateThreadsArguments): void {
     this.handle(response, ErrorIds.server, async () => {
       const ids = (args.threadIds ?? []).map((id) => this.session(id).id);
@@ -846,49 +761,11 @@ export class DjinnDebugSession extends LoggingDebugSession {
 
   // ------------------------------------------------------------- stack
 
-  private frameSource(module: string): { source: DebugProtocol.Source; line: number } {
-    const file = this.outlineFile;
-    const line = file?.parsed.lineOf.get(module);
-    if (file && line !== undefined) return { source: new Source(basename(file.path), file.path), line };
-    const name = `${this.info?.model?.name ?? "model"}.djinn`.replace(/[\\/]/g, "_");
-    return {
-      source: { ...new Source(name, undefined, OUTLINE_REF), presentationHint: "normal" } as DebugProtocol.Source,
-      line: this.outlineParsed?.lineOf.get(module) ?? 1,
-    };
-  }
-
   protected override stackTraceRequest(response: DebugProtocol.StackTraceResponse, args: DebugProtocol.StackTraceArguments): void {
     this.handle(response, ErrorIds.noSession, () => {
       const s = this.session(args.threadId);
-      const i = s.info;
-      if (i.state !== SessionState.SESSION_STATE_PAUSED || !i.position) {
-        response.body = { stackFrames: [], totalFrames: 0 };
-        this.sendResponse(response);
-        return;
-      }
-      this.prefetch(s);
-      const p = i.position;
-      const mod = moduleName(p.layer, p.point);
-      const frames: DebugProtocol.StackFrame[] = [];
-      const frame = (k: number, name: string, module: string, hint?: "normal" | "label" | "subtle"): DebugProtocol.StackFrame => {
-        const { source, line } = this.frameSource(module);
-        // ids are new at every stop: a client that kept a frame of the last stop gets an error, not this one
-        const f: DebugProtocol.StackFrame = { id: this.frameId(s, k), name, source, line, column: 1 };
-        if (hint) f.presentationHint = hint;
-        return f;
-      };
-      const what = p.point === StopPoint.STOP_POINT_ATTN ? "attention output" : p.point === StopPoint.STOP_POINT_MLP ? "MLP output" : "input";
-      frames.push(frame(0, `${mod} · ${what}`, mod));
-      if (p.point !== StopPoint.STOP_POINT_LAYER) frames.push(frame(1, `layers.${p.layer}`, `layers.${p.layer}`));
-      const last = p.inputPos + Math.max(p.numTokens, 1) - 1;
-      const pass = p.phase === Phase.PHASE_DECODE
-        ? `decode of token ${p.tokenIndex} at position ${p.inputPos}`
-        : `prefill · ${p.numTokens} token${p.numTokens === 1 ? "" : "s"} at positions ${p.inputPos}..${last}`;
-      frames.push(frame(2, pass, "embed_tokens", "subtle"));
-      const prompt = i.prompt ? ` · ${JSON.stringify(i.prompt.length > 40 ? i.prompt.slice(0, 40) + "…" : i.prompt)}` : "";
-      const sessFrame = frame(3, `session ${s.id}${prompt}`, "", "subtle");
-      sessFrame.line = 1;
-      frames.push(sessFrame);
+      const frames = stackFrames(s, this.frames, this.outline);
+      if (frames.length) this.prefetch(s);
       const start = args.startFrame ?? 0;
       const levels = args.levels && args.levels > 0 ? args.levels : frames.length;
       response.body = { stackFrames: frames.slice(start, start + levels), totalFrames: frames.length };
@@ -899,19 +776,19 @@ export class DjinnDebugSession extends LoggingDebugSession {
   protected override sourceRequest(response: DebugProtocol.SourceResponse, args: DebugProtocol.SourceArguments): void {
     this.handle(response, ErrorIds.badRequest, () => {
       const ref = args.source?.sourceReference ?? args.sourceReference;
-      if (ref !== OUTLINE_REF || !this.outlineText) throw new VariableError(`no source with reference ${ref}`);
-      response.body = { content: this.outlineText, mimeType: "text/x-djinn-model" };
+      if (ref !== OUTLINE_REF || !this.outline.text) throw new VariableError(`no source with reference ${ref}`);
+      response.body = { content: this.outline.text, mimeType: "text/x-djinn-model" };
       this.sendResponse(response);
     });
   }
 
   protected override scopesRequest(response: DebugProtocol.ScopesResponse, args: DebugProtocol.ScopesArguments): void {
     this.handle(response, ErrorIds.noSession, () => {
-      const s = this.sessionOfFrame(args.frameId);
+      const { session: s, kind } = this.frames.lookup(args.frameId);
       this.focus(s.id);
       if (s.info.state !== SessionState.SESSION_STATE_PAUSED) throw new VariableError(`session ${s.id} is ${stateName(s.info.state)}: scopes exist only while it is paused`);
       this.prefetch(s);
-      response.body = { scopes: this.vars.scopes(s.id) };
+      response.body = { scopes: this.vars.scopes(s.id, kind) };
       this.sendResponse(response);
     });
   }
@@ -921,7 +798,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
       if (typeof args.variablesReference !== "number") throw new VariableError("variablesReference must be a number");
       response.body = { variables: await this.vars.variables(args) };
       this.sendResponse(response);
-    });
+    }, true);
   }
 
   protected override setVariableRequest(response: DebugProtocol.SetVariableResponse, args: DebugProtocol.SetVariableArguments): void {
@@ -973,7 +850,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
       if (args.frameId !== undefined) this.focus(s.id);
       response.body = await this.vars.evaluate(s.id, expr);
       this.sendResponse(response);
-    });
+    }, true);
   }
 
   protected override exceptionInfoRequest(response: DebugProtocol.ExceptionInfoResponse, args: DebugProtocol.ExceptionInfoArguments): void {
@@ -999,19 +876,40 @@ export class DjinnDebugSession extends LoggingDebugSession {
       const r = await this.vars.readMemory(args.memoryReference, args.offset ?? 0, args.count);
       response.body = { address: r.address, data: r.data.toString("base64"), unreadableBytes: r.unreadable || undefined };
       this.sendResponse(response);
-    });
+    }, true);
+  }
+
+  // ------------------------------------------------------------- cancel
+
+  /** `cancel` of a request (its seq) or of a progress it started: that request answers "cancelled". */
+  protected override cancelRequest(response: DebugProtocol.CancelResponse, args: DebugProtocol.CancelArguments): void {
+    const seq = args?.requestId ?? (args?.progressId !== undefined ? this.cancels.requestOf(args.progressId) : undefined);
+    if (seq !== undefined) this.cancels.cancel(seq);
+    this.sendResponse(response);
+  }
+
+  /** A request cancelled is answered once, with "cancelled": its late answer is dropped. */
+  override sendResponse(response: DebugProtocol.Response): void {
+    if (this.cancelledSeqs.has(response.request_seq)) {
+      if (response.success || response.message !== "cancelled") return;
+    }
+    super.sendResponse(response);
   }
 
   // ------------------------------------------------------------- custom
 
   protected override customRequest(command: string, response: DebugProtocol.Response, args: any): void {
-    this.handle(response, ErrorIds.badRequest, () => {
+    this.handle(response, ErrorIds.badRequest, async () => {
       switch (command) {
+        case "continueAll":
+          return this.continueAll(response);
+        case "pauseAll":
+          return this.pauseAll(response);
         case "djinn/outline": {
-          if (!this.outlineText) throw new VariableError("the model is not known yet: launch or attach first");
+          if (!this.outline.text) throw new VariableError("the model is not known yet: launch or attach first");
           const path = args && typeof args.path === "string" ? args.path : undefined;
-          if (path) this.runtime.writeFile(path, this.outlineText);
-          response.body = { text: this.outlineText, path: path ?? this.outlineFile?.path, model: this.info?.model?.name };
+          if (path) this.runtime.writeFile(path, this.outline.text);
+          response.body = { text: this.outline.text, path: path ?? this.outline.path, model: this.info?.model?.name };
           break;
         }
         case "djinn/serverInfo": {
@@ -1069,63 +967,5 @@ export class DjinnDebugSession extends LoggingDebugSession {
   override shutdown(): void {
     void this.disposeRuntime().finally(() => super.shutdown());
   }
-}
-
-/** `s3 · L10 · host · "The quick brown fox" (prompt 2)`: what matters first, for a narrow CALL STACK. */
-export function threadName(s: RtSession): string {
-  const i = s.info;
-  let state: string;
-  if (i.state === SessionState.SESSION_STATE_PAUSED && i.position) {
-    const p = i.position;
-    const where = `L${p.layer}${p.point === StopPoint.STOP_POINT_ATTN ? ".attn" : p.point === StopPoint.STOP_POINT_MLP ? ".mlp" : ""}`;
-    state = `${where}${kvShort(i.kvLocation)}`;
-  } else if (i.state === SessionState.SESSION_STATE_RUNNING) {
-    const n = i.generatedTokens.length;
-    state = `running${n ? ` · ${n} tok` : ""}`;
-  } else if (i.state === SessionState.SESSION_STATE_FINISHED) {
-    state = "done";
-  } else if (i.state === SessionState.SESSION_STATE_CREATED) {
-    state = "starting";
-  } else {
-    state = stateName(i.state);
-  }
-  const prompt = i.prompt ? JSON.stringify(i.prompt.length > 24 ? i.prompt.slice(0, 23) + "…" : i.prompt) : i.promptTokens.length ? `[${i.promptTokens.length} tokens]` : "";
-  const tail = [prompt, i.label ? `(${i.label})` : ""].filter(Boolean).join(" ");
-  return `s${s.id} · ${state}${tail ? ` · ${tail}` : ""}`;
-}
-
-function kvShort(k: KvLocation): string {
-  switch (k) {
-    case KvLocation.KV_LOCATION_DEVICE: return " · dev";
-    case KvLocation.KV_LOCATION_HOST: return " · host";
-    case KvLocation.KV_LOCATION_MOVING_OUT: return " · →host";
-    case KvLocation.KV_LOCATION_MOVING_IN: return " · →dev";
-    default: return "";
-  }
-}
-
-/** `s1 token 3/4: "<457>" (id 457)`: the token's text, how far the session is, its id. */
-export function tokenLine(sessionId: number, token: number, text: string, index: number, max: number): string {
-  return `s${sessionId} token ${index}${max ? `/${max}` : ""}: ${JSON.stringify(text)} (id ${token})`;
-}
-
-export function swapLine(sessionId: number, direction: "out" | "in", bytes: number, ms: number): string {
-  return `s${sessionId} KV → ${direction === "out" ? "host" : "device"}: ${(bytes / 1e6).toFixed(2)} MB in ${ms.toFixed(2)} ms`;
-}
-
-/** `s1 finished: 4 tokens "…"`, `s2 failed: why`, `s3 closed: lease expired`. */
-export function endLine(sessionId: number, state: SessionState, text: string, info?: { generatedText: string; generatedTokens: number[] }): string {
-  if (state === SessionState.SESSION_STATE_FAILED) return `s${sessionId} failed: ${text}`;
-  if (state === SessionState.SESSION_STATE_FINISHED) {
-    const n = info?.generatedTokens.length ?? 0;
-    const generated = info?.generatedText ?? text;
-    return `s${sessionId} finished: ${n} token${n === 1 ? "" : "s"}${generated ? ` ${JSON.stringify(generated)}` : ""}`;
-  }
-  const why = text && text !== info?.generatedText ? `: ${text}` : "";
-  return `s${sessionId} ${stateName(state)}${why}`;
-}
-
-function moduleName(layer: number, point: StopPoint): string {
-  return point === StopPoint.STOP_POINT_ATTN ? `layers.${layer}.attn` : point === StopPoint.STOP_POINT_MLP ? `layers.${layer}.mlp` : `layers.${layer}`;
 }
 

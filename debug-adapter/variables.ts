@@ -14,6 +14,7 @@ import {
 } from "./runtime";
 import { Phase, type EvaluateResponse } from "../client";
 import { isStopTarget, moduleToStop } from "./outline";
+import type { FrameKind } from "./stack";
 
 // ------------------------------------------------------------------ dtypes
 
@@ -213,6 +214,9 @@ type Container =
   | { kind: "kv"; sessionId: number }
   | { kind: "session"; sessionId: number }
   | { kind: "lens"; sessionId: number }
+  | { kind: "layer"; sessionId: number }
+  | { kind: "pass"; sessionId: number }
+  | { kind: "memory"; sessionId: number }
   | { kind: "tensor"; sessionId: number; target: TensorTarget }
   | { kind: "lazyTensor"; sessionId: number; name: string }
   | { kind: "static"; sessionId: number; items: DebugProtocol.Variable[] }
@@ -222,8 +226,13 @@ type Container =
 /** Where a module's line is in the outline the frames point at (file name and line), when known. */
 export type OutlineLookup = (module: string) => { file: string; line: number } | undefined;
 
-/** The context VS Code gives the variables' context menu (`debugProtocolVariableMenuContext`) for writable tensors. */
-export const TENSOR_MENU_CONTEXT = "djinnTensor";
+/**
+ * The context VS Code gives the variables' context menu (`debugProtocolVariableMenuContext`):
+ * every tensor variable has one (View Tensor), a writable multi-element tensor in VS Code the
+ * second (View Tensor and the extension's own Set Value…).
+ */
+export const TENSOR_MENU_CONTEXT = "tensor";
+export const WRITABLE_TENSOR_MENU_CONTEXT = "djinnTensor";
 /** references of earlier stops remembered (to answer them with a clear error) */
 const OLD_REFS_KEPT = 50_000;
 
@@ -232,6 +241,10 @@ export const DEFAULT_PAGE = 1000;
 const CATALOG = new Set(["hidden", "attn_out", "mlp_out", "q", "k", "v", "k_cache", "v_cache", "logits", "tokens"]);
 const PREVIEW = 6;
 const LENS_TOP_K = 10;
+/** the KV cache scope's lines that say where the memory is (the rest are this layer's k/v caches) */
+const MEMORY_ITEMS = 7;
+/** tensors of the pass, not of the layer it stopped in */
+const PASS_TENSORS = new Set(["tokens", "logits"]);
 const MAX_READ = 1 << 20;
 const MAX_EXPR_WRITE = 64 << 20;
 
@@ -331,7 +344,8 @@ export class VariableStore {
   private tensorHint(v: DebugProtocol.Variable, writable: boolean, numel: number, lazy = false): DebugProtocol.Variable {
     const readOnly = !writable || (this.forVsCode && numel > 1);
     v.presentationHint = { kind: "data", ...(lazy ? { lazy: true } : {}), attributes: readOnly ? ["readOnly"] : [] };
-    if (writable && this.forVsCode && numel > 1) (v as { __vscodeVariableMenuContext?: string }).__vscodeVariableMenuContext = TENSOR_MENU_CONTEXT;
+    // VS Code's context key debugProtocolVariableMenuContext: View Tensor is offered on tensors only
+    (v as { __vscodeVariableMenuContext?: string }).__vscodeVariableMenuContext = writable && this.forVsCode && numel > 1 ? WRITABLE_TENSOR_MENU_CONTEXT : TENSOR_MENU_CONTEXT;
     return v;
   }
 
@@ -365,13 +379,37 @@ export class VariableStore {
 
   // -------------------------------------------------------------- scopes
 
-  scopes(sessionId: number): DebugProtocol.Scope[] {
-    return [
-      { name: "Activations", presentationHint: "locals", variablesReference: this.add({ kind: "activations", sessionId }), expensive: false },
-      { name: "KV cache", presentationHint: "registers", variablesReference: this.add({ kind: "kv", sessionId }), expensive: false, namedVariables: 8 },
-      { name: "Session", presentationHint: "arguments", variablesReference: this.add({ kind: "session", sessionId }), expensive: false },
-      { name: "Logit lens", variablesReference: this.add({ kind: "lens", sessionId }), expensive: true, namedVariables: LENS_TOP_K + 1 },
-    ];
+  /**
+   * The scopes of a frame. The module frame (where it stopped) shows everything at the stop;
+   * the layer frame the layer's tensors and its KV; the pass frame the pass (its tokens, the
+   * logits so far, the logit lens); the session frame the session and where its memory is.
+   */
+  scopes(sessionId: number, kind: FrameKind = "module"): DebugProtocol.Scope[] {
+    const add = (c: Container) => this.add(c);
+    const lens: DebugProtocol.Scope = { name: "Logit lens", variablesReference: add({ kind: "lens", sessionId }), expensive: true, namedVariables: LENS_TOP_K + 1 };
+    const kv = (): DebugProtocol.Scope => ({ name: "KV cache", presentationHint: "registers", variablesReference: add({ kind: "kv", sessionId }), expensive: false, namedVariables: 9 });
+    const layer = this.rt.get(sessionId).info.position?.layer ?? 0;
+    switch (kind) {
+      case "layer":
+        return [
+          { name: `Layer ${layer}`, presentationHint: "locals", variablesReference: add({ kind: "layer", sessionId }), expensive: false },
+          kv(),
+        ];
+      case "pass":
+        return [{ name: "Pass", presentationHint: "locals", variablesReference: add({ kind: "pass", sessionId }), expensive: false }, lens];
+      case "session":
+        return [
+          { name: "Session", presentationHint: "locals", variablesReference: add({ kind: "session", sessionId }), expensive: false },
+          { name: "Memory", presentationHint: "registers", variablesReference: add({ kind: "memory", sessionId }), expensive: false, namedVariables: 7 },
+        ];
+      default:
+        return [
+          { name: "Activations", presentationHint: "locals", variablesReference: add({ kind: "activations", sessionId }), expensive: false },
+          kv(),
+          { name: "Session", presentationHint: "arguments", variablesReference: add({ kind: "session", sessionId }), expensive: false },
+          lens,
+        ];
+    }
   }
 
   // ----------------------------------------------------------- variables
@@ -383,6 +421,12 @@ export class VariableStore {
         return this.activations(c.sessionId);
       case "kv":
         return this.kv(c.sessionId);
+      case "memory":
+        return this.kv(c.sessionId).slice(0, MEMORY_ITEMS);
+      case "layer":
+        return this.layerTensors(c.sessionId);
+      case "pass":
+        return this.pass(c.sessionId);
       case "session":
         return this.session(c.sessionId);
       case "lens":
@@ -432,7 +476,8 @@ export class VariableStore {
       evaluateName: name,
       variablesReference: this.add({ kind: "lazyTensor", sessionId, name }),
       presentationHint: { kind: "data", lazy: true, attributes: ["readOnly"] },
-    };
+      __vscodeVariableMenuContext: TENSOR_MENU_CONTEXT,
+    } as DebugProtocol.Variable;
   }
 
   private async tensorChildren(t: TensorTarget, start: number, count: number): Promise<DebugProtocol.Variable[]> {
@@ -485,6 +530,35 @@ export class VariableStore {
         memoryReference: this.memRef(child),
       }, t.writable, numelOf(rowShape));
     });
+  }
+
+  /** The layer's own tensors at the stop (not the pass's tokens and logits, not $N results). */
+  private async layerTensors(sessionId: number): Promise<DebugProtocol.Variable[]> {
+    const list = await this.rt.listTensors(sessionId);
+    return list
+      .filter((t) => !PASS_TENSORS.has(t.name) && !t.name.startsWith("$"))
+      .map((t) => (t.dtype ? this.tensorVariable(sessionId, t, t.name) : this.lazyVariable(sessionId, t.name, t.description)));
+  }
+
+  /** The forward pass: what it is, its input tokens, the logits so far (lazy), what came before it. */
+  private async pass(sessionId: number): Promise<DebugProtocol.Variable[]> {
+    const s = this.rt.get(sessionId);
+    const i = s.info;
+    const p = i.position;
+    const v = (name: string, value: string): DebugProtocol.Variable => ({ name, value, variablesReference: 0, presentationHint: { attributes: ["readOnly"] } });
+    const list = await this.rt.listTensors(sessionId);
+    const tensors = list
+      .filter((t) => PASS_TENSORS.has(t.name))
+      .map((t) => (t.dtype ? this.tensorVariable(sessionId, t, t.name) : this.lazyVariable(sessionId, t.name, t.description)));
+    const nLayers = this.rt.nLayers;
+    const phase = p?.phase === Phase.PHASE_DECODE ? `decode of token ${p.tokenIndex}` : "prefill";
+    return [
+      v("phase", p ? phase : "?"),
+      v("positions", p ? `${p.inputPos}..${p.inputPos + Math.max(p.numTokens, 1) - 1} (${p.numTokens} token${p.numTokens === 1 ? "" : "s"})` : "?"),
+      v("progress", p ? `layer ${p.layer} ${pointName(p.point)}${nLayers ? ` of ${nLayers}` : ""}` : "?"),
+      ...tensors,
+      v("generated before this pass", `${i.generatedTokens.length} token${i.generatedTokens.length === 1 ? "" : "s"} ${JSON.stringify(i.generatedText)}`),
+    ];
   }
 
   private kv(sessionId: number): DebugProtocol.Variable[] {

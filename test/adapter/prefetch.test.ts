@@ -65,7 +65,7 @@ test("looking at a swapped thread's stack prefetches it (once per stop); its con
 
   // continue it: it runs with no further swap-in
   const before = swapIns(onHost, mark).length;
-  await dc.continueRequest({ threadId: onHost });
+  await dc.continueRequest({ threadId: onHost, singleThread: true });
   const again = await ev.stopped(onHost);
   assert.equal(again.body.reason, "breakpoint");
   assert.equal(swapIns(onHost, mark).length, before);

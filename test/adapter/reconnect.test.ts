@@ -61,7 +61,7 @@ test("a hiccup shorter than the grace time: the thread stays, and what happened 
   assert.ok(outputs(ev.all).some((o) => /reconnected to /.test(o)));
   assert.equal(ev.count("terminated"), 0);
   // and it is driven as before
-  await dc.continueRequest({ threadId: tid });
+  await dc.continueRequest({ threadId: tid, singleThread: true });
   await ev.stopped(tid);
   await dc.disconnectRequest({});
   await assert.rejects(client.getSession(tid), /NOT_FOUND/, "a launch's disconnect closes its session");

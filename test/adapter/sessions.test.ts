@@ -52,7 +52,7 @@ test("8 sessions are 8 threads; one is continued while the other seven stay paus
   await waitFor("KV on host in every name", async () => [...(await threadNames(dc)).values()].every((n) => / · L3 · host · /.test(n)));
 
   const chosen = ids[3];
-  const r = await dc.continueRequest({ threadId: chosen });
+  const r = await dc.continueRequest({ threadId: chosen, singleThread: true });
   assert.equal(r.body.allThreadsContinued, false);
   const again = await ev.stopped(chosen);
   assert.equal(again.body.reason, "breakpoint");
@@ -185,7 +185,7 @@ test("stack, scopes and tensor summaries match the server; paging a slice; readM
   lens.forEach((v, i) => assert.match(v.value, new RegExp(`\\(token ${top.top[i].token}\\)$`)));
 
   // After a resume, references of the old stop are refused (the adapter lives on).
-  await dc.continueRequest({ threadId: tid });
+  await dc.continueRequest({ threadId: tid, singleThread: true });
   await ev.stopped(tid);
   await assert.rejects(dc.variablesRequest({ variablesReference: attnOut.variablesReference }), /stale/);
 });
@@ -272,7 +272,7 @@ test("setVariable / setExpression write an activation and the generated tokens c
   // remove the breakpoint and run both to the end: the steered one says something else
   await dc.setFunctionBreakpointsRequest({ breakpoints: [] });
   const ends = [steered, plain].map((id) => ev.next<DebugProtocol.ThreadEvent>("thread", (e) => e.body.reason === "exited" && e.body.threadId === id));
-  for (const id of [steered, plain]) await dc.continueRequest({ threadId: id });
+  for (const id of [steered, plain]) await dc.continueRequest({ threadId: id, singleThread: true });
   await Promise.all(ends);
   const sa = await shared.client.getSession(steered);
   const sb = await shared.client.getSession(plain);
@@ -317,36 +317,36 @@ test("conditions and hit counts are evaluated on the server", async () => {
     return st.body.stackFrames.map((f) => f.name).join(" | ");
   };
   // x: layers.4 when token >= 2 (decode pass 2), then the 3rd hit of layers.6.attn (same pass)
-  await dc.continueRequest({ threadId: x });
+  await dc.continueRequest({ threadId: x, singleThread: true });
   let s = await ev.stopped(x);
   assert.deepEqual(s.body.hitBreakpointIds, [cond]);
   assert.match(await where(x), /^layers\.4 .*decode of token 2 /);
-  await dc.continueRequest({ threadId: x });
+  await dc.continueRequest({ threadId: x, singleThread: true });
   s = await ev.stopped(x);
   assert.deepEqual(s.body.hitBreakpointIds, [hits]);
   assert.match(await where(x), /^layers\.6\.attn .*decode of token 2 /);
   // y: layers.30.mlp only for session y in a decode pass: its first decode pass, before the others
-  await dc.continueRequest({ threadId: y });
+  await dc.continueRequest({ threadId: y, singleThread: true });
   s = await ev.stopped(y);
   assert.deepEqual(s.body.hitBreakpointIds, [sess]);
   assert.match(await where(y), /^layers\.30\.mlp .*decode of token 1 /);
-  await dc.continueRequest({ threadId: y });
+  await dc.continueRequest({ threadId: y, singleThread: true });
   s = await ev.stopped(y);
   assert.deepEqual(s.body.hitBreakpointIds, [cond]);
   // x goes on to its end without stopping at layers.30.mlp (another session's condition) or layers.8
   const xEnd = ev.next<DebugProtocol.ThreadEvent>("thread", (e) => e.body.reason === "exited" && e.body.threadId === x);
   for (const token of [3, 4]) {
-    await dc.continueRequest({ threadId: x });
+    await dc.continueRequest({ threadId: x, singleThread: true });
     s = await ev.stopped(x);
     assert.deepEqual(s.body.hitBreakpointIds, [cond]);
     assert.match(await where(x), new RegExp(`^layers\\.4 .*decode of token ${token} `));
   }
   // a comparison on a tensor statistic, evaluated on the server
-  await dc.continueRequest({ threadId: x });
+  await dc.continueRequest({ threadId: x, singleThread: true });
   s = await ev.stopped(x);
   assert.deepEqual(s.body.hitBreakpointIds, [stat]);
   assert.match(await where(x), /^layers\.35 .*decode of token 4 /);
-  await dc.continueRequest({ threadId: x });
+  await dc.continueRequest({ threadId: x, singleThread: true });
   await xEnd;
   assert.ok(!ev.all.some((e) => e.event === "stopped" && (e as DebugProtocol.StoppedEvent).body.hitBreakpointIds?.includes(never)));
 });
@@ -363,7 +363,7 @@ test("exception filters: NaN (a NaN written by setExpression) and norm spike (a 
   await setExpression(dc, { expression: "hidden[0]", value: "nan", frameId: f.id });
   const acts = await scopeRef(dc, f.id, "Activations");
   assert.equal(parseSummary((await variable(dc, acts, "hidden")).value).nan, 128);
-  await dc.continueRequest({ threadId: a });
+  await dc.continueRequest({ threadId: a, singleThread: true });
   const bad = await ev.stopped(a);
   assert.equal(bad.body.reason, "exception");
   assert.equal(bad.body.text, "NaN");
@@ -375,7 +375,7 @@ test("exception filters: NaN (a NaN written by setExpression) and norm spike (a 
   // b: the residual scaled by 1000 at layers.5: ||hidden|| grows > 50x into layers.6
   f = await topFrame(dc, b);
   await setExpression(dc, { expression: "hidden", value: "hidden * 1000", frameId: f.id });
-  await dc.continueRequest({ threadId: b });
+  await dc.continueRequest({ threadId: b, singleThread: true });
   const spike = await ev.stopped(b);
   assert.equal(spike.body.reason, "exception");
   assert.equal(spike.body.text, "norm spike");
@@ -400,19 +400,19 @@ test("step granularity: step in = next sub-point, next = next layer, step out = 
     ["next", /^layers\.3 · input/],
   ] as const;
   for (const [kind, re] of expect) {
-    if (kind === "stepIn") await dc.stepInRequest({ threadId: tid });
-    else await dc.nextRequest({ threadId: tid });
+    if (kind === "stepIn") await dc.stepInRequest({ threadId: tid, singleThread: true });
+    else await dc.nextRequest({ threadId: tid, singleThread: true });
     const s = await ev.stopped(tid);
     assert.equal(s.body.reason, "step");
     assert.match(await at(), re);
   }
-  await dc.stepOutRequest({ threadId: tid });
+  await dc.stepOutRequest({ threadId: tid, singleThread: true });
   await ev.stopped(tid);
   const st = await dc.stackTraceRequest({ threadId: tid });
   assert.match(st.body.stackFrames[0].name, /^layers\.0 · input/);
   assert.match(st.body.stackFrames[1].name, /^decode of token 1 at position 12/);
   // pause a running session: it stops wherever it is
-  await dc.continueRequest({ threadId: tid });
+  await dc.continueRequest({ threadId: tid, singleThread: true });
   await dc.pauseRequest({ threadId: tid });
   const p = await ev.stopped(tid);
   assert.equal(p.body.reason, "pause");
@@ -437,7 +437,7 @@ test("attach: sessions already on the server appear as threads; detaching leaves
   for (const id of pre) assert.match(names.get(id) ?? "", new RegExp(`^s${id} · L2 · `));
   assert.match((await topFrame(dc, pre[0])).name, /^layers\.2 · input/);
   // the adapter drives them: continue one; its own breakpoint (set by another client) stops it again
-  await dc.continueRequest({ threadId: pre[0] });
+  await dc.continueRequest({ threadId: pre[0], singleThread: true });
   await ev.stopped(pre[0]);
   // a session created by someone else while attached appears as a thread
   const late = await shared.client.createSession({ promptTokens: promptTokens(33), maxNewTokens: 2, breakpoints: [{ id: 902, layer: 1 }] });

@@ -71,7 +71,7 @@ test("two windows of one user on one session: each stops at its own breakpoints 
   assert.deepEqual((await B.dc.threadsRequest()).body.threads.map((x) => x.id), [t]);
 
   // A continues: the session stops at B's breakpoint. B hit its own; for A it is another client's.
-  await A.dc.continueRequest({ threadId: t });
+  await A.dc.continueRequest({ threadId: t, singleThread: true });
   const atB = await B.ev.stopped(t);
   const seenByA = await A.ev.stopped(t);
   assert.equal(await layerOf(A.dc, t), "layers.7");
@@ -82,25 +82,25 @@ test("two windows of one user on one session: each stops at its own breakpoints 
   // A replaces its breakpoints (layers.3 -> layers.5): B's layers.7 stays.
   const replaced = await A.dc.setFunctionBreakpointsRequest({ breakpoints: [{ name: "layers.5" }] });
   const idA2 = replaced.body.breakpoints[0].id!;
-  await A.dc.continueRequest({ threadId: t });
+  await A.dc.continueRequest({ threadId: t, singleThread: true });
   const at5 = await A.ev.stopped(t);
   assert.deepEqual(at5.body.hitBreakpointIds, [idA2]);
   assert.equal(await layerOf(A.dc, t), "layers.5");
   assert.match(await passOf(A.dc, t), /decode of token 1/);
   await B.ev.stopped(t);
-  await B.dc.continueRequest({ threadId: t });
+  await B.dc.continueRequest({ threadId: t, singleThread: true });
   await B.ev.stopped(t);
   await A.ev.stopped(t);
   assert.equal(await layerOf(B.dc, t), "layers.7", "B's breakpoint survived A's SetBreakpoints");
 
   // B leaves (attach: no terminate): its breakpoint goes, the session stays and A drives on.
   await B.dc.disconnectRequest({});
-  await A.dc.continueRequest({ threadId: t });
+  await A.dc.continueRequest({ threadId: t, singleThread: true });
   await A.ev.stopped(t);
   assert.equal(await layerOf(A.dc, t), "layers.5");
   assert.match(await passOf(A.dc, t), /decode of token 2/);
   A.ev.drop("stopped");
-  await A.dc.continueRequest({ threadId: t });
+  await A.dc.continueRequest({ threadId: t, singleThread: true });
   await A.ev.next<DebugProtocol.ThreadEvent>("thread", (e) => e.body.reason === "exited" && e.body.threadId === t);
   assert.equal(A.ev.all.filter((e) => e.event === "stopped" && (e as Stopped).body.threadId === t).length, 5, "no stop at layers.7 once B detached");
   const done = await alice.getSession(t);
@@ -198,7 +198,7 @@ test("a subscriber that lagged re-reads the sessions: the thread comes back wher
   assert.match(await passOf(dc, t), /decode of token 1/);
   assert.deepEqual((await dc.threadsRequest()).body.threads.map((x) => x.id), [t]);
   // and it goes on from there
-  await dc.continueRequest({ threadId: t });
+  await dc.continueRequest({ threadId: t, singleThread: true });
   await ev.stopped(t);
   assert.match(await passOf(dc, t), /decode of token 2/);
   await dc.disconnectRequest({});

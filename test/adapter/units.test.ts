@@ -7,7 +7,8 @@ import { EventKind, KvLocation, resolvePython, SessionState, StopPoint, StopReas
 import { DEFAULT_PROMPTS, parseLaunch, sessionLabel } from "../../debug-adapter/config";
 import { generateOutline, moduleToStop, parseOutline } from "../../debug-adapter/outline";
 import { DjinnRuntime } from "../../debug-adapter/runtime";
-import { endLine, normalizeCondition, swapLine, threadName, tokenLine } from "../../debug-adapter/session";
+import { normalizeCondition } from "../../debug-adapter/breakpoints";
+import { endLine, swapLine, threadName, tokenLine } from "../../debug-adapter/lines";
 import { covering, decode, encode, fmtG, formatValues, parseRegion, summaryLine, VariableStore, type TensorTarget } from "../../debug-adapter/variables";
 import type { RtSession, TensorSummary } from "../../debug-adapter/runtime";
 
@@ -83,7 +84,7 @@ test("default prompts differ per session; labels tell prompts and copies apart",
   assert.deepEqual([0, 1, 2, 3].map((i) => sessionLabel(i, 4, 2)), ["prompt 1, copy 1", "prompt 2, copy 1", "prompt 1, copy 2", "prompt 2, copy 2"]);
 });
 
-test("VS Code's Set Value: writable multi-element tensors readOnly + djinnTensor; one-element tensors and other clients keep it", () => {
+test("VS Code's Set Value: writable multi-element tensors readOnly + djinnTensor; one-element tensors and other clients keep it; every tensor has a menu context", () => {
   const rt = { get: () => ({ epoch: 0 }), info: undefined } as unknown as DjinnRuntime;
   const store = new VariableStore(rt);
   const w = (shape: number[], writable = true) => ({ ...summ("float32", shape), name: "hidden", writable });
@@ -92,14 +93,14 @@ test("VS Code's Set Value: writable multi-element tensors readOnly + djinnTensor
     store.forVsCode = vscode;
     const big = store.tensorVariable(1, w([4, 128]), "hidden");
     assert.deepEqual(big.presentationHint?.attributes, vscode ? ["readOnly"] : []);
-    assert.equal(ctx(big), vscode ? "djinnTensor" : undefined);
+    assert.equal(ctx(big), vscode ? "djinnTensor" : "tensor");
     assert.equal(big.evaluateName, "hidden");
     const one = store.tensorVariable(1, w([1, 1]), "hidden");
     assert.deepEqual(one.presentationHint?.attributes, [], "a one-element tensor's value is a number");
-    assert.equal(ctx(one), undefined);
+    assert.equal(ctx(one), "tensor", "a tensor still: View Tensor");
     const ro = store.tensorVariable(1, w([4, 128], false), "q");
     assert.deepEqual(ro.presentationHint?.attributes, ["readOnly"]);
-    assert.equal(ctx(ro), undefined);
+    assert.equal(ctx(ro), "tensor");
     const row: TensorTarget = { sessionId: 1, name: "hidden", prefix: [2], shape: [4, 1], dtype: "float32", writable: true };
     assert.deepEqual(store.tensorVariable(1, w([4, 1]), "hidden[2]", row).presentationHint?.attributes, []);
   }

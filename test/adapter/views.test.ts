@@ -37,7 +37,7 @@ test("a continued thread's next stop takes the focus; its new frames and scopes 
   assert.deepEqual((await dc.stackTraceRequest({ threadId: a })).body.stackFrames.map((f) => f.id), oldStack.map((f) => f.id));
 
   // continue a (b stays paused): it stops again at layers.10 of the next token, and that stop must take the focus
-  await dc.continueRequest({ threadId: a });
+  await dc.continueRequest({ threadId: a, singleThread: true });
   const again = await ev.stopped(a);
   assert.equal(again.body.preserveFocusHint, false, "the thread the user continued gets the focus back");
   const stack = (await dc.stackTraceRequest({ threadId: a })).body.stackFrames;
@@ -175,7 +175,7 @@ test("threads: distinct default prompts and labels, short names with the state f
   await dc.setFunctionBreakpointsRequest({ breakpoints: [] });
   const x = ids[1];
   const before = ev.all.length;
-  await dc.continueRequest({ threadId: x });
+  await dc.continueRequest({ threadId: x, singleThread: true });
   await ev.next<DebugProtocol.ThreadEvent>("thread", (e) => e.body.reason === "started" && e.body.threadId === x, 5_000);
   const running = (await threadNames(dc)).get(x);
   assert.match(running ?? "", new RegExp(`^s${x} · running( · \\d+ tok)? · "`));
@@ -248,18 +248,18 @@ test("VS Code (clientID vscode): writable multi-element tensors are readOnly wit
     const hidden = await variable(dc, acts, "hidden");
     const ctx = (v: DebugProtocol.Variable) => (v as { __vscodeVariableMenuContext?: string }).__vscodeVariableMenuContext;
     assert.deepEqual(hidden.presentationHint?.attributes, vscode ? ["readOnly"] : [], clientID);
-    assert.equal(ctx(hidden), vscode ? "djinnTensor" : undefined);
+    assert.equal(ctx(hidden), vscode ? "djinnTensor" : "tensor");
     assert.equal(hidden.evaluateName, "hidden");
     const q = await variable(dc, acts, "q");
     assert.deepEqual(q.presentationHint?.attributes, ["readOnly"]);
-    assert.equal(ctx(q), undefined, "a read-only tensor has no Set Value at all");
+    assert.equal(ctx(q), "tensor", "a read-only tensor has no Set Value at all, but View Tensor");
     const row = (await dc.variablesRequest({ variablesReference: hidden.variablesReference, start: 2, count: 1 })).body.variables[0];
     assert.equal(row.evaluateName, "hidden[2]");
     assert.deepEqual(row.presentationHint?.attributes, vscode ? ["readOnly"] : []);
-    assert.equal(ctx(row), vscode ? "djinnTensor" : undefined);
+    assert.equal(ctx(row), vscode ? "djinnTensor" : "tensor");
     const el = (await dc.variablesRequest({ variablesReference: row.variablesReference, start: 5, count: 1 })).body.variables[0];
     assert.deepEqual(el.presentationHint?.attributes, [], "a single element keeps VS Code's Set Value");
-    assert.equal(ctx(el), undefined);
+    assert.equal(ctx(el), undefined, "an element is no tensor: no View Tensor");
     // what the extension's own Set Value sends: setExpression of the evaluateName
     const w = (await dc.customRequest("setExpression", { expression: row.evaluateName, value: "0.25", frameId: f.id })) as DebugProtocol.SetExpressionResponse;
     assert.match(w.body.value, /^f32\[1, 128\] μ=0\.25 σ=0 /);
