@@ -268,18 +268,25 @@ export class FlakyProxy {
  * shared by a test file, and adapters that replace each other: each `adapter()` stops the
  * previous one first (a launch closes its sessions). Call at the top level of the file.
  */
-export function sharedEagerServer(): {
+export function sharedEagerServer(): SharedServer {
+  return sharedServer(["--swap-policy", "eager"]);
+}
+
+export interface SharedServer {
   readonly server: LocalServer;
   readonly client: DjinnClient;
   adapter(): Promise<{ dc: DC; ev: Recorder }>;
   /** stops the adapter of the previous test (for a test that makes no adapter of its own) */
   release(): Promise<void>;
-} {
+}
+
+/** As sharedEagerServer, with the server's default swap policy (or the flags given). */
+export function sharedServer(extraArgs: string[] = []): SharedServer {
   let server: LocalServer | undefined;
   let client: DjinnClient | undefined;
   const open: DC[] = [];
   before(async () => {
-    ({ server, client } = await testServer(["--swap-policy", "eager"]));
+    ({ server, client } = await testServer(extraArgs));
   });
   after(async () => {
     for (const dc of open.splice(0)) await stop(dc);
@@ -303,6 +310,16 @@ export function sharedEagerServer(): {
       return a;
     },
   };
+}
+
+/** The seq the next request of `dc` will have (to cancel it). */
+export function nextSeq(dc: DC): number {
+  return (dc as unknown as { sequence: number }).sequence;
+}
+
+/** The pids of the adapter process's children (a local server it started). */
+export function adapterPid(dc: DC): number {
+  return (dc as unknown as { _adapterProcess: { pid: number } })._adapterProcess.pid;
 }
 
 export async function threadNames(dc: DC): Promise<Map<number, string>> {
