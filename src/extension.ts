@@ -20,7 +20,7 @@ import { settings } from "./settings";
 import { StatusBar, STATUS_MENU } from "./statusBar";
 import { setServerTokenCommand } from "./tokenStore";
 import { TensorViewers, TENSOR_VIEW_TYPE } from "./tensorViewer";
-import { viewTensor } from "./viewTensorCommand";
+import { viewTensor, viewTensorPrompts, type ViewTensorPrompts } from "./viewTensorCommand";
 import { VramPanel, VRAM_VIEW_TYPE } from "./vramPanel";
 
 export interface DjinnApi {
@@ -35,6 +35,8 @@ export interface DjinnApi {
   configProvider: DjinnConfigurationProvider;
   dynamicProvider: DjinnDynamicProvider;
   codecBackend: string;
+  /** View Tensor's picker and InputBox (replaceable by tests) */
+  viewTensorPrompts: ViewTensorPrompts;
 }
 
 class AdapterFactory implements vscode.DebugAdapterDescriptorFactory {
@@ -172,7 +174,7 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
 
   void servers.checkAfterReload();
 
-  return { monitor, notices, servers, vram, tensors, exp3, statusBar, tracker, configProvider, dynamicProvider, codecBackend: codec.codecBackend };
+  return { monitor, notices, servers, vram, tensors, exp3, statusBar, tracker, configProvider, dynamicProvider, codecBackend: codec.codecBackend, viewTensorPrompts };
 }
 
 /** Outlines, exp3.yaml, a djinn launch configuration or a server address: show the status bar from startup. */

@@ -7,6 +7,16 @@ import { clientFor, endpointOf, tensorOfVariable, type TensorViewer, type Tensor
 export const EXPRESSION_LABEL = "$(edit) Expression…";
 const TYPE_EXPRESSION = Symbol("type an expression");
 
+/** The picker and the box, replaceable (the extension-host tests answer them: a quick input cannot be typed into from there). */
+export interface ViewTensorPrompts {
+  pick<T extends vscode.QuickPickItem>(items: T[], options: vscode.QuickPickOptions): Thenable<T | undefined>;
+  input(options: vscode.InputBoxOptions): Thenable<string | undefined>;
+}
+export const viewTensorPrompts: ViewTensorPrompts = {
+  pick: (items, options) => vscode.window.showQuickPick(items, options),
+  input: (options) => vscode.window.showInputBox(options),
+};
+
 interface MenuArg {
   sessionId?: string;
   container?: unknown;
@@ -75,7 +85,7 @@ export async function viewTensor(viewers: TensorViewers, arg?: MenuArg & ViewTen
         { label: "", kind: vscode.QuickPickItemKind.Separator, name: "" },
         { label: EXPRESSION_LABEL, description: "type one: hidden[0], hidden * 2, softmax(attn_scores[0, 3])", name: TYPE_EXPRESSION, alwaysShow: true },
       ];
-      const pick = await vscode.window.showQuickPick(items, { title: `Djinn: view which tensor of session ${threadId}?`, matchOnDetail: true });
+      const pick = await viewTensorPrompts.pick(items, { title: `Djinn: view which tensor of session ${threadId}?`, matchOnDetail: true });
       picked = pick?.name;
     } finally {
       client.close();
@@ -104,7 +114,7 @@ export async function viewTensor(viewers: TensorViewers, arg?: MenuArg & ViewTen
 
 /** The InputBox after "Expression…": anything of the expression language; empty is refused with a message. */
 export function askExpression(threadId: number): Thenable<string | undefined> {
-  return vscode.window.showInputBox({
+  return viewTensorPrompts.input({
     title: `Djinn: view a tensor expression of session ${threadId}`,
     prompt: "A tensor name (hidden, k_cache[3], $1) or an expression of the expression language (hidden * 2, softmax(attn_scores[0, 3]))",
     placeHolder: "hidden[0]",

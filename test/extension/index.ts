@@ -6,7 +6,7 @@ import { join } from "node:path";
 import Mocha from "mocha";
 
 // In running order: cheap checks first, the debug session, then Exp 3.
-const SUITES = ["activation.test.js", "units.test.js", "setValue.test.js", "tensorLayout.test.js", "config.test.js", "server.test.js", "python.test.js", "windowServer.test.js", "debug.test.js", "exp3.test.js"];
+const SUITES = ["activation.test.js", "units.test.js", "setValue.test.js", "tensorLayout.test.js", "config.test.js", "server.test.js", "python.test.js", "windowServer.test.js", "debug.test.js", "hygiene.test.js", "exp3.test.js"];
 
 export function run(): Promise<void> {
   const out = process.env.RESULTS || "/tmp/ext-test-results";
