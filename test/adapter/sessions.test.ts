@@ -496,7 +496,7 @@ test("inline: the same session class runs in-process (as the extension host runs
   try {
     await request("initialize", { adapterID: "djinn", pathFormat: "path", linesStartAt1: true, columnsStartAt1: true });
     await until((m) => m.type === "event" && m.event === "initialized");
-    await assert.rejects(request("launch", { model: 3 }), /'model' must be a non-empty string/);
+    await assert.rejects(request("launch", { model: 3 }), /'model' must be a string; got 3 \(a number\)/);
     await request("setFunctionBreakpoints", { breakpoints: [{ name: "layers.2" }] });
     await request("configurationDone");
     await request("launch", { server: shared.server.address, prompt: [promptTokens(51)], maxNewTokens: 2 });
