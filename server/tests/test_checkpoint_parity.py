@@ -274,10 +274,10 @@ def test_shape_mismatch(ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"model_type": "mistral"}, "model_type"),
+    ({"model_type": "gemma"}, "model_type"),
     ({"head_dim": 32}, "head_dim"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "llama3"),
-    ({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}}, "linear"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 8.0}}, "yarn"),
+    ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}}, "dynamic"),
     ({"hidden_act": "gelu"}, "hidden_act"),
     ({"attention_bias": True}, "attention_bias"),
 ])

@@ -1,8 +1,10 @@
-"""Loads a Hugging Face Llama checkpoint folder (config.json + safetensors) into our Llama.
+"""Loads a Hugging Face checkpoint folder (config.json + safetensors) into our Llama.
 
-Only what our model computes is accepted: model_type "llama", SiLU MLP without biases,
-attention without biases, head_dim == hidden / heads, and plain RoPE (no scaling). Anything
-else raises a ValueError that names the field, rather than loading and computing wrong numbers.
+Only what our model computes is accepted: model_type "llama" (2 and 3.x), "mistral" or
+"qwen2" (Qwen2/2.5: biases on q/k/v), SiLU MLP without biases, head_dim == hidden / heads,
+RoPE plain or with "linear" or "llama3" scaling, sliding windows only as a cap on the context.
+Anything else raises a ValueError that names the field, rather than loading and computing
+wrong numbers.
 
 The model is built on the "meta" device (no memory), the tensors are read one at a time
 with safetensors straight onto the target device in the target dtype, and the module is
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .config import ModelArgs
+from .config import ModelArgs, RopeScaling
 from .llama import Llama
 
 CONFIG_FILE = "config.json"
@@ -35,9 +37,14 @@ def _few(names, n: int = 5) -> str:
     return ", ".join(names[:n]) + more
 
 
-def _rope_theta(cfg: dict[str, Any], where: str) -> float:
-    """rope_theta from a plain-RoPE config; ValueError for any scaled variant."""
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+
+
+def _rope(cfg: dict[str, Any], where: str) -> tuple[float, RopeScaling | None]:
+    """(rope_theta, scaling) from rope_theta + rope_scaling (transformers 4) or rope_parameters (5);
+    ValueError for a scaling kind our RoPE does not compute."""
     theta = cfg.get("rope_theta")
+    scaling = None
     for key in ("rope_parameters", "rope_scaling"):
         rope = cfg.get(key)
         if rope is None:
@@ -45,21 +52,43 @@ def _rope_theta(cfg: dict[str, Any], where: str) -> float:
         if not isinstance(rope, dict):
             raise ValueError(f"{where}: '{key}' must be an object, got {rope!r}")
         if any(isinstance(v, dict) for v in rope.values()):
-            raise ValueError(f"{where}: per-layer-type '{key}' is not supported (Llama has one RoPE)")
+            raise ValueError(f"{where}: per-layer-type '{key}' is not supported (one RoPE for all layers)")
         rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type not in (None, "default"):
-            raise ValueError(f"{where}: {key} type '{rope_type}' is not supported; "
-                             "only plain RoPE (rope_type 'default', no scaling) is implemented")
         if rope.get("rope_theta") is not None:
             theta = rope["rope_theta"]
-    return float(theta if theta is not None else 10000.0)
+        if rope_type in (None, "default"):
+            continue
+        factor = rope.get("factor")
+        if rope_type == "linear" and factor:
+            scaling = RopeScaling("linear", factor=float(factor))
+        elif rope_type == "llama3" and factor:
+            scaling = RopeScaling("llama3", factor=float(factor),
+                                  low_freq_factor=float(rope.get("low_freq_factor", 1.0)),
+                                  high_freq_factor=float(rope.get("high_freq_factor", 4.0)),
+                                  original_context=int(rope.get("original_max_position_embeddings", 8192)))
+        else:
+            raise ValueError(f"{where}: {key} type '{rope_type}' is not supported; implemented: "
+                             "'default', 'linear' and 'llama3' (each with a factor)")
+    return float(theta if theta is not None else 10000.0), scaling
+
+
+def _window_context(cfg: dict[str, Any], model_type: str, max_context: int) -> int:
+    """Sliding-window attention equals full attention while a context fits in the window, so the
+    largest context is capped at the window rather than computing wrong numbers beyond it."""
+    window = cfg.get("sliding_window")
+    if model_type == "qwen2" and not cfg.get("use_sliding_window", False):
+        window = None
+    if model_type == "llama":
+        window = None
+    return min(max_context, int(window)) if window else max_context
 
 
 def args_from_hf_config(cfg: dict[str, Any], where: str = CONFIG_FILE) -> ModelArgs:
     """ModelArgs from a parsed config.json; ValueError for anything we do not compute."""
     model_type = cfg.get("model_type")
-    if model_type != "llama":
-        raise ValueError(f"{where}: model_type is {model_type!r}; only 'llama' checkpoints are supported")
+    if model_type not in SUPPORTED_TYPES:
+        raise ValueError(f"{where}: model_type is {model_type!r}; supported: {', '.join(SUPPORTED_TYPES)} "
+                         "(Llama 2/3.x, Mistral, Qwen2/2.5 and their fine-tunes)")
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                            "intermediate_size", "vocab_size") if cfg.get(k) is None]
     if missing:
@@ -77,9 +106,12 @@ def args_from_hf_config(cfg: dict[str, Any], where: str = CONFIG_FILE) -> ModelA
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise ValueError(f"{where}: hidden_act {act!r} is not supported (only 'silu')")
+    # Llama's attention_bias puts a bias on o_proj too; only Qwen2's q/k/v biases are computed.
     for flag in ("attention_bias", "mlp_bias"):
         if cfg.get(flag):
-            raise ValueError(f"{where}: {flag}=true is not supported (our Llama has no biases)")
+            raise ValueError(f"{where}: {flag}=true is not supported (biases only on q/k/v, as Qwen2 has them)")
+    theta, scaling = _rope(cfg, where)
+    max_context = int(cfg.get("max_position_embeddings") or 4096)
     return ModelArgs(
         n_layers=int(cfg["num_hidden_layers"]),
         dim=dim,
@@ -88,9 +120,11 @@ def args_from_hf_config(cfg: dict[str, Any], where: str = CONFIG_FILE) -> ModelA
         intermediate_size=int(cfg["intermediate_size"]),
         vocab_size=int(cfg["vocab_size"]),
         norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-        rope_theta=_rope_theta(cfg, where),
-        max_context=int(cfg.get("max_position_embeddings") or 4096),
+        rope_theta=theta,
+        max_context=_window_context(cfg, model_type, max_context),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        attention_bias=model_type == "qwen2",
+        rope_scaling=scaling,
     )
 
 

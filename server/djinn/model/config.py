@@ -5,6 +5,24 @@ from dataclasses import dataclass, asdict
 
 
 @dataclass(frozen=True)
+class RopeScaling:
+    """How RoPE's frequencies are stretched for long contexts (None on ModelArgs: plain RoPE).
+
+    kind "linear": every inverse frequency divided by `factor` (positions / factor).
+    kind "llama3": Llama 3.1's rule (HF's _compute_llama3_parameters): long wavelengths
+    divided by `factor`, short ones kept, a smooth ramp between low_freq_factor and
+    high_freq_factor of original_context.
+    kind "factors": one divisor per frequency, as GGUF files store it (tensor rope_freqs).
+    """
+    kind: str
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_context: int = 8192
+    freq_factors: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelArgs:
     n_layers: int
     dim: int
@@ -16,6 +34,8 @@ class ModelArgs:
     rope_theta: float = 10000.0
     max_context: int = 4096
     tie_embeddings: bool = False
+    attention_bias: bool = False   # biases on q/k/v (Qwen2), none on o_proj
+    rope_scaling: RopeScaling | None = None
 
     @property
     def head_dim(self) -> int:
@@ -48,4 +68,5 @@ def named_config(name: str) -> ModelArgs:
     try:
         return CONFIGS[name]
     except KeyError:
-        raise ValueError(f"unknown model config '{name}'; named configs: {', '.join(CONFIGS)}") from None
+        raise ValueError(f"unknown model '{name}': not a named config ({', '.join(CONFIGS)}), a packaged "
+                         "model (smollm2-135m), a .gguf file or a checkpoint folder") from None

@@ -29,10 +29,32 @@ class RMSNorm(nn.Module):
 
 def rope_tables(args: ModelArgs, length: int, device, dtype) -> tuple[Tensor, Tensor]:
     inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, args.head_dim, 2, device=device, dtype=torch.float32) / args.head_dim))
+    if args.rope_scaling is not None:
+        inv_freq = scaled_inv_freq(inv_freq, args.rope_scaling)
     t = torch.arange(length, device=device, dtype=torch.float32)
     freqs = torch.outer(t, inv_freq)
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def scaled_inv_freq(inv_freq: Tensor, sc) -> Tensor:
+    """RoPE's inverse frequencies under a RopeScaling (config.py), in the same fp32 operations as HF."""
+    if sc.kind == "linear":
+        return inv_freq / sc.factor
+    if sc.kind == "factors":
+        return inv_freq / torch.tensor(sc.freq_factors, dtype=torch.float32, device=inv_freq.device)
+    if sc.kind == "llama3":
+        import math
+
+        low_wavelen = sc.original_context / sc.low_freq_factor
+        high_wavelen = sc.original_context / sc.high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        out = torch.where(wavelen > low_wavelen, inv_freq / sc.factor, inv_freq)
+        smooth = (sc.original_context / wavelen - sc.low_freq_factor) / (sc.high_freq_factor - sc.low_freq_factor)
+        smoothed = (1 - smooth) * out / sc.factor + smooth * out
+        medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+        return torch.where(medium, smoothed, out)
+    raise ValueError(f"RoPE scaling kind {sc.kind!r} is not implemented")
 
 
 def _rotate_half(x: Tensor) -> Tensor:
@@ -50,11 +72,13 @@ class Attention(nn.Module):
         super().__init__()
         self.args = args
         hd = args.head_dim
-        self.q_proj = nn.Linear(args.dim, args.n_heads * hd, bias=False)
-        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False)
-        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * hd, bias=False)
+        bias = args.attention_bias  # Qwen2: q/k/v have biases, o_proj none
+        self.q_proj = nn.Linear(args.dim, args.n_heads * hd, bias=bias)
+        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * hd, bias=bias)
+        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * hd, bias=bias)
         self.o_proj = nn.Linear(args.n_heads * hd, args.dim, bias=False)
         self._wqkv: Tensor | None = None
+        self._bqkv: Tensor | None = None
 
     @property
     def wqkv(self) -> Tensor:
@@ -68,7 +92,21 @@ class Attention(nn.Module):
             nq, nk = self.q_proj.weight.shape[0], self.k_proj.weight.shape[0]
             self.q_proj.weight.data, self.k_proj.weight.data, self.v_proj.weight.data = w[:nq], w[nq:nq + nk], w[nq + nk:]
             self._wqkv = w
+            self.bqkv  # fuse the biases now too, not lazily inside a CUDA graph capture
         return w
+
+    @property
+    def bqkv(self) -> Tensor | None:
+        """q, k and v biases as one [(H + 2 Hkv) * Dh] vector (views, as wqkv); None without biases."""
+        if self.q_proj.bias is None:
+            return None
+        b = self._bqkv
+        if b is None or self.q_proj.bias.data_ptr() != b.data_ptr():
+            b = torch.cat([self.q_proj.bias.data, self.k_proj.bias.data, self.v_proj.bias.data])
+            nq, nk = self.q_proj.bias.shape[0], self.k_proj.bias.shape[0]
+            self.q_proj.bias.data, self.k_proj.bias.data, self.v_proj.bias.data = b[:nq], b[nq:nq + nk], b[nq + nk:]
+            self._bqkv = b
+        return b
 
     def qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x: [T, D] (normed) -> q [H, T, Dh], k/v [Hkv, T, Dh], RoPE applied to q and k."""
@@ -88,7 +126,7 @@ def qkv_rows(attn: Attention, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     rows of several sessions can share one call."""
     a, N = attn.args, x.shape[0]
     nqk = a.n_heads + a.n_kv_heads
-    qkv = F.linear(x, attn.wqkv).view(N, nqk + a.n_kv_heads, a.head_dim)
+    qkv = F.linear(x, attn.wqkv, attn.bqkv).view(N, nqk + a.n_kv_heads, a.head_dim)
     qk = apply_rope(qkv[:, :nqk], cos[:, None], sin[:, None])
     return torch.cat([qk, qkv[:, nqk:]], dim=1)
 
