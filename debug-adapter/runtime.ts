@@ -815,7 +815,8 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
 }
 
 function toWire(b: RtBreakpoint): Breakpoint {
-  return { id: b.id, layer: b.layer, point: b.point, condition: b.condition ?? "", hitCondition: b.hitCondition ?? "" };
+  // logMessage (logpoints, issue 11 part 2): the adapter does not send logpoints yet
+  return { id: b.id, layer: b.layer, point: b.point, condition: b.condition ?? "", hitCondition: b.hitCondition ?? "", logMessage: "" };
 }
 
 function samePlace(a: SessionInfo, b: SessionInfo): boolean {

@@ -204,7 +204,7 @@ function info(id: number, state: SessionState, layer = 0, tokenIndex = 0): Sessi
 }
 
 function event(kind: EventKind, s: SessionInfo, seq: number): Event {
-  return { seq, time: 0, kind, sessionId: s.id, session: s, stopReason: s.stopReason, bytes: 0, ms: 0, gbps: 0, token: 0, text: "" };
+  return { seq, time: 0, kind, sessionId: s.id, session: s, stopReason: s.stopReason, bytes: 0, ms: 0, gbps: 0, token: 0, text: "", breakpointId: 0 };
 }
 
 test("runtime: a stop that arrives before CreateSession's answer is replayed once the session is known", () => {
@@ -309,7 +309,7 @@ test("runtime: DEVICE_FAILED is said loudly once and ends every session with the
   rt.on("allEnded", (e: { why?: string }) => all.push(e));
   rt.track(info(1, SessionState.SESSION_STATE_PAUSED, 3), true);
   rt.track(info(2, SessionState.SESSION_STATE_RUNNING), true);
-  const failed: Event = { seq: 10, time: 0, kind: EventKind.EVENT_KIND_DEVICE_FAILED, sessionId: 0, stopReason: 0, bytes: 0, ms: 0, gbps: 0, token: 0, text: "CUDA error: device-side assert triggered; 2 session(s) failed" };
+  const failed: Event = { seq: 10, time: 0, kind: EventKind.EVENT_KIND_DEVICE_FAILED, sessionId: 0, stopReason: 0, bytes: 0, ms: 0, gbps: 0, token: 0, breakpointId: 0, text: "CUDA error: device-side assert triggered; 2 session(s) failed" };
   rt.onEvent(failed);
   rt.onEvent({ ...failed, seq: 11 });
   assert.equal(logs.filter((l) => l.category === "important").length, 1);
