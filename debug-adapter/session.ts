@@ -485,6 +485,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
       }
       this.launchCfg = cfg;
       this.bps.setLaunch(cfg.breakpoints);
+      await this.runtime.setBreakpoints(this.bps.union(), this.bps.traps, false);
       const statuses = await this.runtime.restartSessions(cfg);
       this.bps.applyStatuses(statuses, true);
       this.send(new OutputEvent(`djinn: restarted: ${cfg.sessions} session(s) of ${this.info?.model?.name} (the server and its model stay)\n`, "stdout"));

@@ -33,8 +33,8 @@ test("restart keeps the local server and its model: this launch's sessions are c
     const before = (await dc.customRequest("djinn/serverInfo")).body;
     const loads = ev.count("progressStart");
 
-    // restart with the configuration VS Code sends again (maxNewTokens changed: it only shapes the sessions)
-    await dc.customRequest("restart", { arguments: { ...args, maxNewTokens: 3 } });
+    // restart with the configuration VS Code sends again (maxNewTokens and breakpoints changed: they only shape the sessions)
+    await dc.customRequest("restart", { arguments: { ...args, maxNewTokens: 3, breakpoints: [5] } });
     const after = (await dc.customRequest("djinn/serverInfo")).body;
     assert.equal(after.pid, before.pid, "the same server process");
     assert.equal(after.address, before.address);
@@ -44,7 +44,7 @@ test("restart keeps the local server and its model: this launch's sessions are c
     for (const id of second) assert.ok(!first.includes(id), `new session ${id}`);
     assert.deepEqual(after.sessions, second);
     for (const id of first) await ev.next<DebugProtocol.ThreadEvent>("thread", (e) => e.body.reason === "exited" && e.body.threadId === id);
-    assert.match((await topFrame(dc, second[0])).name, /^layers\.4 · input/, "the launch's breakpoints hold in the new sessions");
+    assert.match((await topFrame(dc, second[0])).name, /^layers\.5 · input/, "the launch's breakpoints, as the restart gave them, hold in the new sessions");
     const client = new DjinnClient(after.address);
     try {
       for (const id of first) {
