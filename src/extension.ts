@@ -206,6 +206,7 @@ async function statusMenu(servers: ServerManager): Promise<unknown> {
   items.push(
     { label: "$(tools) Set Up Python Environment…", description: "a venv with torch, grpcio, protobuf, numpy", command: "djinn.setupPython" },
     { label: "$(symbol-namespace) Select Python Interpreter…", description: s.pythonPath || "", command: "djinn.selectPython" },
+    { label: "$(key) Set Server Token…", description: "kept in VS Code's secret storage", command: "djinn.setServerToken" },
     { label: "$(graph-line) Show VRAM Panel", command: "djinn.showVramPanel" },
     { label: "$(output) Show Log", command: "djinn.showLog" },
   );

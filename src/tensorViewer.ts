@@ -158,6 +158,8 @@ export class TensorViewers implements vscode.Disposable {
     const v = new TensorViewer(this.extensionUri, ref, () => this.clients.get(endpoint), this.log, (r) => this.renderedEmitter.fire({ key, r }), vscode.ViewColumn.Active, (c) => (this.lastColumn = c), { panel, endpoint, debugSession: saved.debugSession });
     this.viewers.set(key, v);
     v.onDispose(() => this.viewers.delete(key));
+    const view = (state as { view?: SliceView }).view;
+    if (view && Array.isArray(view.index) && typeof view.rowDim === "number" && typeof view.colDim === "number") v.initialView = view;
     this.log(`tensor viewer ${saved.expression} of session ${saved.threadId} restored after a reload (${saved.address})`);
     await v.refresh(`restored after the window reload: read from ${saved.address} directly; a Djinn debug session that stops in session ${saved.threadId} takes it over`);
     return v;
@@ -248,6 +250,8 @@ export class TensorViewer {
   /** where its tensor is (saved for a reload, without the token) */
   endpoint?: Endpoint;
   private debugSessionName?: string;
+  /** the slice a restored viewer showed before the reload */
+  initialView?: SliceView;
 
   constructor(
     extensionUri: vscode.Uri,
@@ -353,8 +357,10 @@ export class TensorViewer {
       const summary = await this.client().getTensorSummary(this.ref.threadId, this.ref.name);
       if (seq !== this.seq || this.disposed) return;
       const sameShape = this.summary && this.summary.shape.join(",") === summary.shape.join(",");
+      // a restored viewer keeps the slice it showed before the reload
+      const restoredView = !this.summary && this.initialView ? normalizeView(summary.shape, this.initialView) : undefined;
       this.summary = summary;
-      this.view = sameShape && this.view ? this.view : defaultView(summary.shape, this.ref.prefix);
+      this.view = sameShape && this.view ? this.view : restoredView ?? defaultView(summary.shape, this.ref.prefix);
       await this.post({ type: "tensor", header: this.header(summary), view: this.view, note: why, restore: this.saved() });
       // a restored viewer says where its values come from (no debug session follows it yet)
       if (!this.ref.session && why) await this.post({ type: "stale", message: why });

@@ -108,7 +108,9 @@ describe("Djinn extension: a debug session", function () {
     });
     vscode.debug.removeBreakpoints(vscode.debug.breakpoints);
     const r = await session!.customRequest("threads");
-    for (const t of r.threads) await session!.customRequest("continue", { threadId: t.id });
+    // a continue without singleThread takes every paused thread along (as VS Code's Continue does)
+    const c = await session!.customRequest("continue", { threadId: r.threads[0].id });
+    assert.strictEqual(c?.allThreadsContinued, true, JSON.stringify(c));
     await Promise.race([done, new Promise((_, rej) => setTimeout(() => rej(new Error("the debug session did not end")), 60_000))]);
     session = undefined;
   });

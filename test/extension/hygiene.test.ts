@@ -122,12 +122,15 @@ describe("Djinn extension: the tensor viewer after a reload (its serializer)", f
     const panel = vscode.window.createWebviewPanel("djinn.tensor", "Tensor hidden", vscode.ViewColumn.Active, {});
     panels.push(panel);
     const saved = { threadId: s.id, name: "hidden", prefix: [], expression: "hidden", debugSession: "before the reload", address: server.address };
-    const v = await tensors.restore(panel, { view: { rowDim: 1, colDim: 2, index: [0, 0, 0] }, restore: saved });
+    // the slice it showed before the reload: one row (token 4) of hidden
+    const shape = (await client.getTensorSummary(s.id, "hidden")).shape;
+    const index = shape.map((_, d) => (d === shape.length - 2 ? 4 : 0));
+    const v = await tensors.restore(panel, { view: { rowDim: -1, colDim: shape.length - 1, index }, restore: saved });
     assert.ok(v, "a viewer");
     assert.strictEqual(v!.title, `Tensor hidden · session ${s.id}`);
     assert.strictEqual(v!.ref.session, undefined, "no debug session yet");
     const r = await waitFor("the heatmap", () => (v!.lastRendered?.nonBlank ? v!.lastRendered : undefined), 30_000);
-    assert.deepStrictEqual([r.rows, r.cols], [6, 128]);
+    assert.deepStrictEqual([r.rows, r.cols], [1, 128], "the saved slice, not the default one");
   });
 });
 
@@ -257,5 +260,30 @@ describe("Djinn extension: Continue All, View Tensor's Expression…, inline nor
     await waitFor("both stopped again (the decode pass)", () => new Set(stops.slice(before).map((s) => s.threadId)).size >= 2, 60_000);
     const paused = await vscode.commands.executeCommand<number>("djinn.pauseAll", { session });
     assert.strictEqual(typeof paused, "number", "pauseAll answers how many it paused");
+  });
+});
+
+describe("Djinn extension: issue 11's pure pieces", () => {
+  it("the Expression… box refuses an empty expression and unbalanced brackets, takes the rest", async () => {
+    const { validateExpression } = await import("../../src/viewTensorCommand");
+    assert.match(validateExpression("") ?? "", /Type an expression/);
+    assert.match(validateExpression("   ") ?? "", /Type an expression/);
+    assert.match(validateExpression("softmax(hidden[0]") ?? "", /not closed/);
+    assert.match(validateExpression("hidden]") ?? "", /closing bracket/);
+    for (const ok of ["hidden", "hidden[0, -1]", "hidden * 2", "softmax(attn_scores[0, 3])", "$1"]) assert.strictEqual(validateExpression(ok), undefined, ok);
+  });
+
+  it("outline entries are the module lines (comments and blanks skipped); where each stops, in words", async () => {
+    const { outlineEntries, stopsWhere, normsText } = await import("../../src/outlineLanguage");
+    const e = outlineEntries("# Djinn model outline · x\n\nembed_tokens   # embedding · 10 params\nlayers.0   # layer · 5 params\n  layers.0.attn  # attention\nnorm\n");
+    assert.deepStrictEqual(e.map((x) => [x.name, x.line, x.start, x.detail]), [
+      ["embed_tokens", 2, 0, "embedding · 10 params"],
+      ["layers.0", 3, 0, "layer · 5 params"],
+      ["layers.0.attn", 4, 2, "attention"],
+      ["norm", 5, 0, ""],
+    ]);
+    assert.match(stopsWhere("embed_tokens"), /before layers\.0/);
+    assert.match(stopsWhere("layers.3.attn"), /after the attention of layer 3/);
+    assert.strictEqual(normsText([{ name: "hidden", norm: "11.31" }, { name: "attn_out", norm: "3.2" }]), "‖hidden‖ 11.31 · ‖attn_out‖ 3.2");
   });
 });
