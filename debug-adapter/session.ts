@@ -421,9 +421,11 @@ export class DjinnDebugSession extends LoggingDebugSession {
     if (this.launchCfg || this.attachCfg) return this.fail(response, ErrorIds.attach, new Error("this debug session is already launched or attached"));
     this.attachCfg = cfg;
     if (cfg.trace) logger.setup(Logger.LogLevel.Verbose, false);
-    this.handle(response, ErrorIds.attach, async () => {
+    let cancelled = false;
+    const work = async () => {
       try {
         const info = await this.runtime.attach(cfg);
+        if (cancelled) return;
         this.modelKnown(info, cfg.outlinePath, cfg.cwd);
         await this.configDone.wait(CONFIG_DONE_TIMEOUT_MS);
         const statuses = await this.runtime.setBreakpoints(this.bps.union(), this.bps.traps, false);
@@ -438,10 +440,17 @@ export class DjinnDebugSession extends LoggingDebugSession {
           }
         }
       } catch (e) {
+        if (cancelled) return;
         await this.disposeRuntime();
         throw new Error(`Djinn could not attach: ${message(e)}`);
       }
-    }, true);
+    };
+    // Cancelled (e.g. while the server does not answer): the debug session ends, touching nothing.
+    const onCancel = () => {
+      cancelled = true;
+      void this.disposeRuntime().finally(() => this.terminate("the attach was cancelled"));
+    };
+    this.cancels.run(response.request_seq, work, onCancel).catch((e) => this.fail(response, ErrorIds.attach, e));
   }
 
   private modelKnown(info: ServerInfo, outlinePath: string | undefined, cwd: string | undefined): void {
