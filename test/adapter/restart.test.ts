@@ -112,3 +112,20 @@ test("cancel an Evaluate and a tensor page by their request seq: each answers 'c
   await dc.customRequest("cancel", { requestId: pageSeq });
   assert.equal((await dc.variablesRequest({ variablesReference: hidden.variablesReference, start: 0, count: 2 })).body.variables.length, 2);
 });
+
+test("cancel an attach that waits for a server: 'cancelled' at once, the debug session ends", async () => {
+  const { dc, ev } = await newClient();
+  try {
+    await dc.initializeRequest({ adapterID: "djinn", linesStartAt1: true, columnsStartAt1: true, pathFormat: "path" });
+    await ev.next("initialized");
+    const seq = nextSeq(dc);
+    const t0 = Date.now();
+    const attached = dc.attachRequest({ server: "127.0.0.1:1" } as DebugProtocol.AttachRequestArguments); // nothing listens there
+    await dc.customRequest("cancel", { requestId: seq });
+    await assert.rejects(attached, (e: Error) => (assert.equal(e.message, "cancelled"), true));
+    assert.ok(Date.now() - t0 < 2500, "before the connect timeout (3 s in the tests)");
+    await ev.next("terminated");
+  } finally {
+    await stop(dc);
+  }
+});
