@@ -131,6 +131,18 @@ describe("Djinn extension: the tensor viewer after a reload (its serializer)", f
     assert.strictEqual(v!.ref.session, undefined, "no debug session yet");
     const r = await waitFor("the heatmap", () => (v!.lastRendered?.nonBlank ? v!.lastRendered : undefined), 30_000);
     assert.deepStrictEqual([r.rows, r.cols], [1, 128], "the saved slice, not the default one");
+
+    // an attach to that server stops in the session (it is paused there): the debug session takes the viewer over
+    const started = new Promise<vscode.DebugSession>((res) => {
+      const d = vscode.debug.onDidStartDebugSession((x) => x.type === "djinn" && (d.dispose(), res(x)));
+    });
+    assert.ok(await vscode.debug.startDebugging(vscode.workspace.workspaceFolders![0], { type: "djinn", request: "attach", name: "attach after the reload", server: server.address }));
+    const attached = await started;
+    try {
+      await waitFor("the viewer taken over by the attach", () => v!.ref.session?.id === attached.id, 30_000);
+    } finally {
+      await vscode.debug.stopDebugging(attached);
+    }
   });
 });
 
