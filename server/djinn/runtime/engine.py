@@ -18,7 +18,7 @@ import threading
 
 import torch
 
-from ..model.llama import Llama, attend_decode_row, attention_step, rope_tables
+from ..model.llama import Llama, attention_step, rope_tables
 from .pieces import make_pieces
 from .session import ATTN, FINISHED, LAYER, MLP, Session
 
@@ -56,6 +56,15 @@ class Engine:
     def batchable(self, s: Session) -> bool:
         """Decode passes run in blocks; a prefill runs alone on its own rows."""
         return s.pass_index > 0 and s.pass_tokens is not None and s.pass_tokens.shape[0] == 1
+
+    def advance_span(self, group: list[Session], pieces: int) -> list[int | None]:
+        """Up to `pieces` pieces for `group` without stopping between them (runtime/span.py says
+        how many may run unchecked); fewer when a pass ends first. Returns as advance_batch."""
+        for _ in range(pieces - 1):
+            tokens = self.advance_batch(group)
+            if any(t is not None for t in tokens):
+                return tokens
+        return self.advance_batch(group)
 
     def advance(self, s: Session) -> int | None:
         """Moves the session to its next stop point. Returns the token when a pass ended."""
@@ -110,11 +119,8 @@ class Engine:
         acts = [s.memory.acts for s in group]
         if point == LAYER:
             x = P.gather([a["hidden"] for a in acts], "hidden")
-            qkv, qs = P.pre(L, x, [s.input_pos for s in group])
-            o = P.o_block()
-            for i, s in enumerate(group):   # each session's own KV: write this position, attend in place
-                attend_decode_row(self.args, qkv[i], qs[i], s.memory.kv[L], s.input_pos, o[i])
-            a = P.post(L, o)
+            # each session's own KV: its K/V written at its position, attended in place
+            qkv, a = P.attention(L, x, [(s.memory.kv, s.input_pos) for s in group])
             H = self.args.n_heads
             for i, s in enumerate(group):
                 s.memory.acts = {"hidden": x[i:i + 1], "attn_out": a[i:i + 1], "q": qkv[i:i + 1, :H].transpose(0, 1)}

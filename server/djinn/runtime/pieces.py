@@ -5,10 +5,12 @@ A decode step of a batch is row-wise everywhere but in attention: norms, project
 on a block of exactly `rows` rows (sessions fill rows 0..B-1; the rest is padding), so a
 session's numbers never depend on how many others share its block: the matrix kernels see the
 same shapes whether one session decodes or sixteen. Attention reads each session's own KV
-buffer and stays with the engine.
+buffer: on CUDA one set of kernels for the whole block (kernels/decode_attention.py), finding
+each row's buffer through a small table; elsewhere row by row in PyTorch.
 
 On CUDA every part is captured once at start-up as a graph over static registers, one graph per
-layer and part (a stop point is a graph boundary). Inputs that are already in their register
+layer and part (a stop point is a graph boundary): norm, q/k/v, RoPE, attention and o_proj are
+one graph, the MLP another, the residual add a third. Inputs that are already in their register
 (the previous part's output) are not copied; a part's outputs are views of registers, valid
 until the next part of any session runs: the engine copies out what a session keeps when it
 leaves the worker (`owns`). The eager path computes the same kernels on the same shapes, so a
@@ -19,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..model.llama import Llama, qkv_rows
+from ..kernels import decode_attention
+from ..model.llama import Llama, attend_decode_row, qkv_rows
 
 
 class EagerPieces:
@@ -31,6 +34,10 @@ class EagerPieces:
         self.model, self.rows, self.cos, self.sin = model, rows, cos, sin
         a = model.args
         self.o_width = a.n_heads * a.head_dim
+        self.block_attention = None
+        if decode_attention.available(cos.device):
+            self.block_attention = decode_attention.BlockAttention(
+                a.n_heads, a.n_kv_heads, a.head_dim, rows, cos.shape[0], cos.device, cos.dtype)
 
     def gather(self, tensors: list[Tensor], name: str) -> Tensor:
         """The rows of several sessions (each [1, ...]) as one [rows, ...] block."""
@@ -57,6 +64,25 @@ class EagerPieces:
     def post(self, layer: int, o: Tensor) -> Tensor:
         return self.model.layers[layer].self_attn.o_proj(o)
 
+    def attention(self, layer: int, x: Tensor, rows: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+        """A layer's attention for the block: x [rows, D]; rows: each session's (whole KV buffer,
+        position). Writes each session's K/V at its position and returns (the q/k/v rows
+        [rows, H + 2 Hkv, Dh], the attention output after o_proj [rows, D])."""
+        ba = self.block_attention
+        if ba is None:                  # row by row, in PyTorch
+            qkv, qs = self.pre(layer, x, [p for _, p in rows])
+            o = self.o_block()
+            for i, (kv, p) in enumerate(rows):
+                attend_decode_row(self.model.args, qkv[i], qs[i], kv[layer], p, o[i])
+            return qkv, self.post(layer, o)
+        ba.meta.copy_(torch.tensor(ba.meta_rows(rows)))
+        L = self.model.layers[layer]
+        idx = ba.meta[0]
+        qkv = qkv_rows(L.self_attn, L.input_layernorm(x), self.cos[idx], self.sin[idx])
+        o = self.o_block()
+        ba(layer, qkv, o)
+        return qkv, L.self_attn.o_proj(o)
+
     def mlp(self, layer: int, x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
         L = self.model.layers[layer]
         h = x + a
@@ -73,7 +99,7 @@ class EagerPieces:
 
     @property
     def nbytes(self) -> int:
-        return 0
+        return self.block_attention.nbytes if self.block_attention is not None else 0
 
 
 class GraphPieces(EagerPieces):
@@ -83,26 +109,32 @@ class GraphPieces(EagerPieces):
 
     @torch.no_grad()
     def __init__(self, model: Llama, rows: int, cos: Tensor, sin: Tensor):
-        super().__init__(model, rows, cos, sin)
         a, dev, dt = model.args, cos.device, cos.dtype
         before = torch.cuda.memory_allocated(dev)
+        super().__init__(model, rows, cos, sin)
         z = lambda *shape, dtype=dt: torch.zeros((rows,) + shape, dtype=dtype, device=dev)
-        self.reg = dict(hidden=z(a.dim), pos=z(dtype=torch.long), cos=z(a.head_dim), sin=z(a.head_dim),
+        ba = self.block_attention
+        # meta: per row its position, and (for the block's attention) where its KV lives
+        meta = ba.meta if ba is not None else torch.zeros(4, rows, dtype=torch.long, device=dev)
+        self.reg = dict(hidden=z(a.dim), meta=meta, cos=z(a.head_dim), sin=z(a.head_dim),
                         qkv=z(a.n_heads + 2 * a.n_kv_heads, a.head_dim), qs=z(a.n_heads, a.head_dim),
                         o=z(self.o_width), attn_out=z(a.dim), h=z(a.dim), mlp_out=z(a.dim),
                         logits=z(a.vocab_size, dtype=torch.float32))
         self._storages = {t.untyped_storage().data_ptr() for t in self.reg.values()}
-        # Positions go to the device through a ring of pinned buffers: an async copy reads its
+        # The table goes to the device through a ring of pinned buffers: an async copy reads its
         # buffer when the stream reaches it, so a buffer is rewritten only once its copy is done.
-        self._ring = [(torch.zeros(rows, dtype=torch.long, pin_memory=True), torch.cuda.Event()) for _ in range(64)]
+        self._ring = [(torch.zeros(4, rows, dtype=torch.long, pin_memory=True), torch.cuda.Event()) for _ in range(64)]
         self._ring_next = 0
-        self._pos_key: tuple | None = None
+        self._meta_key: tuple | None = None
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[tuple[str, int], torch.cuda.CUDAGraph] = {}
         r = self.reg
         for i in range(a.n_layers):
-            self._capture(("pre", i), lambda i=i: self._pre_into(i))
-            self._capture(("post", i), lambda i=i: r["attn_out"].copy_(EagerPieces.post(self, i, r["o"])))
+            if ba is not None:
+                self._capture(("attn", i), lambda i=i: self._attention_into(i))
+            else:
+                self._capture(("pre", i), lambda i=i: self._pre_into(i))
+                self._capture(("post", i), lambda i=i: r["attn_out"].copy_(EagerPieces.post(self, i, r["o"])))
             self._capture(("mlp", i), lambda i=i: self._mlp_into(i))
         self._capture(("res", 0), lambda: torch.add(r["h"], r["mlp_out"], out=r["hidden"]))
         self._capture(("head", 0), lambda: r["logits"].copy_(model.logits(r["hidden"])))
@@ -119,6 +151,12 @@ class GraphPieces(EagerPieces):
         qkv, qs = self._pre(self.model.layers[i], r["hidden"], r["cos"], r["sin"])
         r["qkv"].copy_(qkv)
         r["qs"].copy_(qs)
+
+    def _attention_into(self, i: int) -> None:
+        r, L = self.reg, self.model.layers[i]
+        r["qkv"].copy_(qkv_rows(L.self_attn, L.input_layernorm(r["hidden"]), r["cos"], r["sin"]))
+        self.block_attention(i, r["qkv"], r["o"])
+        r["attn_out"].copy_(L.self_attn.o_proj(r["o"]))
 
     def _mlp_into(self, i: int) -> None:
         r = self.reg
@@ -152,21 +190,25 @@ class GraphPieces(EagerPieces):
     def gather(self, tensors: list[Tensor], name: str) -> Tensor:
         return self._load(tensors, name)
 
-    def _positions(self, pos: list[int]) -> None:
-        key = tuple(pos)
-        if key == self._pos_key:
+    def _set_meta(self, table: list[list[int]]) -> None:
+        """The block's table (row 0: positions) to the device, and cos/sin of the positions;
+        only when it changed (a new position, another session in a row, a KV that moved)."""
+        key = tuple(map(tuple, table))
+        if key == self._meta_key:
             return
         host, done = self._ring[self._ring_next]
         self._ring_next = (self._ring_next + 1) % len(self._ring)
-        done.synchronize()                 # (long done, unless 64 position changes are in flight)
-        host.zero_()
-        host[:len(pos)] = torch.tensor(pos)
+        done.synchronize()                 # (long done, unless 64 changes are in flight)
+        host.copy_(torch.tensor(table))
         r = self.reg
-        r["pos"].copy_(host, non_blocking=True)
+        r["meta"].copy_(host, non_blocking=True)
         done.record()
-        torch.index_select(self.cos, 0, r["pos"], out=r["cos"])   # once per change, not per layer
-        torch.index_select(self.sin, 0, r["pos"], out=r["sin"])
-        self._pos_key = key
+        torch.index_select(self.cos, 0, r["meta"][0], out=r["cos"])   # once per change, not per layer
+        torch.index_select(self.sin, 0, r["meta"][0], out=r["sin"])
+        self._meta_key = key
+
+    def _positions(self, pos: list[int]) -> None:
+        self._set_meta([pos + [0] * (self.rows - len(pos))] + [[0] * self.rows] * 3)
 
     def o_block(self) -> Tensor:
         return self.reg["o"]
@@ -182,6 +224,14 @@ class GraphPieces(EagerPieces):
         assert o is self.reg["o"]
         self.graphs[("post", layer)].replay()
         return self.reg["attn_out"]
+
+    def attention(self, layer: int, x: Tensor, rows: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+        if self.block_attention is None:
+            return super().attention(layer, x, rows)
+        assert x is self.reg["hidden"]
+        self._set_meta(self.block_attention.meta_rows(rows))
+        self.graphs[("attn", layer)].replay()
+        return self.reg["qkv"], self.reg["attn_out"]
 
     def mlp(self, layer: int, x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
         assert x is self.reg["hidden"] and a is self.reg["attn_out"]

@@ -37,6 +37,7 @@ from .faults import is_device_fault
 from .host_pool import HostPool, HostPoolFull
 from .memory import Ledger
 from .session import CLOSED, FAILED, FINISHED, PAUSED, RUNNING, Session
+from .span import pieces_to_next_check
 from .stops import check_stop
 from .swap import DEVICE, HOST, MOVING_IN, MOVING_OUT, NONE, SwapRecord, Swapper
 
@@ -406,7 +407,8 @@ class Scheduler:
                 if self._maybe_stop(s):
                     return
             while batch:
-                tokens = eng.advance_batch(batch)
+                # no stop can fire before the span's end: its pieces run without checks between them
+                tokens = eng.advance_span(batch, pieces_to_next_check(batch, eng.args.n_layers))
                 now = time.monotonic()
                 going, ended = [], False
                 for v, token in zip(batch, tokens):

@@ -1,0 +1,163 @@
+"""Decode attention for a whole block of sessions in three kernels, each session in its own KV.
+
+A decode block (runtime/pieces.py) holds up to `rows` sessions, each with its own static KV
+buffer [n_layers, 2, Hkv, context, Dh] somewhere on the device. Attending row by row from
+Python costs four launches and ~50 us of CPU per session and layer; here one launch covers the
+block. The kernels find each row's buffer through a small table on the device (`meta`: the
+row's position for RoPE, its KV's offset in elements from a fixed anchor tensor, its context,
+and its length after this step; length 0 marks padding), so a CUDA graph captured once replays
+for any sessions: only the table changes.
+
+  store:   each row's new K/V (from the block's q/k/v rows) into its buffer at pos
+  partial: per (row, query head, chunk of CHUNK positions) a softmax-weighted partial sum,
+           in fp32 (flash-decoding); chunks past a row's length do nothing
+  reduce:  per (row, query head) the partials combined in chunk order -> the row's output
+
+Every number a row gets depends only on its own queries, keys, values and length: never on
+which other sessions share the block or how many there are, so batched and alone agree bit for
+bit. Grouped-query attention reads the shared KV head in place (query head h uses KV head
+h // (H / Hkv)). Off CUDA, or without Triton, the engine attends row by row in PyTorch instead.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU builds: the engine's PyTorch path is used
+    triton = None
+
+CHUNK = 128   # positions per partial: enough programs to fill the GPU for one session
+BLOCK_T = 64  # positions per step inside a chunk
+
+
+def available(device: torch.device) -> bool:
+    """True where these kernels run: CUDA with Triton (or Triton's CPU interpreter, for tests)."""
+    if triton is None or os.environ.get("DJINN_TRITON_ATTENTION", "1") == "0":
+        return False
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+    @triton.jit
+    def _store_kv(qkv, meta, anchor, layer, R, H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr):
+        b = tl.program_id(0)
+        h = tl.program_id(1)
+        length = tl.load(meta + 3 * R + b)
+        if length > 0:
+            off = tl.load(meta + R + b)
+            ctx = tl.load(meta + 2 * R + b)
+            d = tl.arange(0, D)
+            row = qkv + b * (H + 2 * HKV) * D
+            kv = anchor + off + layer * 2 * HKV * ctx * D
+            pos = length - 1
+            tl.store(kv + (h * ctx + pos) * D + d, tl.load(row + (H + h) * D + d))
+            tl.store(kv + ((HKV + h) * ctx + pos) * D + d, tl.load(row + (H + HKV + h) * D + d))
+
+    @triton.jit
+    def _attend_partial(qkv, meta, anchor, layer, m_out, l_out, acc_out, scale, R,
+                        H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, NS: tl.constexpr,
+                        CHUNK_: tl.constexpr, BT: tl.constexpr):
+        b = tl.program_id(0)
+        h = tl.program_id(1)
+        sp = tl.program_id(2)
+        length = tl.load(meta + 3 * R + b)
+        start = sp * CHUNK_
+        if start < length:
+            off = tl.load(meta + R + b)
+            ctx = tl.load(meta + 2 * R + b)
+            kvh = h // (H // HKV)
+            d = tl.arange(0, D)
+            q = tl.load(qkv + (b * (H + 2 * HKV) + h) * D + d).to(tl.float32) * scale
+            k_base = anchor + off + layer * 2 * HKV * ctx * D + kvh * ctx * D
+            v_base = k_base + HKV * ctx * D
+            m = tl.full([], float("-inf"), tl.float32)
+            l = tl.full([], 0.0, tl.float32)
+            acc = tl.zeros([D], dtype=tl.float32)
+            for t0 in range(0, CHUNK_, BT):
+                t = start + t0 + tl.arange(0, BT)
+                valid = t < length
+                k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0).to(tl.float32)
+                s = tl.where(valid, tl.sum(k * q[None, :], axis=1), float("-inf"))
+                m_new = tl.maximum(m, tl.max(s, axis=0))
+                alpha = tl.exp(m - m_new)
+                p = tl.exp(s - m_new)
+                v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0).to(tl.float32)
+                acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
+                l = l * alpha + tl.sum(p, axis=0)
+                m = m_new
+            i = (b * H + h) * NS + sp
+            tl.store(m_out + i, m)
+            tl.store(l_out + i, l)
+            tl.store(acc_out + i * D + d, acc)
+
+    @triton.jit
+    def _attend_reduce(meta, m_in, l_in, acc_in, out, R, H: tl.constexpr, D: tl.constexpr,
+                       NS: tl.constexpr, NSP: tl.constexpr, CHUNK_: tl.constexpr):
+        b = tl.program_id(0)
+        h = tl.program_id(1)
+        length = tl.load(meta + 3 * R + b)
+        n = (length + CHUNK_ - 1) // CHUNK_
+        sps = tl.arange(0, NSP)
+        live = sps < n
+        i = (b * H + h) * NS + sps
+        d = tl.arange(0, D)
+        ms = tl.load(m_in + i, mask=live, other=float("-inf"))
+        top = tl.max(ms, axis=0)
+        w = tl.where(live, tl.exp(ms - top), 0.0)
+        total = tl.sum(tl.load(l_in + i, mask=live, other=0.0) * w, axis=0)
+        accs = tl.load(acc_in + i[:, None] * D + d[None, :], mask=live[:, None], other=0.0)
+        o = tl.sum(accs * w[:, None], axis=0) / total
+        o = tl.where(length > 0, o, 0.0)   # padding rows: zeros, not 0/0
+        tl.store(out + (b * H + h) * D + d, o.to(out.dtype.element_ty))
+
+
+class BlockAttention:
+    """The three launches for one block of `rows` rows, over static buffers (graph-safe).
+
+    meta: [4, rows] int64 on the device: position, KV offset from `anchor` in elements, context,
+    length (pos + 1; 0 = padding). The caller fills it (see `meta_rows`) before each call."""
+
+    def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, rows: int, max_context: int,
+                 device: torch.device, dtype: torch.dtype):
+        assert n_heads % n_kv_heads == 0 and head_dim & (head_dim - 1) == 0, "head_dim must be a power of 2"
+        self.H, self.Hkv, self.D, self.rows = n_heads, n_kv_heads, head_dim, rows
+        self.dtype = dtype
+        self.ns = triton.cdiv(max_context, CHUNK)
+        f32 = dict(dtype=torch.float32, device=device)
+        self.m = torch.zeros(rows, n_heads, self.ns, **f32)
+        self.l = torch.zeros(rows, n_heads, self.ns, **f32)
+        self.acc = torch.zeros(rows, n_heads, self.ns, head_dim, **f32)
+        self.anchor = torch.zeros(1, dtype=dtype, device=device)   # offsets are counted from here
+        self.meta = torch.zeros(4, rows, dtype=torch.long, device=device)
+        self.scale = head_dim ** -0.5
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.m, self.l, self.acc, self.anchor, self.meta))
+
+    def meta_rows(self, rows: list[tuple[Tensor, int]]) -> list[list[int]]:
+        """The table's four rows for (kv, pos) per session: kv is the session's whole static
+        buffer [n_layers, 2, Hkv, context, Dh], contiguous, of this dtype, on this device."""
+        size = self.anchor.element_size()
+        out = [[0] * self.rows for _ in range(4)]
+        for i, (kv, pos) in enumerate(rows):
+            if not (kv.is_contiguous() and kv.dtype == self.dtype and kv.device == self.anchor.device
+                    and kv.dim() == 5 and kv.shape[2] == self.Hkv and kv.shape[4] == self.D and 0 <= pos < kv.shape[3]):
+                raise ValueError(f"a KV buffer of shape {list(kv.shape)} / {kv.dtype} cannot be attended in a block")
+            delta = kv.data_ptr() - self.anchor.data_ptr()
+            out[0][i], out[1][i], out[2][i], out[3][i] = pos, delta // size, kv.shape[3], pos + 1
+        return out
+
+    def __call__(self, layer: int, qkv: Tensor, out: Tensor) -> None:
+        """qkv: [rows, H + 2 Hkv, Dh] (RoPE applied), out: [rows, H * Dh]; reads self.meta."""
+        R, H, Hkv, D = self.rows, self.H, self.Hkv, self.D
+        _store_kv[(R, Hkv)](qkv, self.meta, self.anchor, layer, R, H=H, HKV=Hkv, D=D)
+        _attend_partial[(R, H, self.ns)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
+                                         H=H, HKV=Hkv, D=D, NS=self.ns, CHUNK_=CHUNK, BT=BLOCK_T)
+        _attend_reduce[(R, H)](self.meta, self.m, self.l, self.acc, out, R, H=H, D=D, NS=self.ns,
+                               NSP=triton.next_power_of_2(self.ns), CHUNK_=CHUNK)
