@@ -33,10 +33,11 @@ TAG = "engine"
 def run_pass(eng, s, check_stop) -> None:
     """One forward pass of s, piece by piece, checking for a stop after each (Scheduler._run)."""
     from djinn.runtime.session import FINISHED
+    from djinn.runtime.span import pieces_to_next_check
 
     k = s.pass_index
-    while s.state != FINISHED and s.pass_index == k:
-        eng.advance(s)
+    while s.state != FINISHED and s.pass_index == k:   # the worker's spans: unchecked pieces, then a check
+        eng.advance_span([s], pieces_to_next_check([s], eng.args.n_layers))
         check_stop(eng, s)
 
 
@@ -113,7 +114,7 @@ def measure_engine(o, parts, res) -> None:
             last_pos = pos
         res["decode"] = dict(ms=summary(ms), first_position=first_pos, last_position=last_pos,
                              context=o.context, tokens_generated=len(s.generated),
-                             method="Engine.advance + stops.check_stop per piece, one whole decode pass per token "
+                             method="Engine.advance_span + stops.check_stop per span (as Scheduler._run), one whole decode pass per token "
                                     f"(embed .. {args.n_layers} layers .. norm, lm_head, logits to the CPU, argmax, next embed), "
                                     "as Scheduler._run runs a session without breakpoints; in process, no gRPC")
         log(TAG, f"decode at position {first_pos}: median {res['decode']['ms']['median']} ms/token "

@@ -74,7 +74,7 @@ def main() -> int:
     P = eng.pieces
     if P.graphed:
         parts = {}
-        for key in [("pre", 0), ("post", 0), ("mlp", 0), ("res", 0), ("head", 0)]:
+        for key in [k for k in [("attn", 0), ("pre", 0), ("post", 0), ("mlp", 0), ("res", 0), ("head", 0)] if k in P.graphs]:
             g = P.graphs[key]
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             g.replay()
@@ -87,17 +87,24 @@ def main() -> int:
             torch.cuda.synchronize()
             parts[key[0]] = dict(gpu_ms=round(a.elapsed_time(b) / 50, 4), wall_ms=round((time.perf_counter() - t) * 1e3 / 50, 4))
         res["part_ms"] = parts
-        # one layer's eager attention part, as Engine._advance_block runs it for one session
+        # one layer's attention alone, as Engine._advance_block runs it for one session
         qkv, qs, o_blk = P.reg["qkv"], P.reg["qs"], P.reg["o"]
+        ba = P.block_attention
+        if ba is not None:
+            ba.meta.copy_(torch.tensor(ba.meta_rows([(s.memory.kv, s.input_pos)])))
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
         t = time.perf_counter()
         a.record()
         for _ in range(50):
-            attend_decode_row(args, qkv[0], qs[0], s.memory.kv[0], s.input_pos, o_blk[0])
+            if ba is not None:
+                ba(0, qkv, o_blk)
+            else:
+                attend_decode_row(args, qkv[0], qs[0], s.memory.kv[0], s.input_pos, o_blk[0])
         b.record()
         enq = (time.perf_counter() - t) * 1e3 / 50
         torch.cuda.synchronize()
+        res["attention_kernel"] = "triton block" if ba is not None else "pytorch row"
         res["attention_ms"] = dict(gpu_ms=round(a.elapsed_time(b) / 50, 4), enqueue_ms=round(enq, 4))
     with open(o.out, "w") as f:
         json.dump(res, f, indent=1)
