@@ -5,15 +5,18 @@ import { readFileSync } from "node:fs";
 import { credentials, Metadata, status, type CallOptions, type ChannelCredentials, type ClientUnaryCall, type ServiceError } from "@grpc/grpc-js";
 import {
   DjinnClient as GeneratedClient,
+  CompleteRequest,
   CreateSessionRequest,
   EvaluateRequest,
   EventsRequest,
   GetTensorRequest,
   LogitLensRequest,
   SetBreakpointsRequest,
+  SetDataBreakpointsRequest,
   SetTensorRequest,
   StepRequest,
   TelemetryRequest,
+  type CompleteResponse,
   type DeepPartial,
   type DetachResponse,
   type EvaluateResponse,
@@ -23,6 +26,7 @@ import {
   type ServerInfo,
   type SessionInfo,
   type SetBreakpointsResponse,
+  type SetDataBreakpointsResponse,
   type TensorChunk,
   type TensorList,
   type TensorSummary,
@@ -229,6 +233,25 @@ export class DjinnClient {
 
   logitLens(req: DeepPartial<LogitLensRequest>): Promise<LogitLensResponse> {
     return this.unary("logitLens", LogitLensRequest.fromPartial(req));
+  }
+
+  /**
+   * Completions of the word before `column` (1-based UTF-16, as DAP's default; 0 = end of text):
+   * tensor names at the session's stop, its $N results and scalars, keyword arguments, functions
+   * with signatures. `start`/`length` (0-based UTF-16) say what every item replaces. sessionId 0:
+   * functions and keywords only. No tensor is computed; any session state works.
+   */
+  complete(req: DeepPartial<CompleteRequest>): Promise<CompleteResponse> {
+    return this.unary("complete", CompleteRequest.fromPartial(req));
+  }
+
+  /**
+   * Replaces this client's data breakpoints of a session: each stops where its condition over its
+   * tensor becomes true (stop reason DATA_BREAKPOINT, hit ids = these ids). Anything invalid is
+   * INVALID_ARGUMENT naming the data breakpoint, and nothing changes. An empty list clears them.
+   */
+  setDataBreakpoints(req: DeepPartial<SetDataBreakpointsRequest>): Promise<SetDataBreakpointsResponse> {
+    return this.unary("setDataBreakpoints", SetDataBreakpointsRequest.fromPartial(req));
   }
 
   /**

@@ -61,11 +61,12 @@ def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
     if point == LAYER:
         def lazy_qkv(i):
             def f():
-                c, sn = engine.rope(s)
-                return layer.self_attn.qkv(layer.input_layernorm(acts["hidden"]), c, sn)[i]
+                with torch.no_grad():   # (not torch.no_grad()(f): making that wrapper costs more than the catalog)
+                    c, sn = engine.rope(s)
+                    return layer.self_attn.qkv(layer.input_layernorm(acts["hidden"]), c, sn)[i]
             return f
         for i, n in enumerate("qkv"):
-            out[n] = Entry(torch.no_grad()(lazy_qkv(i)), False, f"{n} of layers.{L} from the current input [heads, tokens, head_dim]",
+            out[n] = Entry(lazy_qkv(i), False, f"{n} of layers.{L} from the current input [heads, tokens, head_dim]",
                            lazy=True, cost=qkv_cost)
         end = s.input_pos
     else:
@@ -78,7 +79,10 @@ def catalog(engine: Engine, s: Session) -> dict[str, Entry]:
         out["mlp_out"] = Entry(lambda: acts["mlp_out"], True, f"output of layers.{L}.mlp [tokens, dim]")
     out["k_cache"] = Entry(lambda: kv[L, 0, :, :end], False, f"KV cache keys of layers.{L}, positions 0..{end - 1}")
     out["v_cache"] = Entry(lambda: kv[L, 1, :, :end], False, f"KV cache values of layers.{L}, positions 0..{end - 1}")
-    out["logits"] = Entry(torch.no_grad()(lambda: model.logits(acts["hidden"])), False,
+    def logits():
+        with torch.no_grad():
+            return model.logits(acts["hidden"])
+    out["logits"] = Entry(logits, False,
                           f"logit lens at {mod}: lm_head(norm(hidden)) [tokens, vocab], fp32", lazy=True,
                           cost=T * a.dim + (a.dim + T) * a.vocab_size)
     out["tokens"] = Entry(lambda: s.pass_tokens, False, "input tokens of this pass")

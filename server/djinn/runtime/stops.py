@@ -10,12 +10,12 @@ step or trap stops adds its id and message to that stop.
 from __future__ import annotations
 
 import re
-from functools import cache
+from collections.abc import Mapping
 
 import torch
 
 from ..inspect.expr import ExprError, Lazy, evaluate, names_used, parse
-from .catalog import ALL_TENSORS, SCALARS, TENSORS_AT, expression_env
+from .catalog import ALL_TENSORS, SCALARS, TENSORS_AT, expression_env, scalars
 from .engine import Engine
 from .faults import is_device_fault
 from .logpoints import format_message, parse_message
@@ -54,18 +54,55 @@ def _fresh_tensor(s: Session) -> torch.Tensor:
     return {LAYER: acts.get("hidden"), ATTN: acts.get("attn_out"), MLP: acts.get("mlp_out")}[s.point]
 
 
-class _Env:
-    """The expression names of one stop point, made when first needed; each tensor is loaded at
-    most once for all the conditions and messages evaluated here (nothing writes meanwhile)."""
+class _Once:
+    """A lazy tensor's loader that loads once: conditions and messages of one stop point share it."""
+    __slots__ = ("load", "value")
 
+    def __init__(self, load):
+        self.load, self.value = load, None
+
+    def __call__(self):
+        if self.value is None:
+            self.value = self.load()
+        return self.value
+
+
+class _Names(Mapping):
+    """The expression names of one stop point. The position scalars are at hand; the tensor
+    catalog is made only when an expression asks for a name that is not a scalar (a logpoint
+    printing `{layer}` costs no catalog), and each tensor is loaded at most once for all the
+    conditions and messages evaluated here (nothing writes meanwhile)."""
+
+    def __init__(self, engine: Engine, s: Session):
+        self.engine, self.s, self.scalars, self._all = engine, s, scalars(s), None
+
+    def _full(self) -> dict:
+        if self._all is None:
+            self._all = {k: Lazy(_Once(v.load), v.elements) if isinstance(v, Lazy) else v
+                         for k, v in expression_env(self.engine, self.s).items()}
+        return self._all
+
+    def __getitem__(self, name):
+        return self.scalars[name] if name in self.scalars else self._full()[name]
+
+    def __contains__(self, name):
+        return name in self.scalars or name in self._full()
+
+    def __iter__(self):
+        return iter(self._full())
+
+    def __len__(self):
+        return len(self._full())
+
+
+class _Env:
     def __init__(self, engine: Engine, s: Session):
         self.engine, self.s, self._env = engine, s, None
         self.limits = getattr(engine, "expr_limits", None)
 
-    def get(self) -> dict:
+    def get(self) -> Mapping:
         if self._env is None:
-            self._env = {k: Lazy(cache(v.load), v.elements) if isinstance(v, Lazy) else v
-                         for k, v in expression_env(self.engine, self.s).items()}
+            self._env = _Names(self.engine, self.s)
         return self._env
 
     def truth(self, condition: str) -> bool:
