@@ -172,3 +172,24 @@ def test_show_is_brief_for_tensors_and_plain_for_scalars():
     x = torch.ones(4, 8)
     x[0, 0] = float("nan")
     assert re.fullmatch(r"f32\[4, 8\] μ=1 σ=0 ‖x‖=5\.568 nan=1", show(x)), show(x)
+
+
+def test_batched_sessions_print_their_own_values():
+    """Decode passes of sessions at one stop point run as one block: each logpoint reads its own row."""
+    with running_server() as (c, st):
+        bps = [pb.Breakpoint(id=1, layer=5, hit_condition="== 2"),       # both wait at layers.5 of pass 1
+               logpoint(2, 20, "t{token} n={norm(hidden)} a={max(abs(attn_out))}", point=pb.STOP_POINT_ATTN)]
+        alone = {}
+        for seed in (11, 12):
+            s = create(c, prompt(seed), max_new=4, breakpoints=bps)
+            alone[seed] = texts(run_to_end(c, s.id))
+        ids = {seed: create(c, prompt(seed), max_new=4, breakpoints=bps).id for seed in (11, 12)}
+        pre = {seed: texts([c.wait(pb.EVENT_KIND_OUTPUT, sid)]) for seed, sid in ids.items()}   # the prefill's line
+        for sid in ids.values():
+            c.wait(pb.EVENT_KIND_STOPPED, sid)
+        live = [st.scheduler.sessions[sid] for sid in ids.values()]
+        st.scheduler.call(lambda: [st.scheduler.resume(v) for v in live])  # runnable together: one block
+        for seed, sid in ids.items():
+            assert pre[seed] + texts(run_to_end(c, sid)) == alone[seed]
+        assert alone[11] != alone[12] and len(alone[11]) == 4
+        assert st.scheduler.batched["rows"] >= 2 * st.scheduler.batched["pieces"] > 0   # they did share blocks
