@@ -23,6 +23,47 @@ except ImportError:
 pytestmark = pytest.mark.skipif(not HAVE_TRITON, reason="needs Triton (CUDA builds of torch ship it)")
 
 
+def _check_rowwise(device: str, dtype: torch.dtype) -> None:
+    """The row-wise kernels against the model's PyTorch modules (within the dtype's rounding)."""
+    from djinn.kernels import rowwise
+    from djinn.model.llama import RMSNorm, apply_rope
+
+    torch.manual_seed(1)
+    dev, tol = torch.device(device), (1e-5 if dtype == torch.float32 else 6e-2)   # bf16: one rounding step at |x| ~ 4
+    R, N, H, Hkv, D = 3, 96, 4, 2, 16
+    norm = RMSNorm(N, 1e-5).to(dev, dtype)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.1)
+    x, a = torch.randn(R, N, device=dev).to(dtype), torch.randn(R, N, device=dev).to(dtype)
+    y = rowwise.rms_norm(x, norm.weight, norm.eps)
+    assert (y.float() - norm(x).float()).abs().max() < tol
+    h, y2 = rowwise.rms_norm(x, norm.weight, norm.eps, residual=a)
+    # (Triton's CPU interpreter truncates to bfloat16 where the GPU rounds: exact only on CUDA)
+    exact = dev.type == "cuda" or dtype == torch.float32
+    assert (torch.equal(h, x + a) if exact else (h.float() - (x + a).float()).abs().max() < tol)
+    assert (y2.float() - norm(x + a).float()).abs().max() < tol
+
+    gu = torch.randn(R, 2 * 40, device=dev).to(dtype)
+    ref = torch.nn.functional.silu(gu[:, :40]) * gu[:, 40:]
+    assert (rowwise.silu_mul(gu).float() - ref.float()).abs().max() < tol
+
+    from djinn.kernels.decode_attention import BlockAttention
+    ba = BlockAttention(H, Hkv, D, R, 64, dev, dtype)
+    kvs = [torch.zeros(2, 2, Hkv, 64, D, device=dev, dtype=dtype) for _ in range(2)]
+    ba.meta.copy_(torch.tensor(ba.meta_rows([(kvs[0], 5), (kvs[1], 63)])))
+    lin = torch.randn(R, (H + 2 * Hkv) * D, device=dev).to(dtype)
+    cos, sin = torch.randn(R, D, device=dev).to(dtype), torch.randn(R, D, device=dev).to(dtype)
+    out = torch.empty(R, H + 2 * Hkv, D, device=dev, dtype=dtype)
+    rowwise.rope_qkv(lin, cos, sin, out, H, Hkv, ba.meta, ba.anchor, layer=1)
+    rows = lin.view(R, H + 2 * Hkv, D)
+    qk = apply_rope(rows[:, :H + Hkv].float(), cos[:, None].float(), sin[:, None].float())
+    assert (out[:, :H + Hkv].float() - qk).abs().max() < tol * 4
+    assert torch.equal(out[:, H + Hkv:], rows[:, H + Hkv:])
+    for i, (kv, p) in enumerate(zip(kvs, (5, 63))):
+        assert torch.equal(kv[1, :, :, p], out[i, H:].view(2, Hkv, D)), f"row {i}: K/V not at its position"
+        assert int((kv != 0).sum()) == int((out[i, H:] != 0).sum()), f"row {i}: K/V written elsewhere"
+
+
 def _check(device: str, dtype: torch.dtype) -> None:
     from djinn.kernels.decode_attention import BlockAttention
 
@@ -67,12 +108,14 @@ def _check(device: str, dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_block_attention_cuda(dtype):
     _check("cuda", dtype)
+    _check_rowwise("cuda", dtype)
 
 
 def test_block_attention_interpreted():
     """On the CPU, in Triton's interpreter (a subprocess: the mode is read at import)."""
     code = ("import torch, test_decode_attention as t; "
-            "t._check('cpu', torch.float32); t._check('cpu', torch.bfloat16)")
+            "t._check('cpu', torch.float32); t._check('cpu', torch.bfloat16); "
+            "t._check_rowwise('cpu', torch.float32); t._check_rowwise('cpu', torch.bfloat16)")
     env = dict(os.environ, TRITON_INTERPRET="1")
     here = os.path.dirname(__file__)
     env["PYTHONPATH"] = os.pathsep.join([here, os.path.dirname(here), env.get("PYTHONPATH", "")])

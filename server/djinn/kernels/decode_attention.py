@@ -81,13 +81,13 @@ if triton is not None:
             for t0 in range(0, CHUNK_, BT):
                 t = start + t0 + tl.arange(0, BT)
                 valid = t < length
-                k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0).to(tl.float32)
-                s = tl.where(valid, tl.sum(k * q[None, :], axis=1), float("-inf"))
+                k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0)
+                v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0)
+                s = tl.where(valid, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
                 m_new = tl.maximum(m, tl.max(s, axis=0))
                 alpha = tl.exp(m - m_new)
                 p = tl.exp(s - m_new)
-                v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0).to(tl.float32)
-                acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
+                acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
                 l = l * alpha + tl.sum(p, axis=0)
                 m = m_new
             i = (b * H + h) * NS + sp
@@ -123,11 +123,12 @@ class BlockAttention:
     length (pos + 1; 0 = padding). The caller fills it (see `meta_rows`) before each call."""
 
     def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, rows: int, max_context: int,
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype, chunk: int = CHUNK, block_t: int = BLOCK_T, warps: int = 4):
         assert n_heads % n_kv_heads == 0 and head_dim & (head_dim - 1) == 0, "head_dim must be a power of 2"
         self.H, self.Hkv, self.D, self.rows = n_heads, n_kv_heads, head_dim, rows
         self.dtype = dtype
-        self.ns = triton.cdiv(max_context, CHUNK)
+        self.chunk, self.block_t, self.warps = chunk, min(block_t, chunk), warps
+        self.ns = triton.cdiv(max_context, chunk)
         f32 = dict(dtype=torch.float32, device=device)
         self.m = torch.zeros(rows, n_heads, self.ns, **f32)
         self.l = torch.zeros(rows, n_heads, self.ns, **f32)
@@ -153,11 +154,14 @@ class BlockAttention:
             out[0][i], out[1][i], out[2][i], out[3][i] = pos, delta // size, kv.shape[3], pos + 1
         return out
 
-    def __call__(self, layer: int, qkv: Tensor, out: Tensor) -> None:
-        """qkv: [rows, H + 2 Hkv, Dh] (RoPE applied), out: [rows, H * Dh]; reads self.meta."""
+    def __call__(self, layer: int, qkv: Tensor, out: Tensor, store: bool = True) -> None:
+        """qkv: [rows, H + 2 Hkv, Dh] (RoPE applied), out: [rows, H * Dh]; reads self.meta.
+        store=False: the rows' K/V are already in their buffers (kernels/rowwise.rope_qkv)."""
         R, H, Hkv, D = self.rows, self.H, self.Hkv, self.D
-        _store_kv[(R, Hkv)](qkv, self.meta, self.anchor, layer, R, H=H, HKV=Hkv, D=D)
+        if store:
+            _store_kv[(R, Hkv)](qkv, self.meta, self.anchor, layer, R, H=H, HKV=Hkv, D=D)
         _attend_partial[(R, H, self.ns)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
-                                         H=H, HKV=Hkv, D=D, NS=self.ns, CHUNK_=CHUNK, BT=BLOCK_T)
+                                         H=H, HKV=Hkv, D=D, NS=self.ns, CHUNK_=self.chunk, BT=self.block_t,
+                                         num_warps=self.warps)
         _attend_reduce[(R, H)](self.meta, self.m, self.l, self.acc, out, R, H=H, D=D, NS=self.ns,
-                               NSP=triton.next_power_of_2(self.ns), CHUNK_=CHUNK)
+                               NSP=triton.next_power_of_2(self.ns), CHUNK_=self.chunk)

@@ -19,9 +19,10 @@ graph replays exactly what eager code would compute (tested on CUDA).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from ..kernels import decode_attention
+from ..kernels import decode_attention, rowwise
 from ..model.llama import Llama, attend_decode_row, qkv_rows
 
 
@@ -76,17 +77,34 @@ class EagerPieces:
                 attend_decode_row(self.model.args, qkv[i], qs[i], kv[layer], p, o[i])
             return qkv, self.post(layer, o)
         ba.meta.copy_(torch.tensor(ba.meta_rows(rows)))
-        L = self.model.layers[layer]
         idx = ba.meta[0]
-        qkv = qkv_rows(L.self_attn, L.input_layernorm(x), self.cos[idx], self.sin[idx])
-        o = self.o_block()
-        ba(layer, qkv, o)
-        return qkv, L.self_attn.o_proj(o)
+        a = self.model.args
+        qkv = x.new_empty(self.rows, a.n_heads + 2 * a.n_kv_heads, a.head_dim)
+        return qkv, self._fused_attention(layer, x, self.cos[idx], self.sin[idx], qkv, self.o_block())
 
     def mlp(self, layer: int, x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        if self.block_attention is not None:
+            return self._fused_mlp(layer, x, a)
         L = self.model.layers[layer]
         h = x + a
         return h, L.mlp(L.post_attention_layernorm(h))
+
+    # Where block attention runs (CUDA with Triton), the row-wise chains are single kernels too.
+    def _fused_attention(self, layer: int, x: Tensor, cos: Tensor, sin: Tensor, qkv: Tensor, o: Tensor) -> Tensor:
+        """norm, q/k/v product, RoPE + K/V into each row's buffer, attention -> o_proj(o)."""
+        L, a, ba = self.model.layers[layer], self.model.args, self.block_attention
+        n = L.input_layernorm
+        lin = F.linear(rowwise.rms_norm(x, n.weight, n.eps), L.self_attn.wqkv, L.self_attn.bqkv)
+        rowwise.rope_qkv(lin, cos, sin, qkv, a.n_heads, a.n_kv_heads, ba.meta, ba.anchor, layer)
+        ba(layer, qkv, o, store=False)
+        return L.self_attn.o_proj(o)
+
+    def _fused_mlp(self, layer: int, x: Tensor, a: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """h = x + a and its norm in one kernel, gate/up product, silu * up, down product."""
+        L = self.model.layers[layer]
+        n = L.post_attention_layernorm
+        h, y = rowwise.rms_norm(x, n.weight, n.eps, residual=a, h=h)
+        return h, L.mlp.down_proj(rowwise.silu_mul(F.linear(y, L.mlp.w13)))
 
     def res(self, h: Tensor, m: Tensor) -> Tensor:
         return h + m
@@ -153,13 +171,14 @@ class GraphPieces(EagerPieces):
         r["qs"].copy_(qs)
 
     def _attention_into(self, i: int) -> None:
-        r, L = self.reg, self.model.layers[i]
-        r["qkv"].copy_(qkv_rows(L.self_attn, L.input_layernorm(r["hidden"]), r["cos"], r["sin"]))
-        self.block_attention(i, r["qkv"], r["o"])
-        r["attn_out"].copy_(L.self_attn.o_proj(r["o"]))
+        r = self.reg
+        r["attn_out"].copy_(self._fused_attention(i, r["hidden"], r["cos"], r["sin"], r["qkv"], r["o"]))
 
     def _mlp_into(self, i: int) -> None:
         r = self.reg
+        if self.block_attention is not None:
+            r["mlp_out"].copy_(self._fused_mlp(i, r["hidden"], r["attn_out"], h=r["h"])[1])
+            return
         torch.add(r["hidden"], r["attn_out"], out=r["h"])
         L = self.model.layers[i]
         r["mlp_out"].copy_(L.mlp(L.post_attention_layernorm(r["h"])))
