@@ -35,7 +35,8 @@ def main() -> int:
                      kv_bytes_per_session_layer=2 * Hkv * (o.pos + 1) * D * 2, results=[])
 
     def timed(fn) -> float:
-        fn(0)
+        for layer in range(nL):   # warm-up: compiled, caches set
+            fn(layer)
         torch.cuda.synchronize()
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
@@ -61,12 +62,13 @@ def main() -> int:
                                        tb_per_s=round(nbytes / us / 1e6, 3)))
         except Exception as e:  # noqa: BLE001
             res["results"].append(dict(sessions=n, kernel="pytorch rows", error=str(e)[:200]))
-        for chunk, bt, warps in [(128, 64, 4), (128, 128, 4), (128, 128, 8), (64, 64, 4), (64, 64, 2),
-                                 (256, 64, 4), (256, 128, 8), (32, 32, 2)]:
-            ba = BlockAttention(H, Hkv, D, 16, o.context, dev, dt, chunk=chunk, block_t=bt, warps=warps)
+        for chunk, bt, warps, evict in [(128, 64, 4, ""), (64, 64, 2, ""), (32, 32, 2, ""), (32, 32, 1, ""),
+                                        (32, 16, 1, ""), (16, 16, 1, ""), (64, 32, 2, ""), (32, 32, 4, ""),
+                                        (32, 32, 2, "evict_first"), (64, 64, 4, "evict_first")]:
+            ba = BlockAttention(H, Hkv, D, 16, o.context, dev, dt, chunk=chunk, block_t=bt, warps=warps, evict=evict)
             ba.meta.copy_(torch.tensor(ba.meta_rows([(kvs[i], o.pos) for i in range(n)])))
             us = timed(lambda layer: ba(layer, qkv, out, store=False))
-            res["results"].append(dict(sessions=n, kernel="triton block", chunk=chunk, block_t=bt, warps=warps,
+            res["results"].append(dict(sessions=n, kernel="triton block", chunk=chunk, block_t=bt, warps=warps, evict=evict,
                                        us_per_layer=round(us, 2), tb_per_s=round(nbytes / us / 1e6, 3)))
             print(res["results"][-1], flush=True)
     with open(o.out, "w") as f:

@@ -126,6 +126,34 @@ def test_sessions_generating_together_are_batched_and_one_that_stops_leaves_the_
         assert st.scheduler.batched["pieces"] > 0 and st.scheduler.batched["rows"] >= 2 * st.scheduler.batched["pieces"]
 
 
+@cuda_only
+def test_a_whole_pass_in_one_graph_gives_what_the_pieces_give():
+    """Spans with no stop in them run a whole decode pass as one graph: the same tokens and
+    logits, bit for bit, as piece by piece (alone and batched)."""
+    model, tok, dev, dtype = _model("cuda")
+    eng = Engine(model, tok, dev, dtype, 128, batch_rows=4, graphs=True)
+    assert eng.pieces.whole_pass
+    prompts = [prompt(60 + i, 6 + 3 * i) for i in range(3)]
+    by_piece = _trace(eng, [_session(eng, p, 6) for p in prompts], batched=True)
+    alone = [[_session(eng, p, 6)] for p in prompts]      # each session in its own block
+    together = [[_session(eng, p, 6) for p in prompts]]   # all three in one
+    for blocks in (alone, together):
+        for sessions in blocks:
+            for s in sessions:
+                eng.begin(s)
+                while s.pass_index == 0:
+                    eng.advance(s)
+                eng.settle(s)
+            while any(s.state != FINISHED for s in sessions):
+                live = [s for s in sessions if s.state != FINISHED]
+                eng.advance_span(live, 3 * eng.args.n_layers)
+                for s in live:
+                    eng.settle(s)
+        for s, (generated, _, logits) in zip([s for b in blocks for s in b], by_piece):
+            assert s.generated == generated
+            assert torch.equal(s.last_logits, logits)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_stopped_and_swapped_at_every_breakpoint_equals_the_uninterrupted_run(device):
     """With blocks (and graphs on CUDA): stops at every breakpoint of every pass, each followed by

@@ -31,8 +31,11 @@ try:
 except ImportError:  # CPU builds: the engine's PyTorch path is used
     triton = None
 
-CHUNK = 128   # positions per partial: enough programs to fill the GPU for one session
-BLOCK_T = 64  # positions per step inside a chunk
+# Chosen on the H200 with bench/attention_kernels.py (bench/NOTES.md): small chunks, many programs.
+CHUNK = 32     # positions per partial
+BLOCK_T = 32   # positions per step inside a chunk
+WARPS = 2
+EVICT = ""     # or "evict_first": K/V are read once per step
 
 
 def available(device: torch.device) -> bool:
@@ -43,7 +46,7 @@ def available(device: torch.device) -> bool:
 
 
 if triton is not None:
-    @triton.jit
+    @triton.jit(do_not_specialize=["layer"])   # one compiled kernel for every layer
     def _store_kv(qkv, meta, anchor, layer, R, H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
@@ -58,10 +61,10 @@ if triton is not None:
             tl.store(kv + (h * ctx + pos) * D + d, tl.load(row + (H + h) * D + d))
             tl.store(kv + ((HKV + h) * ctx + pos) * D + d, tl.load(row + (H + HKV + h) * D + d))
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["layer"])
     def _attend_partial(qkv, meta, anchor, layer, m_out, l_out, acc_out, scale, R,
                         H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, NS: tl.constexpr,
-                        CHUNK_: tl.constexpr, BT: tl.constexpr):
+                        CHUNK_: tl.constexpr, BT: tl.constexpr, EVICT: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
         sp = tl.program_id(2)
@@ -81,8 +84,8 @@ if triton is not None:
             for t0 in range(0, CHUNK_, BT):
                 t = start + t0 + tl.arange(0, BT)
                 valid = t < length
-                k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0)
-                v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0)
+                k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
+                v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
                 s = tl.where(valid, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
                 m_new = tl.maximum(m, tl.max(s, axis=0))
                 alpha = tl.exp(m - m_new)
@@ -123,11 +126,12 @@ class BlockAttention:
     length (pos + 1; 0 = padding). The caller fills it (see `meta_rows`) before each call."""
 
     def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, rows: int, max_context: int,
-                 device: torch.device, dtype: torch.dtype, chunk: int = CHUNK, block_t: int = BLOCK_T, warps: int = 4):
+                 device: torch.device, dtype: torch.dtype, chunk: int = CHUNK, block_t: int = BLOCK_T, warps: int = WARPS,
+                 evict: str = EVICT):
         assert n_heads % n_kv_heads == 0 and head_dim & (head_dim - 1) == 0, "head_dim must be a power of 2"
         self.H, self.Hkv, self.D, self.rows = n_heads, n_kv_heads, head_dim, rows
         self.dtype = dtype
-        self.chunk, self.block_t, self.warps = chunk, min(block_t, chunk), warps
+        self.chunk, self.block_t, self.warps, self.evict = chunk, min(block_t, chunk), warps, evict
         self.ns = triton.cdiv(max_context, chunk)
         f32 = dict(dtype=torch.float32, device=device)
         self.m = torch.zeros(rows, n_heads, self.ns, **f32)
@@ -162,6 +166,6 @@ class BlockAttention:
             _store_kv[(R, Hkv)](qkv, self.meta, self.anchor, layer, R, H=H, HKV=Hkv, D=D)
         _attend_partial[(R, H, self.ns)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
                                          H=H, HKV=Hkv, D=D, NS=self.ns, CHUNK_=self.chunk, BT=self.block_t,
-                                         num_warps=self.warps)
+                                         EVICT=self.evict, num_warps=self.warps)
         _attend_reduce[(R, H)](self.meta, self.m, self.l, self.acc, out, R, H=H, D=D, NS=self.ns,
                                NSP=triton.next_power_of_2(self.ns), CHUNK_=self.chunk)

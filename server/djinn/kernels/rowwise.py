@@ -37,7 +37,7 @@ if triton is not None:
         y = (f * inv).to(xv.dtype).to(tl.float32) * tl.load(w + c, mask=live, other=0.0).to(tl.float32)
         tl.store(y_out + r * N + c, y.to(y_out.dtype.element_ty), mask=live)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["layer"])
     def _rope_qkv(lin, cos, sin, out, meta, anchor, layer, R, H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
                   STORE: tl.constexpr):
         b = tl.program_id(0)

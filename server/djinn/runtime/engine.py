@@ -21,6 +21,7 @@ import torch
 from ..model.llama import Llama, attention_step, rope_tables
 from .pieces import make_pieces
 from .session import ATTN, FINISHED, LAYER, MLP, Session
+from .span import pieces_to_next_check
 
 
 class Engine:
@@ -60,6 +61,12 @@ class Engine:
     def advance_span(self, group: list[Session], pieces: int) -> list[int | None]:
         """Up to `pieces` pieces for `group` without stopping between them (runtime/span.py says
         how many may run unchecked); fewer when a pass ends first. Returns as advance_batch."""
+        s0, P = group[0], self.pieces
+        if (P.whole_pass and pieces >= 3 * self.args.n_layers and s0.layer == 0 and s0.point == LAYER
+                and self.batchable(s0) and len(group) <= self.batch_rows):
+            x = P.gather([s.memory.acts["hidden"] for s in group], "hidden")
+            logits = P.run_pass(x, [(s.memory.kv, s.input_pos) for s in group])
+            return self._end_passes(group, logits[:len(group)].cpu())
         for _ in range(pieces - 1):
             tokens = self.advance_batch(group)
             if any(t is not None for t in tokens):
@@ -197,6 +204,6 @@ class Engine:
         s = self.scratch_session(prompt_tokens, max_new_tokens)
         with self.lock:
             self.begin(s)
-            while s.state != FINISHED:
-                self.advance(s)
+            while s.state != FINISHED:   # in spans, as the worker runs a session without breakpoints
+                self.advance_span([s], pieces_to_next_check([s], self.args.n_layers))
         return (s.generated, s.last_logits) if with_logits else s.generated

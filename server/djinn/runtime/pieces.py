@@ -115,6 +115,8 @@ class EagerPieces:
     def owns(self, t: Tensor) -> bool:
         return False
 
+    whole_pass = False   # GraphPieces: a whole pass as one graph
+
     @property
     def nbytes(self) -> int:
         return self.block_attention.nbytes if self.block_attention is not None else 0
@@ -156,6 +158,8 @@ class GraphPieces(EagerPieces):
             self._capture(("mlp", i), lambda i=i: self._mlp_into(i))
         self._capture(("res", 0), lambda: torch.add(r["h"], r["mlp_out"], out=r["hidden"]))
         self._capture(("head", 0), lambda: r["logits"].copy_(model.logits(r["hidden"])))
+        if ba is not None:   # a whole pass in one launch, for spans where no stop can fire
+            self._capture(("pass", 0), self._pass_into)
         torch.cuda.synchronize(dev)
         self._nbytes = torch.cuda.memory_allocated(dev) - before
 
@@ -173,6 +177,15 @@ class GraphPieces(EagerPieces):
     def _attention_into(self, i: int) -> None:
         r = self.reg
         r["attn_out"].copy_(self._fused_attention(i, r["hidden"], r["cos"], r["sin"], r["qkv"], r["o"]))
+
+    def _pass_into(self) -> None:
+        """Every layer's pieces in order, then the head: the same kernels as piece by piece."""
+        r = self.reg
+        for i in range(self.model.args.n_layers):
+            self._attention_into(i)
+            self._mlp_into(i)
+            torch.add(r["h"], r["mlp_out"], out=r["hidden"])
+        r["logits"].copy_(self.model.logits(r["hidden"]))
 
     def _mlp_into(self, i: int) -> None:
         r = self.reg
@@ -265,6 +278,17 @@ class GraphPieces(EagerPieces):
     def head(self, x: Tensor) -> Tensor:
         assert x is self.reg["hidden"]
         self.graphs[("head", 0)].replay()
+        return self.reg["logits"]
+
+    @property
+    def whole_pass(self) -> bool:
+        return ("pass", 0) in self.graphs
+
+    def run_pass(self, x: Tensor, rows: list[tuple[Tensor, int]]) -> Tensor:
+        """A whole decode pass of the block from its layer-0 input x: the logits register."""
+        assert x is self.reg["hidden"]
+        self._set_meta(self.block_attention.meta_rows(rows))
+        self.graphs[("pass", 0)].replay()
         return self.reg["logits"]
 
     def owns(self, t: Tensor) -> bool:
