@@ -18,6 +18,8 @@ export interface BpEntry {
   error?: string;
   condition?: string;
   hitCondition?: string;
+  /** a logpoint (DAP logMessage): the server prints it there instead of stopping */
+  logMessage?: string;
   /** the line it is on (a breakpoint on a comment or blank line moves to the next module line) */
   line?: number;
   source?: DebugProtocol.Source;
@@ -81,7 +83,17 @@ export class BreakpointStore {
   union(): RtBreakpoint[] {
     return this.all()
       .filter((e) => e.target)
-      .map((e) => ({ id: e.id, layer: e.target!.layer, point: e.target!.point, condition: e.condition, hitCondition: e.hitCondition }));
+      .map((e) => ({ id: e.id, layer: e.target!.layer, point: e.target!.point, condition: e.condition, hitCondition: e.hitCondition, logMessage: e.logMessage }));
+  }
+
+  /** A new id, unique among every kind of breakpoint of this adapter (data breakpoints draw from it too). */
+  newId(): number {
+    return this.nextId++;
+  }
+
+  /** The breakpoint with this id (a logpoint's output names it). */
+  byId(id: number): BpEntry | undefined {
+    return this.all().find((e) => e.id === id);
   }
 
   /** Ids the editor knows (a launch attribute's breakpoints are not the editor's). */
@@ -96,10 +108,11 @@ export class BreakpointStore {
   private make(origin: BpOrigin, module: string | undefined, extra: Partial<BpEntry> = {}, previous: BpEntry[] = []): BpEntry {
     const condition = normalizeCondition(extra.condition);
     const hitCondition = extra.hitCondition?.trim() || undefined;
-    const key = `${module ?? ""}|${extra.line ?? ""}|${condition ?? ""}|${hitCondition ?? ""}`;
+    const logMessage = extra.logMessage || undefined;
+    const key = `${module ?? ""}|${extra.line ?? ""}|${condition ?? ""}|${hitCondition ?? ""}|${logMessage ?? ""}`;
     const old = previous.find((p) => p.key === key);
     // an unchanged breakpoint keeps its id, so its hit count on the server survives edits of others
-    const entry: BpEntry = { id: old?.id ?? this.nextId++, origin, key, condition, hitCondition, line: extra.line, source: extra.source, verified: false };
+    const entry: BpEntry = { id: old?.id ?? this.nextId++, origin, key, condition, hitCondition, logMessage, line: extra.line, source: extra.source, verified: false };
     if (module === undefined) {
       entry.error = extra.error ?? "not a module line";
     } else {
@@ -174,7 +187,7 @@ export class BreakpointStore {
     const previous = this.source.get(key) ?? [];
     const entries = requested.map((b) => {
       if (typeof b?.line !== "number") return this.make("source", undefined, { error: "a breakpoint needs a line", source });
-      const extra = { line: b.line, condition: b.condition, hitCondition: b.hitCondition, source };
+      const extra = { line: b.line, condition: b.condition, hitCondition: b.hitCondition, logMessage: typeof b.logMessage === "string" ? b.logMessage : undefined, source };
       if (!parsed) {
         return this.make("source", undefined, { ...extra, error: `cannot read ${source.path ?? source.name ?? "this source"}: gutter breakpoints go in a model outline (*.djinn)` }, previous);
       }

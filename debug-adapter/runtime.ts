@@ -19,6 +19,8 @@ import {
   startLocalServer,
   type Breakpoint,
   type DimSlice,
+  type CompleteResponse,
+  type DataBreakpoint,
   type DetachResult,
   type EvaluateResponse,
   type Event,
@@ -43,6 +45,16 @@ export interface RtBreakpoint {
   layer: number;
   point: StopPoint;
   condition?: string;
+  hitCondition?: string;
+  /** a logpoint: the server prints this (DAP logMessage syntax) instead of stopping */
+  logMessage?: string;
+}
+
+/** A data breakpoint as the server knows it: stop where `condition` over `tensor` becomes true. */
+export interface RtDataBreakpoint {
+  id: number;
+  tensor: string;
+  condition: string;
   hitCondition?: string;
 }
 
@@ -107,6 +119,8 @@ export type RuntimeEvents = {
   /** the event stream is back after a hiccup (threads were reconciled with ListSessions when it lagged) */
   reconnected: [ReconnectInfo];
   sessionChanged: [{ sessionId: number }];
+  /** a logpoint printed `text` (formatted on the server) at the session's stop point */
+  logpoint: [{ sessionId: number; breakpointId: number; text: string }];
 };
 
 export const SESSION_ENDED = new Set([SessionState.SESSION_STATE_FINISHED, SessionState.SESSION_STATE_CLOSED, SessionState.SESSION_STATE_FAILED]);
@@ -115,7 +129,8 @@ export function sessionEnded(info: SessionInfo): boolean {
   return SESSION_ENDED.has(info.state);
 }
 
-const BP_ERROR = /breakpoint (\d+): (.*)$/s;
+const BP_ERROR = /(?<!data )breakpoint (\d+): (.*)$/s;
+const DATA_BP_ERROR = /data breakpoint (\d+): (.*)$/s;
 const RECONCILE_MS = 1000;
 /** Detach and closing calls on the way out: never hold a disconnect up for long. */
 const DETACH_DEADLINE_MS = 5000;
@@ -137,6 +152,10 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
   readonly sessions = new Map<number, RtSession>();
   /** the breakpoints and traps the editor and the launch configuration want, in every session */
   private desired: RtBreakpoint[] = [];
+  /** the data breakpoints the editor wants, in every session (those the server refused are left out) */
+  private desiredData: RtDataBreakpoint[] = [];
+  /** data breakpoints were sent once: later sessions (attach) get the set too, even when empty */
+  private dataPushed = false;
   private traps: RtTraps = { nan: false, inf: false, normSpike: 0 };
   /** attach: breakpoints are pushed only once the editor has set any */
   private pushBreakpoints = true;
@@ -306,7 +325,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
             added = true;
             if (t.stop) this.emit("stopped", { sessionId: t.id, reason: t.stop.reason, text: "", hitIds: t.stop.hitIds });
           }
-          if (added) void this.serial(() => this.push()).catch(() => undefined);
+          if (added) void this.serial(() => this.pushAll()).catch(() => undefined);
         }
         this.ignoreUpTo = Math.max(this.ignoreUpTo, info.eventSeq);
         restarted = false;
@@ -393,6 +412,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
       try {
         const statuses = new Map<number, BpStatus>();
         let bps = [...this.desired];
+        let data = [...this.desiredData];
         for (let i = 0; i < cfg.sessions; i++) {
           const p: PromptSpec = cfg.prompts[i % cfg.prompts.length];
           for (;;) {
@@ -402,6 +422,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
                 maxNewTokens: cfg.maxNewTokens,
                 context: cfg.contextTokens ?? 0,
                 breakpoints: bps.map(toWire),
+                dataBreakpoints: data.map(toWireData),
                 traps: this.wireTraps(),
                 stopOnEntry: cfg.stopOnEntry,
                 label: sessionLabel(i, cfg.sessions, cfg.prompts.length),
@@ -410,6 +431,13 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
               break;
             } catch (e) {
               const err = e as DjinnError;
+              // a refused breakpoint (or data breakpoint) is left out and reported unverified; the rest go on
+              const dm = err.code === 3 ? DATA_BP_ERROR.exec(err.details ?? "") : null;
+              if (dm && data.some((b) => b.id === Number(dm[1]))) {
+                statuses.set(Number(dm[1]), { id: Number(dm[1]), verified: false, message: dm[2] });
+                data = data.filter((b) => b.id !== Number(dm[1]));
+                continue;
+              }
               const m = err.code === 3 ? BP_ERROR.exec(err.details ?? "") : null;
               const id = m ? Number(m[1]) : NaN;
               if (!m || !bps.some((b) => b.id === id)) throw e;
@@ -419,6 +447,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
           }
         }
         for (const b of bps) statuses.set(b.id, { id: b.id, verified: true });
+        for (const b of data) statuses.set(b.id, { id: b.id, verified: true });
         return statuses;
       } finally {
         this.creating = false;
@@ -480,6 +509,69 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
     const first = answers.find((a) => a !== undefined);
     if (!first) return undefined;
     return new Map(first.breakpoints.map((b) => [b.id, { id: b.id, verified: b.verified, message: b.message || undefined }]));
+  }
+
+  /**
+   * Replaces the data breakpoints of every session this adapter drives. The server refuses a
+   * set as a whole (INVALID_ARGUMENT naming the first bad one): each refused one is left out,
+   * with its reason, and the rest sent again. Returns the verdicts, or undefined when there is
+   * no session to ask yet.
+   */
+  setDataBreakpoints(list: RtDataBreakpoint[]): Promise<Map<number, BpStatus> | undefined> {
+    this.desiredData = list;
+    return this.serial(() => this.pushData());
+  }
+
+  private async pushData(): Promise<Map<number, BpStatus> | undefined> {
+    const targets = this.list();
+    if (!this.client || targets.length === 0) return undefined;
+    if (this.desiredData.length === 0 && !this.dataPushed) return undefined;
+    this.dataPushed = true;
+    const statuses = new Map<number, BpStatus>();
+    let data = [...this.desiredData];
+    let answered = false;
+    for (const s of targets) {
+      for (;;) {
+        try {
+          const r = await this.client.setDataBreakpoints({ sessionId: s.id, breakpoints: data.map(toWireData) });
+          if (!answered) for (const b of r.breakpoints) statuses.set(b.id, { id: b.id, verified: b.verified, message: b.message || undefined });
+          answered = true;
+          break;
+        } catch (e) {
+          const err = e as DjinnError;
+          if (err.code === 5) break; // closed meanwhile
+          if (err.code !== 3) throw e;
+          const m = DATA_BP_ERROR.exec(err.details ?? "");
+          const id = m ? Number(m[1]) : NaN;
+          if (m && data.some((b) => b.id === id)) {
+            statuses.set(id, { id, verified: false, message: m[2] });
+            data = data.filter((b) => b.id !== id);
+            continue;
+          }
+          // refused as a whole (e.g. too many): none of them is set
+          for (const b of data) statuses.set(b.id, { id: b.id, verified: false, message: err.details || err.message });
+          data = [];
+        }
+      }
+    }
+    // what the server refused stays out of later sessions' sets (their checks do not depend on the session)
+    this.desiredData = data;
+    return answered || statuses.size ? statuses : undefined;
+  }
+
+  /** Breakpoints and data breakpoints, for sessions that appeared (attach). */
+  private async pushAll(): Promise<void> {
+    await this.push();
+    await this.pushData();
+  }
+
+  /**
+   * Completions of the word before `column` (1-based, 0 = the end) from the server: names at
+   * the session's stop (0: no session), scalars, functions with their signatures.
+   */
+  complete(sessionId: number, text: string, column: number): Promise<CompleteResponse> {
+    if (!this.client) throw new DjinnError(9, "not connected to a Djinn server yet");
+    return this.client.complete({ sessionId, text, column });
   }
 
   private wireTraps(): Traps {
@@ -660,7 +752,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
       }
       if (e.kind === EventKind.EVENT_KIND_CREATED && this.mode === "attach" && e.session && !this.creating) {
         this.track(e.session, false);
-        void this.serial(() => this.push()).catch(() => undefined);
+        void this.serial(() => this.pushAll()).catch(() => undefined);
       }
       return;
     }
@@ -709,6 +801,9 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
       }
       case EventKind.EVENT_KIND_WAITING:
         this.emit("log", { text: `s${s.id}: ${e.text}`, category: "console" });
+        return;
+      case EventKind.EVENT_KIND_OUTPUT:
+        this.emit("logpoint", { sessionId: s.id, breakpointId: e.breakpointId, text: e.text });
         return;
       default:
         return;
@@ -815,8 +910,11 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
 }
 
 function toWire(b: RtBreakpoint): Breakpoint {
-  // logMessage (logpoints, issue 11 part 2): the adapter does not send logpoints yet
-  return { id: b.id, layer: b.layer, point: b.point, condition: b.condition ?? "", hitCondition: b.hitCondition ?? "", logMessage: "" };
+  return { id: b.id, layer: b.layer, point: b.point, condition: b.condition ?? "", hitCondition: b.hitCondition ?? "", logMessage: b.logMessage ?? "" };
+}
+
+function toWireData(b: RtDataBreakpoint): DataBreakpoint {
+  return { id: b.id, tensor: b.tensor, condition: b.condition, hitCondition: b.hitCondition ?? "" };
 }
 
 function samePlace(a: SessionInfo, b: SessionInfo): boolean {

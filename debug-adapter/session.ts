@@ -23,6 +23,8 @@ import {
 import type { DebugProtocol } from "@vscode/debugprotocol";
 import { BreakpointStore, DEFAULT_NORM_SPIKE, stopLines } from "./breakpoints";
 import { CancelledError, Cancellations } from "./cancel";
+import { COMPLETION_TRIGGERS, completionTargets } from "./completions";
+import { DataBreakpointStore, dataBreakpointInfo } from "./dataBreakpoints";
 import { ConfigError, parseAttach, parseLaunch, type AttachConfig, type LaunchConfig } from "./config";
 import { endLine, moduleName, swapLine, threadName, tokenLine } from "./lines";
 import { ModelOutline, OUTLINE_REF } from "./outline";
@@ -83,6 +85,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
   private readonly frames = new FrameStore(this.runtime);
   private readonly outline = new ModelOutline();
   private readonly bps = new BreakpointStore((bp) => this.send(new BreakpointEvent("changed", bp)));
+  private readonly dataBps = new DataBreakpointStore(() => this.bps.newId(), (bp) => this.send(new BreakpointEvent("changed", bp)));
   private readonly cancels = new Cancellations();
   private readonly configDone = new Deferred();
   private clientCaps: DebugProtocol.InitializeRequestArguments = { adapterID: "djinn" };
@@ -164,7 +167,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
     const needsArgs = new Set([
       "launch", "attach", "setBreakpoints", "setFunctionBreakpoints", "setExceptionBreakpoints", "continue", "next", "stepIn",
       "stepOut", "pause", "stackTrace", "scopes", "variables", "setVariable", "setExpression", "evaluate", "source",
-      "readMemory", "exceptionInfo", "terminateThreads", "breakpointLocations",
+      "readMemory", "exceptionInfo", "terminateThreads", "breakpointLocations", "completions", "dataBreakpointInfo", "setDataBreakpoints",
     ]);
     if (needsArgs.has(request.command) && (typeof request.arguments !== "object" || request.arguments === null)) {
       const response = { type: "response", seq: 0, request_seq: request.seq, command: request.command, success: false } as DebugProtocol.Response;
@@ -228,6 +231,14 @@ export class DjinnDebugSession extends LoggingDebugSession {
       if (this.clientCaps.supportsProgressReporting) this.send(new ProgressEndEvent(id, m));
     });
     rt.on("log", ({ text, category }) => this.send(new OutputEvent(text + "\n", category)));
+    // a logpoint's line (formatted on the server), pointing at the logpoint
+    rt.on("logpoint", ({ sessionId, breakpointId, text }) => {
+      const bp = this.bps.byId(breakpointId);
+      const ev = new OutputEvent(`${text}\n`, "console", { sessionId, breakpointId }) as DebugProtocol.OutputEvent;
+      if (bp?.source) ev.body.source = bp.source;
+      if (bp?.line !== undefined) ev.body.line = bp.line;
+      this.send(ev);
+    });
     rt.on("allEnded", ({ why }) => {
       if (this.sessionsCreated) this.terminate(this.closing ? "" : why ?? "every session has finished");
     });
@@ -333,6 +344,10 @@ export class DjinnDebugSession extends LoggingDebugSession {
       supportsRestartRequest: true,
       supportsCancelRequest: true,
       supportsBreakpointLocationsRequest: true,
+      supportsLogPoints: true,
+      supportsCompletionsRequest: true,
+      completionTriggerCharacters: COMPLETION_TRIGGERS,
+      supportsDataBreakpoints: true,
       supportsSteppingGranularity: false,
       exceptionBreakpointFilters: [
         { filter: "nan", label: "NaN", description: "Stop a session where an activation has a NaN", default: false },
@@ -380,8 +395,9 @@ export class DjinnDebugSession extends LoggingDebugSession {
         await this.runtime.setBreakpoints(this.bps.union(), this.bps.traps, false);
         if (cancelled) return;
         const statuses = await this.runtime.createSessions(cfg);
-        this.sessionsCreated = this.bps.sessionsCreated = true;
+        this.sessionsCreated = this.bps.sessionsCreated = this.dataBps.sessionsCreated = true;
         this.bps.applyStatuses(statuses, true);
+        this.dataBps.applyStatuses(statuses, true);
         // The extension marks the window's server (one per window): say that it outlives this debug session.
         const windows = cfg.server !== undefined && (args as { __djinnWindowServer?: unknown }).__djinnWindowServer === cfg.server;
         const where = this.runtime.localServer
@@ -429,9 +445,10 @@ export class DjinnDebugSession extends LoggingDebugSession {
         this.modelKnown(info, cfg.outlinePath, cfg.cwd);
         await this.configDone.wait(CONFIG_DONE_TIMEOUT_MS);
         const statuses = await this.runtime.setBreakpoints(this.bps.union(), this.bps.traps, false);
-        this.sessionsCreated = this.bps.sessionsCreated = true;
+        this.sessionsCreated = this.bps.sessionsCreated = this.dataBps.sessionsCreated = true;
         if (statuses) this.bps.applyStatuses(statuses, true);
         else this.bps.markPendingAsVerifiedLocally();
+        if (this.dataBps.union().length) await this.pushDataBreakpoints();
         this.send(new OutputEvent(`djinn: attached to ${cfg.server} (${info.model?.name} on ${info.device}): ${this.runtime.list().length} session(s)\n`, "stdout"));
         this.sendResponse(response);
         for (const s of this.runtime.list()) {
@@ -497,6 +514,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
       await this.runtime.setBreakpoints(this.bps.union(), this.bps.traps, false);
       const statuses = await this.runtime.restartSessions(cfg);
       this.bps.applyStatuses(statuses, true);
+      this.dataBps.applyStatuses(statuses, true);
       this.send(new OutputEvent(`djinn: restarted: ${cfg.sessions} session(s) of ${this.info?.model?.name} (the server and its model stay)\n`, "stdout"));
       this.sendResponse(response);
     }, true);
@@ -554,6 +572,40 @@ export class DjinnDebugSession extends LoggingDebugSession {
     });
   }
 
+  // ------------------------------------------ data breakpoints, completions
+
+  private async pushDataBreakpoints(): Promise<void> {
+    this.dataBps.applyStatuses(await this.runtime.setDataBreakpoints(this.dataBps.union()), true);
+  }
+
+  protected override dataBreakpointInfoRequest(response: DebugProtocol.DataBreakpointInfoResponse, args: DebugProtocol.DataBreakpointInfoArguments): void {
+    this.handle(response, ErrorIds.badRequest, () => {
+      if (typeof args.name !== "string") throw new VariableError("dataBreakpointInfo needs a name");
+      response.body = dataBreakpointInfo(this.vars.watchable(args.variablesReference, args.name));
+      this.sendResponse(response);
+    });
+  }
+
+  protected override setDataBreakpointsRequest(response: DebugProtocol.SetDataBreakpointsResponse, args: DebugProtocol.SetDataBreakpointsArguments): void {
+    this.handle(response, ErrorIds.badRequest, async () => {
+      const entries = this.dataBps.set(Array.isArray(args.breakpoints) ? args.breakpoints : []);
+      this.dataBps.applyStatuses(await this.runtime.setDataBreakpoints(this.dataBps.union()), false);
+      response.body = { breakpoints: entries.map((e) => this.dataBps.toDap(e)) };
+      this.sendResponse(response);
+    });
+  }
+
+  /** Debug Console completions from the server: the frame's session (0 without a frame: no values). */
+  protected override completionsRequest(response: DebugProtocol.CompletionsResponse, args: DebugProtocol.CompletionsArguments): void {
+    this.handle(response, ErrorIds.variables, async () => {
+      if (typeof args.text !== "string" || typeof args.column !== "number") throw new VariableError("completions needs text and column");
+      const sessionId = args.frameId !== undefined ? this.sessionOfFrame(args.frameId).id : 0;
+      const r = await this.runtime.complete(sessionId, args.text, this.convertClientColumnToDebugger(args.column));
+      response.body = { targets: completionTargets(r, (c) => this.convertDebuggerColumnToClient(c)) };
+      this.sendResponse(response);
+    }, true);
+  }
+
   // ---------------------------------------------------------------- threads
 
   protected override threadsRequest(response: DebugProtocol.ThreadsResponse): void {
@@ -606,7 +658,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
     this.lastStopped = e.sessionId;
     const p = s.info.position!;
     const where = moduleName(p.layer, p.point);
-    const knownIds = this.bps.editorIds();
+    const knownIds = new Set([...this.bps.editorIds(), ...this.dataBps.ids()]);
     const hit = e.hitIds.filter((id) => knownIds.has(id));
     let reason: string;
     let description: string;
@@ -625,6 +677,10 @@ export class DjinnDebugSession extends LoggingDebugSession {
         if (e.text) text = e.text;
         break;
       }
+      case StopReason.STOP_REASON_DATA_BREAKPOINT:
+        reason = "data breakpoint";
+        description = e.text || (hit.length ? `Paused on a data breakpoint at ${where}` : `Paused at ${where} on a data breakpoint of another client`);
+        break;
       case StopReason.STOP_REASON_STEP:
         reason = "step";
         description = `Stepped to ${where}`;
@@ -648,6 +704,8 @@ export class DjinnDebugSession extends LoggingDebugSession {
         reason = "pause";
         description = `Paused at ${where}`;
     }
+    // a step, pause or entry stop where a data breakpoint became true too: say so
+    if (reason !== "data breakpoint" && reason !== "exception" && e.text && hit.some((id) => this.dataBps.has(id))) description += ` · ${e.text}`;
     const othersPaused = this.runtime.list().some((x) => x.id !== s.id && x.info.state === SessionState.SESSION_STATE_PAUSED);
     // Keep the user where they are when another thread stops, but never on the thread they
     // resumed (or stepped, paused) themselves, nor on the one they are looking at: VS Code would

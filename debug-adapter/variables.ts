@@ -854,6 +854,35 @@ export class VariableStore {
     }
   }
 
+  // ---------------------------------------------------- data breakpoints
+
+  /**
+   * What a data breakpoint on variable `name` of container `ref` watches: a tensor of the stop's
+   * catalog, by name (the server's DataBreakpoint.tensor), or why it cannot be watched. Without
+   * `ref`, `name` is an expression (a watch). Never throws: VS Code asks this to build a menu.
+   */
+  watchable(ref: number | undefined, name: string): { tensor: string } | { why: string } {
+    const catalog = [...CATALOG].join(", ");
+    if (ref) {
+      let c: Container;
+      try {
+        c = this.lookup(ref);
+      } catch (e) {
+        return { why: (e as Error).message };
+      }
+      if (c.kind === "tensor") {
+        const i = /^\[(\d+)\]$/.exec(name);
+        const part = i ? exprOf({ ...c.target, prefix: [...c.target.prefix, Number(i[1])] }) : exprOf(c.target);
+        return { why: `a data breakpoint watches a whole tensor: set it on ${c.target.name}, with a condition over this part, e.g. max(abs(${part})) > 1000` };
+      }
+      if (!["activations", "layer", "kv", "pass", "lazyTensor"].includes(c.kind)) return { why: `${name} is not a tensor of the forward pass (${catalog})` };
+    }
+    const n = name.trim();
+    if (n.startsWith("$")) return { why: `${n} is an Evaluate result, dropped when the session resumes: watch a tensor of the forward pass (${catalog})` };
+    if (!CATALOG.has(n)) return { why: `${n} is not a tensor of the forward pass (${catalog})` };
+    return { tensor: n };
+  }
+
   // ------------------------------------------------------------ memory
 
   /** The raw bytes [offset, offset+count) of a tensor region (C order, its own dtype). */

@@ -24,7 +24,8 @@ export async function readMemory(dc: DC, args: DebugProtocol.ReadMemoryArguments
   return (await dc.customRequest("readMemory", args)) as DebugProtocol.ReadMemoryResponse;
 }
 
-export const ADAPTER = join(repoRoot(), "dist", "debugAdapter.js");
+/** the bundled adapter the tests drive ($DJINN_TEST_ADAPTER: another bundle, e.g. one built outside dist/) */
+export const ADAPTER = process.env.DJINN_TEST_ADAPTER || join(repoRoot(), "dist", "debugAdapter.js");
 export const TIMEOUT = 60_000;
 
 /** Deterministic prompt token ids (like the server tests' prompt()). */
@@ -92,7 +93,7 @@ export async function newClient(): Promise<{ dc: DC; ev: Recorder }> {
 }
 
 export interface Setup {
-  sourceBreakpoints?: { path: string; lines: number[]; conditions?: (string | undefined)[]; hitConditions?: (string | undefined)[] };
+  sourceBreakpoints?: { path: string; lines: number[]; conditions?: (string | undefined)[]; hitConditions?: (string | undefined)[]; logMessages?: (string | undefined)[] };
   functionBreakpoints?: DebugProtocol.FunctionBreakpoint[];
   exceptionFilters?: string[];
   filterOptions?: DebugProtocol.ExceptionFilterOptions[];
@@ -101,6 +102,8 @@ export interface Setup {
 }
 
 export interface Configured {
+  /** the adapter's capabilities (initialize's answer) */
+  capabilities?: DebugProtocol.Capabilities;
   source?: DebugProtocol.SetBreakpointsResponse;
   functions?: DebugProtocol.SetFunctionBreakpointsResponse;
 }
@@ -120,13 +123,13 @@ export async function start(dc: DC, ev: Recorder, request: "launch" | "attach", 
   });
   assert.ok(init.body?.supportsConfigurationDoneRequest);
   await ev.next("initialized");
-  const out: Configured = {};
+  const out: Configured = { capabilities: init.body };
   const main = request === "launch" ? dc.launchRequest(args as DebugProtocol.LaunchRequestArguments) : dc.attachRequest(args as DebugProtocol.AttachRequestArguments);
   if (setup.sourceBreakpoints) {
     const sb = setup.sourceBreakpoints;
     out.source = await dc.setBreakpointsRequest({
       source: { path: sb.path },
-      breakpoints: sb.lines.map((line, i) => ({ line, condition: sb.conditions?.[i], hitCondition: sb.hitConditions?.[i] })),
+      breakpoints: sb.lines.map((line, i) => ({ line, condition: sb.conditions?.[i], hitCondition: sb.hitConditions?.[i], logMessage: sb.logMessages?.[i] })),
     });
   }
   if (setup.functionBreakpoints) out.functions = await dc.setFunctionBreakpointsRequest({ breakpoints: setup.functionBreakpoints });
