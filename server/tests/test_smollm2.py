@@ -29,9 +29,6 @@ CPU = torch.device("cpu")
 NEW = 6
 PROMPTS = ["The capital of France is", "The opposite of hot is", "One, two, three,",
            "<|im_start|>user\nWhat colour is the sky?<|im_end|>\n<|im_start|>assistant\n"]
-STEER_LAYER = 10
-HAPPY, SAD = "I feel happy", "I feel sad"
-STEER_PROMPT = "I went to the park and saw"
 
 
 @pytest.fixture(scope="module")
@@ -142,44 +139,27 @@ def test_logit_lens_names_the_next_token(server, ours):
     assert tok.token_text(want[0]) == " cold"   # the last prompt's first token, as a word
 
 
-# ---- the steering example of docs/models.md, over gRPC ----
+# ---- the steering example of docs/models.md (docs/examples/steering.py), over gRPC ----
 
-def residual_at(c, prompt: str, layer: int) -> np.ndarray:
-    """The residual stream entering `layer` at the prompt's last token: [dim] float32."""
-    s = c.CreateSession(pb.CreateSessionRequest(prompt=prompt, max_new_tokens=1,
-                                                breakpoints=[pb.Breakpoint(id=1, layer=layer)]))
-    ev = c.wait(pb.EVENT_KIND_STOPPED, s.id, 120)
-    n = ev.session.position.num_tokens
-    chunks = list(c.GetTensor(pb.GetTensorRequest(session_id=s.id, name="hidden",
-                                                  slice=[pb.DimSlice(start=n - 1, stop=n, step=1)])))
-    assert chunks[0].dtype == "float32"
-    c.CloseSession(pb.SessionRef(session_id=s.id))
-    return np.frombuffer(b"".join(ch.data for ch in chunks), dtype=np.float32).copy()
+def _example():
+    import importlib.util
 
-
-def generate_steered(c, prompt: str, direction: np.ndarray | None, layer: int, new: int) -> str:
-    """Greedy text with `direction` added to every row of the residual stream entering `layer`,
-    in every forward pass (the prompt's and each new token's)."""
-    bps = [pb.Breakpoint(id=1, layer=layer)] if direction is not None else []
-    s = c.CreateSession(pb.CreateSessionRequest(prompt=prompt, max_new_tokens=new, breakpoints=bps))
-    while True:
-        ev = c.wait_any((pb.EVENT_KIND_STOPPED, pb.EVENT_KIND_FINISHED, pb.EVENT_KIND_ERROR), s.id, 120)
-        assert ev.kind != pb.EVENT_KIND_ERROR, ev.text
-        if ev.kind == pb.EVENT_KIND_FINISHED:
-            return ev.session.generated_text
-        rows = ev.session.position.num_tokens
-        add = np.tile(direction, (rows, 1))
-        c.SetTensor(pb.SetTensorRequest(session_id=s.id, name="hidden", mode=pb.WRITE_MODE_ADD, dtype="float32",
-                                        shape=list(add.shape), data=add.tobytes()))
-        c.Continue(pb.SessionRef(session_id=s.id))
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples", "steering.py")
+    spec = importlib.util.spec_from_file_location("steering_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_steering_changes_the_text(server):
     c, _ = server
-    happy = residual_at(c, HAPPY, STEER_LAYER) - residual_at(c, SAD, STEER_LAYER)
-    plain = generate_steered(c, STEER_PROMPT, None, STEER_LAYER, 12)
-    cheered = generate_steered(c, STEER_PROMPT, happy, STEER_LAYER, 12)
-    saddened = generate_steered(c, STEER_PROMPT, -happy, STEER_LAYER, 12)
+    ex = _example()
+    events = ex.Events(c.stub)
+    happy = ex.residual_at(c, events, ex.HAPPY) - ex.residual_at(c, events, ex.SAD)
+    assert happy.shape == (576,)
+    plain = ex.generate_steered(c, events, ex.PROMPT, None)
+    cheered = ex.generate_steered(c, events, ex.PROMPT, happy)
+    saddened = ex.generate_steered(c, events, ex.PROMPT, -happy)
     print(f"\nplain:    {plain!r}\n+happy:   {cheered!r}\n-happy:   {saddened!r}")
     assert plain.startswith(" a beautiful sunset")
     assert len({plain, cheered, saddened}) == 3
@@ -187,3 +167,12 @@ def test_steering_changes_the_text(server):
     assert any(w in cheered for w in glad) and not any(w in cheered for w in grim), cheered
     assert any(w in saddened for w in grim) and not any(w in saddened for w in glad), saddened
     assert not any(w in plain for w in glad + grim), plain
+
+
+def test_steering_encoding_round_trips_bfloat16():
+    """The example also drives a bf16 server (a GPU's): its bytes are torch's bfloat16 bytes."""
+    ex = _example()
+    x = np.array([1.0, -2.5, 3.140625, 0.0], dtype=np.float32)
+    data = ex.encode(x, "bfloat16")
+    assert data == torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().tobytes()
+    assert np.array_equal(ex.decode(data, "bfloat16"), x)
