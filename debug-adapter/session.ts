@@ -23,7 +23,7 @@ import {
 import type { DebugProtocol } from "@vscode/debugprotocol";
 import { BreakpointStore, DEFAULT_NORM_SPIKE, stopLines } from "./breakpoints";
 import { CancelledError, Cancellations } from "./cancel";
-import { COMPLETION_TRIGGERS, completionTargets } from "./completions";
+import { COMPLETION_TRIGGERS, completionTargets, moduleTargets } from "./completions";
 import { DataBreakpointStore, dataBreakpointInfo } from "./dataBreakpoints";
 import { ConfigError, parseAttach, parseLaunch, type AttachConfig, type LaunchConfig } from "./config";
 import { endLine, moduleName, swapLine, threadName, tokenLine } from "./lines";
@@ -595,13 +595,16 @@ export class DjinnDebugSession extends LoggingDebugSession {
     });
   }
 
-  /** Debug Console completions from the server: the frame's session (0 without a frame: no values). */
+  /** Debug Console completions from the server (the frame's session; 0 without a frame: no values), and module names. */
   protected override completionsRequest(response: DebugProtocol.CompletionsResponse, args: DebugProtocol.CompletionsArguments): void {
     this.handle(response, ErrorIds.variables, async () => {
       if (typeof args.text !== "string" || typeof args.column !== "number") throw new VariableError("completions needs text and column");
       const sessionId = args.frameId !== undefined ? this.sessionOfFrame(args.frameId).id : 0;
-      const r = await this.runtime.complete(sessionId, args.text, this.convertClientColumnToDebugger(args.column));
-      response.body = { targets: completionTargets(r, (c) => this.convertDebuggerColumnToClient(c)) };
+      const column = this.convertClientColumnToDebugger(args.column);
+      const r = await this.runtime.complete(sessionId, args.text, column);
+      const toClient = (c: number) => this.convertDebuggerColumnToClient(c);
+      const modules = moduleTargets(this.info?.modules ?? [], args.text, column > 0 ? column - 1 : args.text.length, toClient);
+      response.body = { targets: [...completionTargets(r, toClient), ...modules] };
       this.sendResponse(response);
     }, true);
   }

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import type { DebugProtocol } from "@vscode/debugprotocol";
-import { completionTargets } from "../../debug-adapter/completions";
+import { completionTargets, moduleTargets } from "../../debug-adapter/completions";
 import { promptTokens, scopeRef, sharedServer, start, topFrame, variable, type Stopped } from "./helpers";
 
 const shared = sharedServer();
@@ -111,14 +111,29 @@ test("completions: tensor names with shapes at the frame's stop, functions with 
   const dollar = await complete("$", 2, frameId);
   assert.ok(dollar.some((t) => t.label === "$1" && /^f32\[128\]/.test(t.detail ?? "")), JSON.stringify(dollar));
 
+  // module names (the console describes a module typed there): one level below what is typed
+  const mods = await complete("layers.1", 9, frameId);
+  assert.deepEqual(mods.map((t) => t.label).sort(), ["layers.1", ...Array.from({ length: 10 }, (_, i) => `layers.1${i}`)].sort());
+  assert.ok(mods.every((t) => t.type === "module" && t.start === 1 && t.length === 8));
+  assert.equal(mods.find((t) => t.label === "layers.10")!.detail, "layer · 181,504 params");
+  const sub = await complete("norm(layers.10.", 16, frameId);
+  assert.deepEqual(sub.map((t) => t.label), ["layers.10.attn", "layers.10.mlp"]);
+  assert.equal(sub[0].start, 6);
+
   // the server's refusal is the error
   await assert.rejects(complete("ab", 9, frameId), /column 9 is outside the text/);
 });
 
-test("completion columns follow the client's columnsStartAt1", () => {
+test("completion columns follow the client's columnsStartAt1; module names sort by number and need a dot", () => {
   const r = { items: [{ label: "hidden", type: "variable", detail: "d", text: "", sortText: "1" }], start: 5, length: 3 };
   assert.equal(completionTargets(r, (c) => c)[0].start, 6);
   assert.equal(completionTargets(r, (c) => c - 1)[0].start, 5);
+  const modules = ["embed_tokens", "layers.2", "layers.2.attn", "layers.10", "norm"].map((name) => ({ name, kind: "k", numParams: 1 }));
+  const layers = moduleTargets(modules, "layers.", 7, (c) => c);
+  assert.deepEqual(layers.sort((a, b) => a.sortText!.localeCompare(b.sortText!)).map((t) => t.label), ["layers.2", "layers.10"]);
+  assert.deepEqual(moduleTargets(modules, "x + layers.2.a + 1", 14, (c) => c - 1).map((t) => [t.label, t.start, t.length]), [["layers.2.attn", 4, 10]]);
+  assert.deepEqual(moduleTargets(modules, "norm", 4, (c) => c), [], "no dot: the server's functions and names only");
+  assert.deepEqual(moduleTargets(modules, "$1.", 3, (c) => c), []);
 });
 
 test("data breakpoints: on a tensor variable, stop where the condition becomes true; no condition says Edit Condition; the server's refusals", async () => {
@@ -179,4 +194,30 @@ test("data breakpoints: on a tensor variable, stop where the condition becomes t
   const last = await ev.stopped(tid);
   assert.equal(last.body.reason, "function breakpoint");
   assert.match((await topFrame(dc, tid)).name, /^layers\.30\b/);
+});
+
+test("a step that lands where a data breakpoint becomes true keeps its reason and names the data breakpoint; a hit condition counts the times it became true", async () => {
+  const { dc, ev } = await shared.adapter();
+  await start(dc, ev, "launch", { server: shared.server.address, prompt: [promptTokens(11)], maxNewTokens: 3, stopOnEntry: true });
+  const tid = (await ev.stopped()).body.threadId;
+  const [onStep, third] = (await dc.setDataBreakpointsRequest({
+    breakpoints: [
+      { dataId: "hidden", condition: "layer == 1 and max(abs(hidden)) > 0" },
+      // true at layers.5 of every pass (false between): from the third time, i.e. the second decode pass
+      { dataId: "hidden", condition: "layer == 5 and norm(hidden) > 0", hitCondition: ">= 3" },
+    ],
+  })).body.breakpoints;
+  assert.ok(onStep.verified && third.verified);
+  await dc.nextRequest({ threadId: tid });
+  const s = await ev.stopped(tid);
+  assert.equal(s.body.reason, "step");
+  assert.deepEqual(s.body.hitBreakpointIds, [onStep.id]);
+  assert.match(s.body.description ?? "", new RegExp(`^Stepped to layers\\.1 · data breakpoint ${onStep.id}: .* became true at layers\\.1$`));
+  await dc.setDataBreakpointsRequest({ breakpoints: [{ dataId: "hidden", condition: "layer == 5 and norm(hidden) > 0", hitCondition: ">= 3" }] });
+  await dc.continueRequest({ threadId: tid });
+  const d = await ev.stopped(tid);
+  assert.equal(d.body.reason, "data breakpoint");
+  assert.deepEqual(d.body.hitBreakpointIds, [third.id], "an unchanged data breakpoint keeps its id (and its count)");
+  const pass = (await dc.stackTraceRequest({ threadId: tid })).body.stackFrames.find((f) => /^decode|^prefill/.test(f.name));
+  assert.match(pass?.name ?? "", /^decode of token 2\b/, "the third time it became true: the second decode pass");
 });
