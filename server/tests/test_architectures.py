@@ -150,3 +150,19 @@ def test_gguf_missing_or_garbage_file(tmp_path):
     bad.write_bytes(b"not a gguf file at all" * 10)
     with pytest.raises(ValueError, match="not a readable GGUF file"):
         build_model(str(bad), CPU, torch.float32)
+
+
+@pytest.mark.parametrize("kind", ["llama3", "qwen2"])
+def test_server_engine_generates_transformers_tokens(kind, tmp_path):
+    """The engine's own path (prefill pieces, decode blocks of --batch-rows rows, fused q/k/v
+    weights and biases, scaled RoPE tables) over real gRPC, not just forward_plain."""
+    from harness import running_server
+
+    _, hf, cfg, (_, ref_tokens) = _model(kind)
+    hf.save_pretrained(str(tmp_path))
+    with running_server(model=str(tmp_path), max_context=64) as (c, _):
+        from djinn.v1 import djinn_pb2 as pb
+
+        s = c.create(_ids(cfg.vocab_size).tolist(), max_new=5)
+        done = c.wait(pb.EVENT_KIND_FINISHED, s.id, 120).session
+    assert list(done.generated_tokens) == ref_tokens
