@@ -82,6 +82,8 @@ def write_gguf(hf, cfg, path, arch: str, qtype=None, name: str = "test model", r
     w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_vocab_size(cfg.vocab_size)
+    if getattr(cfg, "sliding_window", None):
+        w.add_sliding_window(cfg.sliding_window)
     w.add_file_type(int(qtype))
     tokens, types, merges = gpt2_vocab(cfg.vocab_size)
     w.add_tokenizer_model("gpt2")

@@ -98,6 +98,7 @@ def test_gguf_f32_parity(model, tmp_path):
     net, tok, args = build_model(str(path), CPU, torch.float32)
     assert args.attention_bias == (kind == "qwen2")
     assert (args.rope_scaling is not None) == (kind == "llama3")
+    assert args.max_context == (64 if kind == "mistral" else cfg.max_position_embeddings)
     logits, tokens = _ours(net, args, _ids(cfg.vocab_size))
     diff = (logits - ref_logits).abs().max().item()
     assert diff < TOL, f"{kind}: GGUF prefill logits differ by {diff}"

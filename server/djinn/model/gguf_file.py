@@ -96,8 +96,6 @@ def args_from_gguf(meta: Metadata, tensor_names: set[str], rope_freqs: np.ndarra
                              f"{head_dim}; not supported")
     if meta.get(p + "expert_count"):
         raise ValueError(f"{meta.path}: mixture-of-experts models are not supported")
-    if meta.get(p + "attention.sliding_window"):
-        raise ValueError(f"{meta.path}: sliding-window attention is not supported")
     scaling = None
     kind = meta.get(p + "rope.scaling.type", "none")
     if kind == "linear":
@@ -120,7 +118,9 @@ def args_from_gguf(meta: Metadata, tensor_names: set[str], rope_freqs: np.ndarra
         vocab_size=vocab,
         norm_eps=float(meta.get(p + "attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(meta.get(p + "rope.freq_base", 10000.0)),
-        max_context=int(meta.get(p + "context_length", 4096)),
+        # a sliding window equals full attention while the context fits in it: the context is capped there
+        max_context=min(int(meta.get(p + "context_length", 4096)),
+                        int(meta.get(p + "attention.sliding_window") or 1 << 30)),
         tie_embeddings="output.weight" not in tensor_names,
         attention_bias=arch == "qwen2",
         rope_scaling=scaling,
