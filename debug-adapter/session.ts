@@ -231,10 +231,11 @@ export class DjinnDebugSession extends LoggingDebugSession {
       if (this.clientCaps.supportsProgressReporting) this.send(new ProgressEndEvent(id, m));
     });
     rt.on("log", ({ text, category }) => this.send(new OutputEvent(text + "\n", category)));
-    // a logpoint's line (formatted on the server), pointing at the logpoint
+    // a logpoint's line (formatted on the server), pointing at the logpoint; the model's own
+    // output, as a print would be: `stdout` (VS Code shows `console` in the warning colour)
     rt.on("logpoint", ({ sessionId, breakpointId, text }) => {
       const bp = this.bps.byId(breakpointId);
-      const ev = new OutputEvent(`${text}\n`, "console", { sessionId, breakpointId }) as DebugProtocol.OutputEvent;
+      const ev = new OutputEvent(`${text}\n`, "stdout", { sessionId, breakpointId }) as DebugProtocol.OutputEvent;
       if (bp?.source) ev.body.source = bp.source;
       if (bp?.line !== undefined) ev.body.line = bp.line;
       this.send(ev);

@@ -46,7 +46,7 @@ test("logpoints print their line as an output event at their source line, with c
   const a = of(every.id!);
   assert.deepEqual(a.map((e) => /^L3 t=(\d) \{x\} \|h\|=\d+(\.\d+)?\n$/.exec(e.body.output)?.[1]), ["0", "1", "2", "3"], a.map((e) => e.body.output).join(""));
   for (const e of a) {
-    assert.equal(e.body.category, "console");
+    assert.equal(e.body.category, "stdout", "a print of the model's, not a warning");
     assert.equal(e.body.source?.path, outline);
     assert.equal(e.body.line, 2);
     assert.ok(e.body.data!.sessionId! > 0, "the thread of the line");
