@@ -83,9 +83,6 @@ class GGUFTokenizer(HFTokenizer):
         ids = self._tok.encode(text, add_special_tokens=False).ids
         return ([self.bos_id] + ids) if self.add_bos and self.bos_id is not None else ids
 
-    def token_text(self, token: int) -> str:
-        return self._tok.decode([token], skip_special_tokens=False)
-
 
 def tokenizer_from_gguf(meta) -> GGUFTokenizer:
     from tokenizers import AddedToken

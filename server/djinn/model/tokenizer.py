@@ -43,7 +43,8 @@ class HFTokenizer:
         return self._tok.decode(ids)
 
     def token_text(self, token: int) -> str:
-        return self._tok.decode([token])
+        # special tokens too (<|im_end|>, </s>): a token's text is shown, never an empty string
+        return self._tok.decode([token], skip_special_tokens=False)
 
 
 def tokenizer_for(checkpoint_dir: str | None, vocab_size: int):
