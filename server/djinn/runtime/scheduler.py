@@ -78,7 +78,8 @@ class Scheduler:
         self._notes: dict[int, str] = {}       # session id -> text of the SWAP_IN of a prefetch in flight
         self._pending: dict[int, Session] = {}  # prefetches whose room is still being copied out
         self.prefetches = {"requested": 0, "next_in_line": 0}   # swap-ins started by each kind
-        ledger.bind(lambda: sum(s.memory.device_bytes() for s in list(self.sessions.values())))
+        ledger.bind(lambda: sum(s.memory.device_bytes() + (s.history.device_bytes() if s.history else 0)
+                                for s in list(self.sessions.values())))   # + time travel's device snapshots
         self.thread = threading.Thread(target=self._loop, name="djinn-gpu-worker", daemon=True)
 
     # ------------------------------------------------------------ public API (any thread)
@@ -199,6 +200,8 @@ class Scheduler:
     def _forget(self, s: Session) -> None:
         for marks in (self._held, self._notes, self._pending):
             marks.pop(s.id, None)
+        if s.history is not None:
+            s.history.clear()       # an ended session's snapshots go now, not at its retirement
 
     def close(self, s: Session, why: str = "") -> None:
         self._release(s)
@@ -449,6 +452,8 @@ class Scheduler:
         def log(client, bp_id, text):   # a logpoint's line: no snapshot, to its client only (hits)
             self.hub.publish(ServerEvent(kind="output", session_id=s.id, owner=s.owner, text=text,
                                          hits=((client, bp_id),)))
+        if s.history is not None:   # time travel: this point's state, as it arrived (runtime/history.py)
+            s.history.record(s, self.ledger.fits)
         stop = check_stop(self.engine, s, log)
         if not stop:
             return False

@@ -104,6 +104,7 @@ class Session:
     results: dict = field(default_factory=dict)   # "$N" -> tensors from Evaluate, dropped on resume
     result_counter: int = 0
     waiting: bool = False
+    history: object = None       # time travel: runtime/history.History of the current pass, or None
 
     # Leases: the clients holding it (created, listed or touched it); when none is connected the
     # session is kept until lease_expires_at, then closed. Finished ones retire after a grace.

@@ -28,7 +28,7 @@ def pieces_to_next_check(sessions: list[Session], n_layers: int) -> int:
     for s in sessions:
         t = s.traps
         if (s.pause_requested or s.step_kind or s.stop_on_entry or t.nan or t.inf or t.norm_spike
-                or any(s.data_breakpoints.values())):
+                or any(s.data_breakpoints.values()) or s.history is not None):   # time travel records every point
             return 1
         for bps in list(s.breakpoints.values()):
             for bp in bps:

@@ -13,7 +13,8 @@ KV_TO_PB = {"none": pb.KV_LOCATION_NONE, "device": pb.KV_LOCATION_DEVICE, "host"
             "moving_out": pb.KV_LOCATION_MOVING_OUT, "moving_in": pb.KV_LOCATION_MOVING_IN}
 REASON_TO_PB = {"": pb.STOP_REASON_UNSPECIFIED, "breakpoint": pb.STOP_REASON_BREAKPOINT, "step": pb.STOP_REASON_STEP,
                 "pause": pb.STOP_REASON_PAUSE, "entry": pb.STOP_REASON_ENTRY, "nan": pb.STOP_REASON_NAN,
-                "inf": pb.STOP_REASON_INF, "norm_spike": pb.STOP_REASON_NORM_SPIKE, "data": pb.STOP_REASON_DATA_BREAKPOINT}
+                "inf": pb.STOP_REASON_INF, "norm_spike": pb.STOP_REASON_NORM_SPIKE, "data": pb.STOP_REASON_DATA_BREAKPOINT,
+                "step back": pb.STOP_REASON_STEP_BACK, "restart": pb.STOP_REASON_RESTART}
 EVENT_TO_PB = {"created": pb.EVENT_KIND_CREATED, "stopped": pb.EVENT_KIND_STOPPED, "resumed": pb.EVENT_KIND_RESUMED,
                "swap_out": pb.EVENT_KIND_SWAP_OUT, "swap_in": pb.EVENT_KIND_SWAP_IN, "token": pb.EVENT_KIND_TOKEN,
                "finished": pb.EVENT_KIND_FINISHED, "closed": pb.EVENT_KIND_CLOSED, "error": pb.EVENT_KIND_ERROR,
@@ -36,7 +37,8 @@ def session_info(s: Session, viewer=None) -> pb.SessionInfo:
         prompt_tokens=s.prompt_tokens, generated_tokens=s.generated, generated_text=s.text,
         max_new_tokens=s.max_new_tokens, last_swap_out_ms=s.last_swap_out_ms, last_swap_in_ms=s.last_swap_in_ms,
         swap_outs=s.swap_outs, swap_ins=s.swap_ins, error=s.error, created_at=s.created_at, prompt=s.prompt,
-        owner=s.owner, lease_expires_at=s.lease_expires_at)
+        owner=s.owner, lease_expires_at=s.lease_expires_at,
+        history=pb.HistoryInfo(**s.history.info()) if s.history is not None else None)
 
 
 def breakpoints_from_pb(bps) -> list[BreakpointSpec]:

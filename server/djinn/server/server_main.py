@@ -68,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "of a block of the same size, so its numbers do not depend on who shares it; 1 = no batching")
     g.add_argument("--cuda-graphs", default="on", choices=["on", "off"], help="on CUDA, run the decode pieces between "
                    "stop points as CUDA graphs captured at start-up (off: the same kernels launched one by one)")
+    g.add_argument("--history-mb", type=float, default=1024, help="time travel (CreateSession time_travel): a "
+                   "session's snapshots of its current pass, at most this many MiB (the oldest go first; going back "
+                   "there re-runs from an earlier one)")
     p.add_argument("--no-allocator-cap", action="store_true", help="do not cap the CUDA allocator to the budget")
     p.add_argument("--test-fault-injection", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -182,7 +185,8 @@ def main(argv=None) -> int:
                    quantum_ms=a.quantum_ms, patience_ms=a.patience_ms, expr_max_elements=a.expr_max_elements, expr_max_ms=a.expr_max_ms,
                    subscriber_queue=a.subscriber_queue, replay_mb=a.replay_mb,
                    max_sessions_per_user=a.max_sessions_per_user, fault_injection=a.test_fault_injection,
-                   tls=bool(a.tls_cert), batch_rows=a.batch_rows, cuda_graphs=a.cuda_graphs == "on")
+                   tls=bool(a.tls_cert), batch_rows=a.batch_rows, cuda_graphs=a.cuda_graphs == "on",
+                   history_mb=a.history_mb)
     try:
         state = ServerState(opts)
     except (ValueError, FileNotFoundError, OSError) as e:

@@ -16,7 +16,7 @@ import traceback
 import grpc
 
 from ..inspect.tensors import iter_chunks
-from ..runtime import completions, faults, tensor_ops
+from ..runtime import completions, faults, history, tensor_ops
 from ..runtime.errors import DjinnError, invalid, not_found
 from ..runtime.session import Session, TrapSpec
 from ..runtime.stops import data_breakpoint_scope, validate_breakpoint, validate_data_breakpoints
@@ -203,10 +203,16 @@ class DjinnService(pb_grpc.DjinnServicer):
         mem = SessionMemory(kv_shape=(args.n_layers, 2, args.n_kv_heads, context_len, args.head_dim),
                             dtype=self.engine.dtype, act_capacity=self.state.act_bytes(context_len))
         traps = convert.traps_from_pb(r.traps)
+        most = int(self.state.opts.history_mb * (1 << 20))
+        if r.history_bytes < 0 or r.history_bytes > most:
+            raise invalid(f"history_bytes must be in 0..{most} (the server's --history-mb; 0 = that), "
+                          f"got {r.history_bytes}")
         s = Session(prompt_tokens=tokens, max_new_tokens=max_new, context=context_len, memory=mem,
                     prompt=r.prompt, label=r.label, stop_on_entry=r.stop_on_entry, breakpoints={who.key: bps},
                     traps=traps, owner=who.user, creator=who.key)
         s.client_traps[who.key] = traps
+        if r.time_travel:
+            s.history = history.History(cap_bytes=r.history_bytes or most)
         if dbs:
             s.data_breakpoints[who.key] = dbs
         s.holders.add(who.key)
@@ -349,6 +355,25 @@ class DjinnService(pb_grpc.DjinnServicer):
         who = self._who(context)
         s = self._session(who, r.session_id)
         await self._work(lambda: self.sched.prefetch(s))
+        return convert.session_info(s, who.key)
+
+    @rpc
+    async def StepBack(self, r, context):
+        """Time travel (runtime/history.py): the paused session goes back to an earlier stop point of its pass."""
+        who = self._who(context)
+        s = self._session(who, r.session_id)
+        to = {pb.STEP_BACK_TARGET_UNSPECIFIED: history.PREVIOUS_POINT, pb.STEP_BACK_TARGET_PREVIOUS_POINT:
+              history.PREVIOUS_POINT, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT: history.PREVIOUS_BREAKPOINT}.get(r.to)
+        if to is None:
+            raise invalid(f"unknown step-back target {r.to}")
+        await self._work(lambda: history.go_back(self.sched, s, to))
+        return convert.session_info(s, who.key)
+
+    @rpc
+    async def RestartPass(self, r, context):
+        who = self._who(context)
+        s = self._session(who, r.session_id)
+        await self._work(lambda: history.go_back(self.sched, s, "restart"))
         return convert.session_info(s, who.key)
 
     # ------------------------------------------------------------ tensors

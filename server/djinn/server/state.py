@@ -59,6 +59,7 @@ class Options:
     tls: bool = False
     batch_rows: int = 16             # decode block size (runtime/pieces.py); 1 = no batching
     cuda_graphs: bool = True         # decode pieces as CUDA graphs (CUDA only)
+    history_mb: float = 1024.0       # time travel: a session's snapshots, at most (and by default) this many MiB
 
 
 def pick_device(opts: Options) -> torch.device:
@@ -267,7 +268,7 @@ class ServerState:
         alloc = allocator_stats(self.device)
         nv = self.nvml.used()
         self.nvml_peak = max(self.nvml_peak, nv)
-        accounted = L.fixed + resident
+        accounted = L.fixed + resident + sum(s.history.device_bytes() for s in sessions if s.history)   # + time travel's
         connected, streams = self.clients.counts()
         sample = pb.TelemetrySample(
             time=time.time(), budget_bytes=L.budget, weights_bytes=L.weights, workspace_bytes=L.workspace + L.overhead,
@@ -277,7 +278,9 @@ class ServerState:
             host_pool_bytes=self.pool.nbytes, swap_outs=sched.totals["out"][0], swap_ins=sched.totals["in"][0],
             sessions=[pb.SessionMemory(session_id=s.id, state=convert.STATE_TO_PB[s.state],
                                        kv_location=convert.KV_TO_PB[s.memory.location], kv_bytes=s.memory.total_bytes,
-                                       layer=s.layer, point=convert.POINT_TO_PB[s.point])
+                                       layer=s.layer, point=convert.POINT_TO_PB[s.point],
+                                       history_bytes=s.history.nbytes() if s.history else 0,
+                                       history_device_bytes=s.history.device_bytes() if s.history else 0)
                       for s in sessions if who.may_see(s.owner)],
             accounted_peak_bytes=max(L.peak, accounted), nvml_peak_bytes=self.nvml_peak,
             auth_failures=self.users.failures, clients_connected=connected, open_streams=streams,

@@ -1,0 +1,273 @@
+"""Time travel inside a forward pass (runtime/history.py), over real gRPC with the real engine and
+a tiny model on the CPU: StepBack / RestartPass restore an earlier stop point of the current pass;
+going on from there gives bit-identical tensors, tokens and logits to never having gone back; an
+edit made after going back acts exactly as the same edit made on the first arrival; the snapshots'
+bytes are capped (going back past the cap re-runs from an earlier snapshot) and counted; refusals
+are FAILED_PRECONDITION and touch nobody else."""
+import random
+
+import grpc
+import pytest
+import torch
+
+from djinn.runtime.session import POINTS
+from djinn.v1 import djinn_pb2 as pb
+from harness import running_server
+
+N_LAYERS = 4                        # tiny-4l: 12 stop points per pass
+STOPPED_OR_DONE = (pb.EVENT_KIND_STOPPED, pb.EVENT_KIND_FINISHED, pb.EVENT_KIND_ERROR)
+
+
+def prompt(seed, n=8, vocab=300):
+    r = random.Random(seed)
+    return [r.randrange(3, vocab) for _ in range(n)]
+
+
+def server(**kw):
+    return running_server(model="tiny-4l", **kw)
+
+
+def index(ev_or_info):
+    p = (ev_or_info.session if hasattr(ev_or_info, "session") else ev_or_info).position
+    return p.token_index, p.layer * len(POINTS) + p.point - 1     # STOP_POINT_LAYER = 1, ATTN = 2, MLP = 3
+
+
+def hidden(c, sid, name="hidden"):
+    """The tensor's bytes, exactly as the server holds them."""
+    return b"".join(ch.data for ch in c.GetTensor(pb.GetTensorRequest(session_id=sid, name=name)))
+
+
+def stopped(c, sid):
+    ev = c.wait_any(STOPPED_OR_DONE, sid)
+    assert ev.kind != pb.EVENT_KIND_ERROR, ev.text
+    return ev
+
+
+def step(c, sid):
+    c.Step(pb.StepRequest(session_id=sid, kind=pb.STEP_KIND_SUBLAYER))
+    return stopped(c, sid)
+
+
+def back(c, sid, to=pb.STEP_BACK_TARGET_PREVIOUS_POINT):
+    c.StepBack(pb.StepBackRequest(session_id=sid, to=to))
+    ev = stopped(c, sid)
+    assert ev.kind == pb.EVENT_KIND_STOPPED and ev.stop_reason == pb.STOP_REASON_STEP_BACK, ev
+    return ev
+
+
+def refused(fn, needle):
+    with pytest.raises(grpc.RpcError) as e:
+        fn()
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, e.value.details()
+    assert needle in e.value.details(), e.value.details()
+
+
+def run_to_end(c, sid):
+    """Continues the paused session, and every stop after, to its end."""
+    while True:
+        c.Continue(pb.SessionRef(session_id=sid))
+        ev = stopped(c, sid)
+        if ev.kind == pb.EVENT_KIND_FINISHED:
+            return ev
+
+
+def test_stepping_back_at_every_point_then_going_on_is_bit_identical():
+    with server() as (c, st):
+        toks = prompt(1)
+        ref_tokens, ref_logits = st.engine.reference(toks, 3, with_logits=True)
+        s = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=3, stop_on_entry=True,
+                                                    time_travel=True))
+        obj = st.scheduler.get(s.id)
+        seen, ev, visited = {}, stopped(c, s.id), 0
+        while ev.kind == pb.EVENT_KIND_STOPPED:
+            here, now = index(ev), hidden(c, s.id)
+            seen[here] = now
+            visited += 1
+            if here[1] > 0:                   # one point back: the tensors it had then
+                was = back(c, s.id)
+                assert index(was) == (here[0], here[1] - 1)
+                assert hidden(c, s.id) == seen[index(was)]
+                info = c.GetSession(pb.SessionRef(session_id=s.id))
+                assert info.state == pb.SESSION_STATE_PAUSED and info.history.points == here[1]
+                again = step(c, s.id)         # and forward again: the same numbers
+                assert index(again) == here and hidden(c, s.id) == now
+            ev = step(c, s.id)
+        assert ev.kind == pb.EVENT_KIND_FINISHED and visited == 3 * N_LAYERS * len(POINTS)
+        assert list(ev.session.generated_tokens) == ref_tokens
+        assert torch.equal(obj.last_logits, ref_logits)         # bit for bit
+        assert obj.history.nbytes() == 0 and obj.history.info()["points"] == 0   # dropped when it ended
+
+
+def test_reverse_continue_goes_to_the_previous_breakpoint_and_restart_reruns_the_pass():
+    with server() as (c, st):
+        toks = prompt(2)
+        ref_tokens, ref_logits = st.engine.reference(toks, 2, with_logits=True)
+        bps = [pb.Breakpoint(id=1, layer=1), pb.Breakpoint(id=2, layer=2, point=pb.STOP_POINT_ATTN)]
+        s = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=2, breakpoints=bps,
+                                                    time_travel=True))
+        assert index(stopped(c, s.id)) == (0, 3)
+        at3 = hidden(c, s.id)
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (0, 7)
+        step(c, s.id)
+        assert index(step(c, s.id)) == (0, 9)
+
+        ev = back(c, s.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)
+        assert index(ev) == (0, 7) and list(ev.session.hit_breakpoint_ids) == [2]
+        ev = back(c, s.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)
+        assert index(ev) == (0, 3) and list(ev.session.hit_breakpoint_ids) == [1] and hidden(c, s.id) == at3
+        ev = back(c, s.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)
+        assert index(ev) == (0, 0) and "no breakpoint before layers.1" in ev.text
+        refused(lambda: c.StepBack(pb.StepBackRequest(session_id=s.id)), "start of the pass")
+
+        c.Continue(pb.SessionRef(session_id=s.id))          # the breakpoints fire again on the re-run
+        assert index(stopped(c, s.id)) == (0, 3)
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (0, 7)
+        info = c.RestartPass(pb.SessionRef(session_id=s.id))
+        assert info.state == pb.SESSION_STATE_PAUSED and index(info) == (0, 0)
+        ev = stopped(c, s.id)
+        assert ev.stop_reason == pb.STOP_REASON_RESTART and index(ev) == (0, 0)
+        refused(lambda: c.RestartPass(pb.SessionRef(session_id=s.id)), "already at the start")
+
+        for _ in range(3):                                   # to pass 1 (decode), layers.1: restart it from layers.2.attn
+            c.Continue(pb.SessionRef(session_id=s.id))
+            stopped(c, s.id)
+        c.Continue(pb.SessionRef(session_id=s.id))
+        ev = stopped(c, s.id)
+        assert index(ev) == (1, 7)
+        decode7 = hidden(c, s.id)
+        c.RestartPass(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (1, 0)
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (1, 3)
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (1, 7) and hidden(c, s.id) == decode7
+        done = run_to_end(c, s.id)
+        assert list(done.session.generated_tokens) == ref_tokens
+        assert torch.equal(st.scheduler.get(s.id).last_logits, ref_logits)
+
+
+def walk(c, sid, upto):
+    """Sublayer steps from where sid is to point `upto` of the pass: each point's hidden bytes."""
+    out = {}
+    while True:
+        ev = step(c, sid)
+        out[index(ev)[1]] = hidden(c, sid)
+        if index(ev)[1] == upto:
+            return out
+
+
+def test_an_edit_after_going_back_acts_as_the_same_edit_on_first_arrival():
+    with server() as (c, st):
+        toks = prompt(3)
+        ref_tokens, ref_logits = st.engine.reference(toks, 3, with_logits=True)
+        edit = lambda sid: c.SetTensor(pb.SetTensorRequest(session_id=sid, name="hidden", mode=pb.WRITE_MODE_ADD,  # noqa: E731
+                                                           has_scalar=True, scalar=0.75))
+        bp = [pb.Breakpoint(id=1, layer=2)]
+        # b: the edit at layers.2.attn of the prefill, made on the first arrival there
+        b = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=3, breakpoints=bp))
+        assert index(stopped(c, b.id)) == (0, 6)
+        b_before = {6: hidden(c, b.id), **walk(c, b.id, 7)}
+        edit(b.id)
+        b_after = walk(c, b.id, 11)
+        b_end = run_to_end(c, b.id)
+
+        # a: goes past the point, comes back, makes the same edit there
+        a = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=3, breakpoints=bp,
+                                                    time_travel=True))
+        assert index(stopped(c, a.id)) == (0, 6)
+        a_before = {6: hidden(c, a.id), **walk(c, a.id, 9)}
+        assert index(back(c, a.id)) == (0, 8)
+        assert index(back(c, a.id)) == (0, 7) and hidden(c, a.id) == a_before[7]
+        edit(a.id)
+        a_after = walk(c, a.id, 11)
+        # before the edited point: the same as without any edit (b's numbers before its edit)
+        assert a_before[6] == b_before[6] and a_before[7] == b_before[7]
+        # from it on: different from the unedited run, identical to the edit made on first arrival
+        assert a_after[8] != a_before[8] and a_after[9] != a_before[9]
+        assert a_after == b_after
+        # going back before the edit undoes it: the unedited numbers again
+        assert index(back(c, a.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)) == (0, 6)
+        assert hidden(c, a.id) == a_before[6]
+        assert walk(c, a.id, 8) == {7: a_before[7], 8: a_before[8]}
+        assert index(back(c, a.id)) == (0, 7)
+        edit(a.id)                                          # and doing it again gives the edited run again
+        a_end = run_to_end(c, a.id)
+        assert list(a_end.session.generated_tokens) == list(b_end.session.generated_tokens)
+        assert torch.equal(st.scheduler.get(a.id).last_logits, st.scheduler.get(b.id).last_logits)
+        assert not torch.equal(st.scheduler.get(a.id).last_logits, ref_logits)
+
+
+def test_snapshots_are_capped_counted_and_dropped_at_the_pass_end():
+    with server() as (c, st):
+        toks = prompt(4)
+        ref_tokens, ref_logits = st.engine.reference(toks, 2, with_logits=True)
+        cap = 10_000                                          # a prefill point holds 2-8 KB here: a few fit
+        s = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=2, stop_on_entry=True,
+                                                    time_travel=True, history_bytes=cap))
+        assert s.history.cap_bytes == cap and s.history.points == 0
+        stopped(c, s.id)
+        seen = {0: hidden(c, s.id), **walk(c, s.id, 11)}
+        info = c.GetSession(pb.SessionRef(session_id=s.id)).history
+        assert info.points == 12 and 0 < info.snapshots < 12 and info.dropped == 12 - info.snapshots
+        assert 0 < info.bytes <= cap and info.device_bytes == info.bytes   # small: on the device...
+        obj = st.scheduler.get(s.id)
+        L = st.ledger                                          # ...and in the budget's ledger
+        assert L.accounted() == L.fixed + sum(v.memory.device_bytes() for v in st.scheduler.sessions.values()) + info.bytes
+        tel = st.telemetry_sample()
+        mine = [m for m in tel.sessions if m.session_id == s.id][0]
+        assert mine.history_bytes == info.bytes == mine.history_device_bytes
+        assert tel.accounted_bytes == L.accounted()
+
+        texts = []
+        for k in range(10, -1, -1):                           # all the way back, past the cap: re-runs
+            ev = back(c, s.id)
+            assert index(ev) == (0, k) and hidden(c, s.id) == seen[k], k
+            texts.append(ev.text)
+        assert sum("re-ran" in t for t in texts) >= 5, texts
+        assert c.GetSession(pb.SessionRef(session_id=s.id)).history.points == 1
+        obj.history.device_max = 0                            # from here on, snapshots go to the host
+        walk(c, s.id, 5)
+        info = c.GetSession(pb.SessionRef(session_id=s.id)).history
+        assert info.bytes > 0 and info.device_bytes == 0
+        c.SetBreakpoints(pb.SetBreakpointsRequest(session_id=s.id, breakpoints=[pb.Breakpoint(id=1, layer=1)]))
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (1, 3)               # the next pass: its own history only
+        assert c.GetSession(pb.SessionRef(session_id=s.id)).history.points == 4
+        done = run_to_end(c, s.id)
+        assert list(done.session.generated_tokens) == ref_tokens
+        assert torch.equal(obj.last_logits, ref_logits)
+
+
+def test_refusals_are_specific_and_touch_nobody_else():
+    with server() as (c, st):
+        toks = prompt(5)
+        ref = st.engine.reference(toks, 4)
+        plain = c.create(toks, max_new=2, layers=(1,))
+        assert index(stopped(c, plain.id)) == (0, 3)
+        refused(lambda: c.StepBack(pb.StepBackRequest(session_id=plain.id)), "keeps no history")
+        refused(lambda: c.RestartPass(pb.SessionRef(session_id=plain.id)), "keeps no history")
+        with pytest.raises(grpc.RpcError) as e:
+            c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, time_travel=True, history_bytes=1 << 40))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "--history-mb" in e.value.details()
+
+        tt = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=1, stop_on_entry=True,
+                                                     time_travel=True))
+        stopped(c, tt.id)
+        refused(lambda: c.StepBack(pb.StepBackRequest(session_id=tt.id)), "start of the pass")
+        other = c.create(toks, max_new=4)                      # runs on meanwhile
+        for _ in range(5):
+            step(c, tt.id)
+        for _ in range(3):
+            back(c, tt.id)
+        c.RestartPass(pb.SessionRef(session_id=tt.id))
+        stopped(c, tt.id)
+        assert list(c.wait(pb.EVENT_KIND_FINISHED, other.id).session.generated_tokens) == ref
+        c.Continue(pb.SessionRef(session_id=tt.id))
+        c.wait(pb.EVENT_KIND_FINISHED, tt.id)
+        refused(lambda: c.StepBack(pb.StepBackRequest(session_id=tt.id)), "not paused")
+        with pytest.raises(grpc.RpcError) as e:
+            c.StepBack(pb.StepBackRequest(session_id=tt.id, to=7))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert list(run_to_end(c, plain.id).session.generated_tokens) == ref[:2]
