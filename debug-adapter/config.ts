@@ -127,7 +127,7 @@ export function parseLaunch(input: unknown): LaunchConfig {
   const server = serverAddress("launch", raw.server);
   const model = raw.model as string | undefined;
   if (!server && !model) {
-    throw new ConfigError("model", "launch attribute 'model' is required unless 'server' names a running Djinn server: a named config (tiny-40l, llama-2-7b, llama-2-13b) or a checkpoint folder");
+    throw new ConfigError("model", "launch attribute 'model' is required unless 'server' names a running Djinn server: smollm2-135m, a named config (tiny-40l, llama-2-7b, llama-2-13b), a .gguf file or a checkpoint folder");
   }
   let ps = prompts(raw);
   const sessions = (raw.sessions as number | undefined) ?? ps.length;
