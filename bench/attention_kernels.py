@@ -62,9 +62,8 @@ def main() -> int:
                                        tb_per_s=round(nbytes / us / 1e6, 3)))
         except Exception as e:  # noqa: BLE001
             res["results"].append(dict(sessions=n, kernel="pytorch rows", error=str(e)[:200]))
-        for chunk, bt, warps, evict in [(128, 64, 4, ""), (64, 64, 2, ""), (32, 32, 2, ""), (32, 32, 1, ""),
-                                        (32, 16, 1, ""), (16, 16, 1, ""), (64, 32, 2, ""), (32, 32, 4, ""),
-                                        (32, 32, 2, "evict_first"), (64, 64, 4, "evict_first")]:
+        for chunk, bt, warps, evict in [(32, 16, 1, ""), (32, 16, 1, "evict_first"), (16, 16, 1, ""), (64, 16, 1, ""),
+                                        (32, 32, 1, ""), (64, 32, 2, ""), (128, 64, 4, "")]:
             ba = BlockAttention(H, Hkv, D, 16, o.context, dev, dt, chunk=chunk, block_t=bt, warps=warps, evict=evict)
             ba.meta.copy_(torch.tensor(ba.meta_rows([(kvs[i], o.pos) for i in range(n)])))
             us = timed(lambda layer: ba(layer, qkv, out, store=False))

@@ -10,7 +10,8 @@ for any sessions: only the table changes.
 
   store:   each row's new K/V (from the block's q/k/v rows) into its buffer at pos
   partial: per (row, query head, chunk of CHUNK positions) a softmax-weighted partial sum,
-           in fp32 (flash-decoding); chunks past a row's length do nothing
+           in fp32 (flash-decoding); one program per (head, chunk) goes through the rows,
+           skipping padding and chunks past a row's length
   reduce:  per (row, query head) the partials combined in chunk order -> the row's output
 
 Every number a row gets depends only on its own queries, keys, values and length: never on
@@ -33,8 +34,8 @@ except ImportError:  # CPU builds: the engine's PyTorch path is used
 
 # Chosen on the H200 with bench/attention_kernels.py (bench/NOTES.md): small chunks, many programs.
 CHUNK = 32     # positions per partial
-BLOCK_T = 32   # positions per step inside a chunk
-WARPS = 2
+BLOCK_T = 16   # positions per step inside a chunk
+WARPS = 1
 EVICT = ""     # or "evict_first": K/V are read once per step
 
 
@@ -65,38 +66,40 @@ if triton is not None:
     def _attend_partial(qkv, meta, anchor, layer, m_out, l_out, acc_out, scale, R,
                         H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, NS: tl.constexpr,
                         CHUNK_: tl.constexpr, BT: tl.constexpr, EVICT: tl.constexpr):
-        b = tl.program_id(0)
-        h = tl.program_id(1)
-        sp = tl.program_id(2)
-        length = tl.load(meta + 3 * R + b)
+        # One program per (query head, chunk), looping over the block's rows: a padding row or a
+        # chunk past a row's length costs one load of its length, not a program of its own.
+        h = tl.program_id(0)
+        sp = tl.program_id(1)
         start = sp * CHUNK_
-        if start < length:
-            off = tl.load(meta + R + b)
-            ctx = tl.load(meta + 2 * R + b)
-            kvh = h // (H // HKV)
-            d = tl.arange(0, D)
-            q = tl.load(qkv + (b * (H + 2 * HKV) + h) * D + d).to(tl.float32) * scale
-            k_base = anchor + off + layer * 2 * HKV * ctx * D + kvh * ctx * D
-            v_base = k_base + HKV * ctx * D
-            m = tl.full([], float("-inf"), tl.float32)
-            l = tl.full([], 0.0, tl.float32)
-            acc = tl.zeros([D], dtype=tl.float32)
-            for t0 in range(0, CHUNK_, BT):
-                t = start + t0 + tl.arange(0, BT)
-                valid = t < length
-                k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
-                v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
-                s = tl.where(valid, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
-                m_new = tl.maximum(m, tl.max(s, axis=0))
-                alpha = tl.exp(m - m_new)
-                p = tl.exp(s - m_new)
-                acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
-                l = l * alpha + tl.sum(p, axis=0)
-                m = m_new
-            i = (b * H + h) * NS + sp
-            tl.store(m_out + i, m)
-            tl.store(l_out + i, l)
-            tl.store(acc_out + i * D + d, acc)
+        kvh = h // (H // HKV)
+        d = tl.arange(0, D)
+        for b in range(0, R):
+            length = tl.load(meta + 3 * R + b)
+            if start < length:
+                off = tl.load(meta + R + b)
+                ctx = tl.load(meta + 2 * R + b)
+                q = tl.load(qkv + (b * (H + 2 * HKV) + h) * D + d).to(tl.float32) * scale
+                k_base = anchor + off + layer * 2 * HKV * ctx * D + kvh * ctx * D
+                v_base = k_base + HKV * ctx * D
+                m = tl.full([], float("-inf"), tl.float32)
+                l = tl.full([], 0.0, tl.float32)
+                acc = tl.zeros([D], dtype=tl.float32)
+                for t0 in range(0, CHUNK_, BT):
+                    t = start + t0 + tl.arange(0, BT)
+                    valid = t < length
+                    k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
+                    v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
+                    s = tl.where(valid, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
+                    m_new = tl.maximum(m, tl.max(s, axis=0))
+                    alpha = tl.exp(m - m_new)
+                    p = tl.exp(s - m_new)
+                    acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
+                    l = l * alpha + tl.sum(p, axis=0)
+                    m = m_new
+                i = (b * H + h) * NS + sp
+                tl.store(m_out + i, m)
+                tl.store(l_out + i, l)
+                tl.store(acc_out + i * D + d, acc)
 
     @triton.jit
     def _attend_reduce(meta, m_in, l_in, acc_in, out, R, H: tl.constexpr, D: tl.constexpr,
@@ -164,7 +167,7 @@ class BlockAttention:
         R, H, Hkv, D = self.rows, self.H, self.Hkv, self.D
         if store:
             _store_kv[(R, Hkv)](qkv, self.meta, self.anchor, layer, R, H=H, HKV=Hkv, D=D)
-        _attend_partial[(R, H, self.ns)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
+        _attend_partial[(H, self.ns)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
                                          H=H, HKV=Hkv, D=D, NS=self.ns, CHUNK_=self.chunk, BT=self.block_t,
                                          EVICT=self.evict, num_warps=self.warps)
         _attend_reduce[(R, H)](self.meta, self.m, self.l, self.acc, out, R, H=H, D=D, NS=self.ns,
