@@ -10,6 +10,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # transformers needs it to load a GGUF file
 gguf = pytest.importorskip("gguf")
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+hf_logging.disable_progress_bar()  # transformers' GGUF loading draws bars into the test log
 
 from djinn.model.build import build_model  # noqa: E402
 from djinn.model.gguf_file import unpermute_rope_rows  # noqa: E402

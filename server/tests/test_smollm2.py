@@ -13,6 +13,9 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 pytest.importorskip("gguf")
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+hf_logging.disable_progress_bar()  # transformers' GGUF loading draws bars into the test log
 
 from djinn.model.build import build_model  # noqa: E402
 from djinn.model.packaged import packaged_path  # noqa: E402
