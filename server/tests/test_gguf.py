@@ -3,6 +3,7 @@ GGUF loader makes of the same file, the model then computes its numbers, and the
 from the file's metadata splits text as transformers' GGUF tokenizer does."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ from model_files import _permute, random_hf, write_gguf  # noqa: E402
 
 CPU = torch.device("cpu")
 Q = gguf.GGMLQuantizationType
-TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0"]
+TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
 TEXTS = ["the cat in the hat", "  two  spaces, then\na newline<|endoftext|>!", "ünïcödé and 12345"]
 
 
@@ -119,3 +120,61 @@ def test_sentencepiece_tokenizer_equals_transformers(tmp_path):
         assert ids[0] == 1, "add_bos_token: <s> first"
         assert ids == theirs(text).input_ids, text
         assert ours.decode(ids) == text
+
+
+# K-quants (Q4_K_M files hold Q4_K and Q6_K): gguf can read them but not write them, so the test
+# writes random blocks with sane scales and checks our weights against transformers' own decoding.
+_K_SCALES = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "Q2_K": (80, 82), "Q3_K": (108,)}
+
+
+def _random_kquant(rows: int, cols: int, qtype, rng) -> np.ndarray:
+    block, nbytes = gguf.GGML_QUANT_SIZES[qtype]
+    data = rng.integers(0, 256, size=(rows, cols // block, nbytes), dtype=np.uint8)
+    scale = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    for off in _K_SCALES[qtype.name]:  # fp16 d / dmin fields: finite and small
+        data[:, :, off:off + 2] = scale
+    return data.reshape(rows, -1)
+
+
+def _rewrite(src, dst, tensor_fn) -> None:
+    """src's metadata and tensors into dst, each tensor through tensor_fn(tensor) -> (data, type)."""
+    reader = gguf.GGUFReader(str(src))
+    w = gguf.GGUFWriter(str(dst), reader.fields["general.architecture"].contents())
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        w.add_key_value(key, field.contents(), field.types[0], field.types[-1] if len(field.types) > 1 else None)
+    for t in reader.tensors:
+        data, qtype = tensor_fn(t)
+        if qtype == t.tensor_type:
+            w.add_tensor(t.name, data, raw_shape=[int(d) for d in reversed(t.shape)], raw_dtype=qtype)
+        else:
+            w.add_tensor(t.name, data, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q6_K", "Q5_K"])
+def test_k_quants_equal_transformers(tmp_path, qtype):
+
+    hf, cfg = random_hf("llama", hidden_size=256, intermediate_size=256, num_attention_heads=4,
+                        num_key_value_heads=2)
+    base, path = tmp_path / "f32.gguf", tmp_path / f"{qtype}.gguf"
+    write_gguf(hf, cfg, base, "llama")
+    rng, q = np.random.default_rng(0), getattr(Q, qtype)
+
+    def k(t):
+        shape = [int(d) for d in reversed(t.shape)]
+        if len(shape) == 2:
+            return _random_kquant(shape[0], shape[1], q, rng), q
+        return t.data, t.tensor_type
+    _rewrite(base, path, k)
+    ref = _load_hf(path)
+    net, _, args = build_model(str(path), CPU, torch.float32)
+    theirs = {n.removeprefix("model."): v for n, v in ref.state_dict().items()}
+    for name, p in net.state_dict().items():
+        assert torch.isfinite(p).all(), name
+        assert torch.equal(p, theirs[name]), f"{qtype} {name}"
+    assert net.layers[0].mlp.up_proj.weight.std() > 0.01
