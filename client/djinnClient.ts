@@ -15,6 +15,7 @@ import {
   SetDataBreakpointsRequest,
   SetTensorRequest,
   StepRequest,
+  StepBackRequest,
   TelemetryRequest,
   type CompleteResponse,
   type DeepPartial,
@@ -217,6 +218,21 @@ export class DjinnClient {
    */
   prefetch(sessionId: number): Promise<SessionInfo> {
     return this.unary("prefetch", { sessionId });
+  }
+
+  /**
+   * Time travel (a session created with `timeTravel`): back to the previous stop point of its
+   * current pass, or (`to: STEP_BACK_TARGET_PREVIOUS_BREAKPOINT`) to the previous breakpoint of the
+   * pass (its start when none). It stays paused there; a STOPPED event (STOP_REASON_STEP_BACK)
+   * follows. Not paused, no history, or at the pass's start: FAILED_PRECONDITION.
+   */
+  stepBack(req: DeepPartial<StepBackRequest>): Promise<SessionInfo> {
+    return this.unary("stepBack", StepBackRequest.fromPartial(req));
+  }
+
+  /** Time travel: back to layers.0 of the current pass (STOPPED, STOP_REASON_RESTART); refusals as stepBack. */
+  restartPass(sessionId: number): Promise<SessionInfo> {
+    return this.unary("restartPass", { sessionId });
   }
 
   listTensors(sessionId: number): Promise<TensorList> {

@@ -45,6 +45,8 @@ export interface LaunchConfig {
   /** how long the event stream may be down before the server counts as lost (seconds) */
   reconnectGraceSeconds: number;
   stopOnEntry: boolean;
+  /** keep each pass's stop points: step back, reverse continue, restart frame (docs/time-travel.md) */
+  timeTravel: boolean;
   pythonPath?: string;
   outlinePath?: string;
   cwd?: string;
@@ -168,6 +170,7 @@ export function parseLaunch(input: unknown): LaunchConfig {
     tlsServerName: raw.tlsServerName as string | undefined,
     reconnectGraceSeconds: (raw.reconnectGraceSeconds as number | undefined) ?? DEFAULT_RECONNECT_GRACE_SECONDS,
     stopOnEntry: (raw.stopOnEntry as boolean | undefined) ?? false,
+    timeTravel: (raw.timeTravel as boolean | undefined) ?? false,
     pythonPath: raw.pythonPath as string | undefined,
     outlinePath: raw.outlinePath as string | undefined,
     cwd: raw.cwd as string | undefined,

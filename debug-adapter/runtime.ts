@@ -425,6 +425,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
                 dataBreakpoints: data.map(toWireData),
                 traps: this.wireTraps(),
                 stopOnEntry: cfg.stopOnEntry,
+                timeTravel: cfg.timeTravel,
                 label: sessionLabel(i, cfg.sessions, cfg.prompts.length),
               });
               this.track(info, true);

@@ -31,6 +31,7 @@ import { ModelOutline, OUTLINE_REF } from "./outline";
 import { SessionState, StepKind, StopPoint, StopReason, stateName, type RtSession, type ServerInfo, type StoppedEvt } from "./runtime";
 import { DjinnRuntime } from "./runtime";
 import { FrameStore, stackFrames } from "./stack";
+import { TIME_TRAVEL_CAPABILITIES, goBack, markRestartable, restartFrame, timeTravelStop, type TimeTravelCommand } from "./timeTravel";
 import { VariableError, VariableStore } from "./variables";
 
 export { normalizeCondition } from "./breakpoints";
@@ -54,7 +55,7 @@ const THREAD_REFRESH_MS = 250;
 /** a refresh names a paused thread only this long after its stopped event (VS Code cancels a stop's handling on a thread event) */
 const STOP_SETTLE_MS = 1000;
 /** launch attributes a restart may change: they only shape the sessions, not the server or the model */
-const RESTARTABLE = new Set(["prompt", "sessions", "maxNewTokens", "contextTokens", "breakpoints", "stopOnEntry", "trace", "outlinePath", "cwd"]);
+const RESTARTABLE = new Set(["prompt", "sessions", "maxNewTokens", "contextTokens", "breakpoints", "stopOnEntry", "timeTravel", "trace", "outlinePath", "cwd"]);
 
 class Deferred {
   private done = false;
@@ -341,7 +342,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
       supportsDelayedStackTraceLoading: false,
       supportsLoadedSourcesRequest: false,
       supportsValueFormattingOptions: false,
-      supportsStepBack: false,
+      ...TIME_TRAVEL_CAPABILITIES,
       supportsRestartRequest: true,
       supportsCancelRequest: true,
       supportsBreakpointLocationsRequest: true,
@@ -705,8 +706,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
         description = e.text || `${text} at ${where}`;
         break;
       default:
-        reason = "pause";
-        description = `Paused at ${where}`;
+        ({ reason, description } = timeTravelStop(e.reason, s, hit.length > 0, e.text) ?? { reason: "pause", description: `Paused at ${where}` });
     }
     // a step, pause or entry stop where a data breakpoint became true too: say so
     if (reason !== "data breakpoint" && reason !== "exception" && e.text && hit.some((id) => this.dataBps.has(id))) description += ` · ${e.text}`;
@@ -791,6 +791,33 @@ export class DjinnDebugSession extends LoggingDebugSession {
     });
   }
 
+  protected override stepBackRequest(response: DebugProtocol.StepBackResponse, args: DebugProtocol.StepBackArguments): void {
+    this.timeTravelRequest(response, args?.threadId, "stepBack");
+  }
+
+  protected override reverseContinueRequest(response: DebugProtocol.ReverseContinueResponse, args: DebugProtocol.ReverseContinueArguments): void {
+    this.timeTravelRequest(response, args?.threadId, "reverseContinue");
+  }
+
+  protected override restartFrameRequest(response: DebugProtocol.RestartFrameResponse, args: DebugProtocol.RestartFrameArguments): void {
+    this.handle(response, ErrorIds.server, () => {
+      const { session: s, kind } = this.frames.lookup(args?.frameId);
+      this.focus(s.id);
+      this.userDriven.add(s.id);
+      this.resumeRequest(response, [s.id], () => restartFrame(this.runtime, s, kind));
+    });
+  }
+
+  /** timeTravel.ts: the thread goes back inside its pass; its stopped event follows the response. */
+  private timeTravelRequest(response: DebugProtocol.Response, threadId: unknown, command: TimeTravelCommand): void {
+    this.handle(response, ErrorIds.server, () => {
+      const s = this.session(threadId);
+      this.focus(s.id);
+      this.userDriven.add(s.id);
+      this.resumeRequest(response, [s.id], () => goBack(this.runtime, s, command));
+    });
+  }
+
   protected override pauseRequest(response: DebugProtocol.PauseResponse, args: DebugProtocol.PauseArguments): void {
     this.handle(response, ErrorIds.server, async () => {
       const s = this.session(args.threadId);
@@ -837,6 +864,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
     this.handle(response, ErrorIds.noSession, () => {
       const s = this.session(args.threadId);
       const frames = stackFrames(s, this.frames, this.outline);
+      markRestartable(frames, s, (id) => this.frames.lookup(id).kind);
       if (frames.length) this.prefetch(s);
       const start = args.startFrame ?? 0;
       const levels = args.levels && args.levels > 0 ? args.levels : frames.length;

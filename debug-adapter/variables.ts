@@ -939,6 +939,8 @@ const REASONS: Record<number, string> = {
   [StopReason.STOP_REASON_NAN]: "NaN",
   [StopReason.STOP_REASON_INF]: "Inf",
   [StopReason.STOP_REASON_NORM_SPIKE]: "norm spike",
+  [StopReason.STOP_REASON_STEP_BACK]: "step back",
+  [StopReason.STOP_REASON_RESTART]: "restart of the pass",
 };
 
 function reasonText(s: RtSession): string {
