@@ -271,3 +271,66 @@ def test_refusals_are_specific_and_touch_nobody_else():
             c.StepBack(pb.StepBackRequest(session_id=tt.id, to=7))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert list(run_to_end(c, plain.id).session.generated_tokens) == ref[:2]
+
+
+def test_going_back_brings_a_swapped_out_session_in_and_a_neighbour_is_untouched():
+    with server(swap_policy="eager") as (c, st):              # every paused session leaves the device
+        toks = prompt(6)
+        ref_tokens, ref_logits = st.engine.reference(toks, 3, with_logits=True)
+        bps = [pb.Breakpoint(id=1, layer=1)]
+        a = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=3, breakpoints=bps,
+                                                    time_travel=True))
+        b = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=3, breakpoints=bps))
+        for sid in (a.id, b.id):                              # both at layers.1 of the prefill, then of decode 1
+            assert index(stopped(c, sid)) == (0, 3)
+            c.Continue(pb.SessionRef(session_id=sid))
+        for sid in (a.id, b.id):
+            assert index(stopped(c, sid)) == (1, 3)
+        at3 = hidden(c, a.id)
+        c.SetBreakpoints(pb.SetBreakpointsRequest(session_id=a.id, breakpoints=[pb.Breakpoint(id=2, layer=3)]))
+        c.SetBreakpoints(pb.SetBreakpointsRequest(session_id=b.id))
+        c.Continue(pb.SessionRef(session_id=a.id))            # a and b run decode 1 from layers.1 (batched when their turns meet)
+        c.Continue(pb.SessionRef(session_id=b.id))
+        assert index(stopped(c, a.id)) == (1, 9)
+        st.scheduler.call(lambda: None)                       # a's eager swap-out is done
+        assert c.GetSession(pb.SessionRef(session_id=a.id)).kv_location == pb.KV_LOCATION_HOST
+        ev = back(c, a.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)   # no breakpoint at layers.1 now: the start
+        assert index(ev) == (1, 0)
+        walk(c, a.id, 3)
+        assert hidden(c, a.id) == at3
+        assert list(c.wait(pb.EVENT_KIND_FINISHED, b.id).session.generated_tokens) == ref_tokens
+        c.SetBreakpoints(pb.SetBreakpointsRequest(session_id=a.id))
+        done = run_to_end(c, a.id)
+        assert list(done.session.generated_tokens) == ref_tokens
+        assert torch.equal(st.scheduler.get(a.id).last_logits, ref_logits)
+        assert torch.equal(st.scheduler.get(b.id).last_logits, ref_logits)
+
+
+def test_a_rerun_waits_for_the_turn_on_the_worker_a_restore_from_a_snapshot_does_not():
+    from djinn.runtime import history
+    from djinn.runtime.scheduler import _Deferred
+
+    with server() as (c, st):
+        toks = prompt(7)
+        s = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=1, stop_on_entry=True,
+                                                    time_travel=True))
+        stopped(c, s.id)
+        seen = walk(c, s.id, 6)
+        sched, obj = st.scheduler, st.scheduler.get(s.id)
+        sched.call(lambda: obj.history._drop(5))              # as the cap would: layers.1.mlp must be re-run
+
+        def attempt():                                       # as if another session's turn were mid-pass
+            sched._running = object()
+            try:
+                return history.go_back(sched, obj, history.PREVIOUS_POINT)
+            except _Deferred:
+                return "deferred"
+            finally:
+                sched._running = None
+        assert sched.call(attempt) == "deferred"
+        assert index(c.GetSession(pb.SessionRef(session_id=s.id))) == (0, 6)   # nothing changed
+        ev = back(c, s.id)                                     # between turns: it re-runs
+        assert index(ev) == (0, 5) and "re-ran 1 piece(s) from layers.1.attn" in ev.text
+        assert hidden(c, s.id) == seen[5]
+        assert sched.call(attempt).startswith("back to layers.1.attn")   # a snapshot: no need to wait
+        assert hidden(c, s.id) == seen[4]
