@@ -334,3 +334,41 @@ def test_a_rerun_waits_for_the_turn_on_the_worker_a_restore_from_a_snapshot_does
         assert hidden(c, s.id) == seen[5]
         assert sched.call(attempt).startswith("back to layers.1.attn")   # a snapshot: no need to wait
         assert hidden(c, s.id) == seen[4]
+
+
+def test_a_real_model_goes_back_edits_restarts_and_says_the_same_thing_again():
+    """smollm2-135m (the CPU walkthrough's model): back from layers.20 to layers.10 of the prefill,
+    a steering edit there changes everything after it; restarting the pass undoes it, and the
+    text is then bit for bit the uninterrupted one (" Paris.")."""
+    pytest.importorskip("gguf")
+    from djinn.model.packaged import packaged_path
+    try:
+        packaged_path("smollm2-135m")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    with running_server(model="smollm2-135m") as (c, st):
+        toks = st.engine.tokenizer.encode("The capital of France is")
+        ref_tokens, ref_logits = st.engine.reference(toks, 3, with_logits=True)
+        assert "Paris" in st.engine.tokenizer.decode(ref_tokens)
+        s = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=3, time_travel=True,
+                                                    breakpoints=[pb.Breakpoint(id=1, layer=10), pb.Breakpoint(id=2, layer=20)]))
+        assert index(stopped(c, s.id)) == (0, 30)
+        at10 = hidden(c, s.id)
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (0, 60)
+        at20 = hidden(c, s.id)
+        assert index(back(c, s.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)) == (0, 30)
+        assert hidden(c, s.id) == at10
+        c.SetTensor(pb.SetTensorRequest(session_id=s.id, name="hidden", mode=pb.WRITE_MODE_ADD, has_scalar=True, scalar=4.0))
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (0, 60)
+        assert hidden(c, s.id) != at20                          # the edit's effect, from layers.10 on
+        c.RestartPass(pb.SessionRef(session_id=s.id))
+        assert stopped(c, s.id).stop_reason == pb.STOP_REASON_RESTART
+        c.SetBreakpoints(pb.SetBreakpointsRequest(session_id=s.id, breakpoints=[pb.Breakpoint(id=2, layer=20)]))
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (0, 60) and hidden(c, s.id) == at20   # the edit is undone
+        c.SetBreakpoints(pb.SetBreakpointsRequest(session_id=s.id))
+        done = run_to_end(c, s.id)
+        assert list(done.session.generated_tokens) == ref_tokens
+        assert torch.equal(st.scheduler.get(s.id).last_logits, ref_logits)
