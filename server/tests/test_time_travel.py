@@ -372,3 +372,24 @@ def test_a_real_model_goes_back_edits_restarts_and_says_the_same_thing_again():
         done = run_to_end(c, s.id)
         assert list(done.session.generated_tokens) == ref_tokens
         assert torch.equal(st.scheduler.get(s.id).last_logits, ref_logits)
+
+
+def test_device_snapshots_are_bounded_per_session_the_rest_go_to_the_host():
+    from djinn.runtime.history import History
+
+    with server() as (c, st):
+        eng = st.engine
+        s = eng.scratch_session(prompt(8), 1)
+        s.history = h = History(cap_bytes=1 << 20, device_share=10_000)
+        with eng.lock:
+            eng.begin(s)
+            for k in range(N_LAYERS * len(POINTS)):
+                h.record(s, fits=lambda n: k < 6)             # and from point 6 on, the budget has no room
+                if k < N_LAYERS * len(POINTS) - 1:
+                    eng.advance(s)
+        info = h.info()
+        assert info["points"] == info["snapshots"] == 12 and info["dropped"] == 0
+        assert 0 < info["device_bytes"] <= 10_000 < info["bytes"]
+        on_device = [k for k, cl in h.clones.items() if cl.on_device]
+        assert on_device == list(range(len(on_device))) and 0 < len(on_device) < 6
+        assert all(t.device.type == "cpu" for cl in h.clones.values() for t in cl.acts.values())

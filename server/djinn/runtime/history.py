@@ -10,7 +10,8 @@ edit gives the same numbers as never having gone back.
 Each stop point the session reaches is recorded (runtime/span.py makes such sessions check every
 point): its cursor and the few scalars a stop check keeps (the norm-spike trap's last norm, the
 data breakpoints' last values) always; its activations as a clone, on the device when small (a
-decode pass's row: counted in the budget's ledger) and on the host when large (a prefill's rows).
+decode pass's row: counted in the budget's ledger, at most DEVICE_SHARE_MAX per session) and on
+the host when large (a prefill's rows) or when the device share or the budget is used up.
 The clones are capped per session: past the cap the oldest are dropped, and going back to a point
 without its clone re-runs the pass from the nearest earlier clone (or from the pass's start,
 whose activations are the tokens' embeddings). Everything is dropped when the pass ends.
@@ -28,6 +29,8 @@ from .session import LAYER, PAUSED, POINTS, Session
 from .span import point_index
 
 DEVICE_SNAPSHOT_MAX = 1 << 20   # a snapshot at most this big stays on the device (decode rows)
+DEVICE_SHARE_MAX = 16 << 20     # and a session's device snapshots at most this much in all: they stay when
+                                # it is swapped out (a 13B decode pass's 120 points are about 5 MB)
 PREVIOUS_POINT, PREVIOUS_BREAKPOINT = "point", "breakpoint"
 
 
@@ -51,6 +54,7 @@ class _Clone:
 class History:
     cap_bytes: int
     device_max: int = DEVICE_SNAPSHOT_MAX
+    device_share: int = DEVICE_SHARE_MAX
     pass_index: int = -1
     marks: dict = field(default_factory=dict)            # point index -> _Mark, every point reached
     clones: OrderedDict = field(default_factory=OrderedDict)   # point index -> _Clone, oldest first
@@ -100,7 +104,7 @@ class History:
         if nbytes > self.cap_bytes:
             self.dropped += 1           # never kept: going back here re-runs from an earlier point
             return
-        on_device = nbytes <= self.device_max and fits(nbytes)
+        on_device = nbytes <= self.device_max and self._device + nbytes <= self.device_share and fits(nbytes)
         with torch.no_grad():
             acts = {k: t.clone() if on_device else t.to("cpu", copy=True) for k, t in s.memory.acts.items()}
         self._keep(here, _Clone(acts, nbytes, on_device))
