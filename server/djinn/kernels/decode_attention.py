@@ -63,7 +63,7 @@ if triton is not None:
             tl.store(kv + ((HKV + h) * ctx + pos) * D + d, tl.load(row + (H + HKV + h) * D + d))
 
     @triton.jit(do_not_specialize=["layer"])
-    def _attend_partial(qkv, meta, anchor, layer, m_out, l_out, acc_out, scale, R,
+    def _attend_partial(qkv, meta, anchor, layer, m_out, l_out, acc_out, scale, R: tl.constexpr,
                         H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, NS: tl.constexpr,
                         CHUNK_: tl.constexpr, BT: tl.constexpr, EVICT: tl.constexpr):
         # One program per (query head, chunk), looping over the block's rows: a padding row or a
