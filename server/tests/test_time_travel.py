@@ -393,3 +393,26 @@ def test_device_snapshots_are_bounded_per_session_the_rest_go_to_the_host():
         on_device = [k for k, cl in h.clones.items() if cl.on_device]
         assert on_device == list(range(len(on_device))) and 0 < len(on_device) < 6
         assert all(t.device.type == "cpu" for cl in h.clones.values() for t in cl.acts.values())
+
+
+def test_going_back_past_the_cap_keeps_an_edit_made_on_the_way():
+    with server() as (c, st):
+        toks = prompt(9)
+        s = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=1, stop_on_entry=True,
+                                                    time_travel=True, history_bytes=10_000))
+        stopped(c, s.id)
+        first = walk(c, s.id, 4)
+        c.SetTensor(pb.SetTensorRequest(session_id=s.id, name="hidden", mode=pb.WRITE_MODE_ADD, has_scalar=True,
+                                        scalar=0.75))
+        edited = walk(c, s.id, 11)
+        info = c.GetSession(pb.SessionRef(session_id=s.id)).history
+        assert info.snapshots < 7 and info.bytes > 0                    # layers.2's clones are gone...
+        ev = back(c, s.id)
+        for k in range(9, 6, -1):
+            ev = back(c, s.id)
+            assert index(ev) == (0, k) and hidden(c, s.id) == edited[k], k   # ...the re-run keeps the edit
+        assert "as edited" in ev.text, ev.text
+        for k in (6, 5, 4):
+            back(c, s.id)
+        assert index(c.GetSession(pb.SessionRef(session_id=s.id))) == (0, 4) and hidden(c, s.id) == first[4]
+        assert walk(c, s.id, 6)[6] != edited[6]                        # back at the edited point: undone

@@ -31,7 +31,7 @@ from .span import point_index
 DEVICE_SNAPSHOT_MAX = 1 << 20   # a snapshot at most this big stays on the device (decode rows)
 DEVICE_SHARE_MAX = 16 << 20     # and a session's device snapshots at most this much in all: they stay when
                                 # it is swapped out (a 13B decode pass's 120 points are about 5 MB)
-PREVIOUS_POINT, PREVIOUS_BREAKPOINT = "point", "breakpoint"
+PREVIOUS_POINT, PREVIOUS_BREAKPOINT, RESTART = "point", "breakpoint", "restart"
 
 
 @dataclass
@@ -59,13 +59,17 @@ class History:
     marks: dict = field(default_factory=dict)            # point index -> _Mark, every point reached
     clones: OrderedDict = field(default_factory=OrderedDict)   # point index -> _Clone, oldest first
     dropped: int = 0                                     # clones dropped for the cap in this pass
+    # point index -> (acts after a SetTensor there, on the host; bytes): a re-run through an edited
+    # point goes on from its edited state, so the cap never undoes an edit (kept past the cap)
+    edits: dict = field(default_factory=dict)
     # running totals: telemetry and the ledger read them from other threads while the worker records
     _bytes: int = 0
     _device: int = 0
+    _edit_bytes: int = 0
 
     # ---------------------------------------------------------------- what it holds
     def nbytes(self) -> int:
-        return self._bytes
+        return self._bytes + self._edit_bytes
 
     def device_bytes(self) -> int:
         return self._device
@@ -87,7 +91,8 @@ class History:
     def clear(self) -> None:
         self.marks.clear()
         self.clones.clear()
-        self.dropped = self._bytes = self._device = 0
+        self.edits.clear()
+        self.dropped = self._bytes = self._device = self._edit_bytes = 0
 
     # ---------------------------------------------------------------- recording (worker thread)
     def record(self, s: Session, fits=lambda nbytes: True) -> None:
@@ -108,15 +113,46 @@ class History:
         with torch.no_grad():
             acts = {k: t.clone() if on_device else t.to("cpu", copy=True) for k, t in s.memory.acts.items()}
         self._keep(here, _Clone(acts, nbytes, on_device))
-        while self._bytes > self.cap_bytes:
+        while self.nbytes() > self.cap_bytes and self.clones:
             self._drop(next(iter(self.clones)))   # the oldest first
             self.dropped += 1
 
-    def _forget_from(self, index: int) -> None:
+    def edited(self, s: Session) -> None:
+        """After a SetTensor at the point where s is paused: its state from here on includes the
+        edit. Going back to this point itself gives its state as the pass reached it (before the edit)."""
+        if s.pass_index != self.pass_index:
+            return
+        here = point_index(s.layer, s.point)
+        self._forget_edits_from(here)
+        with torch.no_grad():
+            acts = {k: t.to("cpu", copy=True) for k, t in s.memory.acts.items()}
+        self.edits[here] = (acts, sum(t.numel() * t.element_size() for t in acts.values()))
+        self._edit_bytes += self.edits[here][1]
+
+    def _forget_from(self, index: int, edits_from: int | None = None) -> None:
         for k in [k for k in self.marks if k >= index]:
             del self.marks[k]
         for k in [k for k in self.clones if k >= index]:
             self._drop(k)
+        self._forget_edits_from(index if edits_from is None else edits_from)
+
+    def _forget_edits_from(self, index: int) -> None:
+        for k in [k for k in self.edits if k >= index]:
+            self._edit_bytes -= self.edits.pop(k)[1]
+
+    def base_for(self, index: int) -> tuple[int | None, dict | None, bool]:
+        """Where restoring point `index` starts: (point, activations, edited). Its own clone; else
+        the nearest earlier clone or edited state (an edit wins at the same point: it came later),
+        to re-run from; (None, None, False) for the pass's start (its embeddings)."""
+        if index in self.clones:
+            return index, self.clones[index].acts, False
+        k_clone = max((k for k in self.clones if k < index), default=-1)
+        k_edit = max((k for k in self.edits if k < index), default=-1)
+        if k_edit >= 0 and k_edit >= k_clone:
+            return k_edit, self.edits[k_edit][0], True
+        if k_clone >= 0:
+            return k_clone, self.clones[k_clone].acts, False
+        return None, None, False
 
     # ---------------------------------------------------------------- where to go back to
     def target(self, s: Session, to: str) -> tuple[int, str]:
@@ -126,9 +162,13 @@ class History:
             raise precondition(f"session {s.id} has no history of this pass yet")
         before = [k for k in self.marks if k < here]
         where = f"{s.module_name()} of pass {s.pass_index}"
+        if not before and to == RESTART:
+            raise precondition(f"session {s.id} is already at the start of pass {s.pass_index} (layers.0)")
         if not before:
             raise precondition(f"session {s.id} is at {where}, the start of the pass: nothing before it to go back "
                                "to (earlier passes are final: their KV is what later tokens attend to)")
+        if to == RESTART:
+            return 0, ""
         if to == PREVIOUS_POINT:
             return max(before), ""
         if to == PREVIOUS_BREAKPOINT:
@@ -153,7 +193,7 @@ def _name(index: int) -> str:
 
 # -------------------------------------------------------------------- going back (worker thread)
 def go_back(sched, s: Session, to: str) -> str:
-    """StepBack / RestartPass (to = PREVIOUS_POINT, PREVIOUS_BREAKPOINT or "restart"), as a
+    """StepBack / RestartPass (to = PREVIOUS_POINT, PREVIOUS_BREAKPOINT or RESTART), as a
     command on the worker. s stays paused at the restored point; a "stopped" event says so.
     Returns the event's text."""
     h: History | None = getattr(s, "history", None)
@@ -162,24 +202,28 @@ def go_back(sched, s: Session, to: str) -> str:
     if h is None:
         raise precondition(f"session {s.id} keeps no history: create it with time_travel (launch attribute "
                            "timeTravel: true) to step back or restart a pass")
-    index, note = (0, "") if to == "restart" else h.target(s, to)
-    if to == "restart" and point_index(s.layer, s.point) == 0:
-        raise precondition(f"session {s.id} is already at the start of pass {s.pass_index} (layers.0)")
-    base = max((k for k in h.clones if k <= index), default=None)
-    pieces = index - (base or 0)           # to re-run from the nearest clone (or the pass start)
+    index, note = h.target(s, to)
+    base, base_acts, edited = h.base_for(index)
+    pieces = index - (base or 0)           # to re-run from the nearest snapshot (or the pass start)
     if pieces and sched._running is not None:
         from .scheduler import _Deferred   # a re-run needs the worker's pieces: after the current turn
         raise _Deferred()
     sched.bring_back(s)                    # its KV on the device (a swap-in if it was swapped out)
     t0 = time.perf_counter()
-    _restore(sched.engine, s, h, index, base)
+    was = s.memory.acts, s.layer, s.point
+    try:
+        _restore(sched.engine, s, h, index, base, base_acts)
+    except Exception:
+        # where it was (the KV a failed re-run wrote holds the values the pass wrote there before)
+        s.memory.acts, s.layer, s.point = was
+        raise
     ms = (time.perf_counter() - t0) * 1e3
     s.results.clear()                      # $N results belonged to the point it left
     hits = [(client, bp.id) for client, bps in list(s.breakpoints.items()) for bp in bps
             if not bp.log_message and point_index(bp.layer, bp.point) == index]
-    reason = "restart" if to == "restart" else "step back"
-    rerun = f" (re-ran {pieces} piece(s) from {_name(base) if base is not None else 'the pass start'}, " \
-        f"{ms:.1f} ms)" if pieces else ""
+    reason = "restart" if to == RESTART else "step back"
+    start = f"{_name(base)}{' as edited' if edited else ''}" if base is not None else "the pass start"
+    rerun = f" (re-ran {pieces} piece(s) from {start}, {ms:.1f} ms)" if pieces else ""
     text = "; ".join(x for x in (f"back to {s.module_name()} of pass {s.pass_index}{rerun}", note) if x)
     s.stop_reason, s.hit_ids, s.paused_at = reason, hits, time.monotonic()
     sched.ledger.note()
@@ -188,15 +232,15 @@ def go_back(sched, s: Session, to: str) -> str:
 
 
 @torch.no_grad()
-def _restore(engine, s: Session, h: History, index: int, base: int | None) -> None:
-    """s's activations and cursor at point `index`: its clone, or the nearest earlier clone (the
+def _restore(engine, s: Session, h: History, index: int, base: int | None, base_acts: dict | None) -> None:
+    """s's activations and cursor at point `index`: its clone, or the nearest earlier snapshot (the
     pass start's embeddings when none) run forward to it, with the engine's own pieces."""
     if base is None:
         s.memory.acts = {"hidden": engine.model.embed_tokens(s.pass_tokens)}
         start = 0
     else:
         dev = s.memory.kv.device
-        s.memory.acts = {k: t.to(dev, copy=True) for k, t in h.clones[base].acts.items()}
+        s.memory.acts = {k: t.to(dev, copy=True) for k, t in base_acts.items()}
         start = base
     s.layer, s.point = h.marks[start].layer, h.marks[start].point
     if start != index:
@@ -210,4 +254,5 @@ def _restore(engine, s: Session, h: History, index: int, base: int | None) -> No
     for client, dbs in s.data_breakpoints.items():
         for d in dbs:
             d.last = mark.data_last.get((client, d.id), d.last)
-    h._forget_from(index + 1)              # its future is recomputed when it goes on
+    h._forget_from(index + 1, edits_from=index)   # its future is recomputed as it goes on; an edit made
+                                                   # here is undone (this is the point as first reached)

@@ -373,7 +373,7 @@ class DjinnService(pb_grpc.DjinnServicer):
     async def RestartPass(self, r, context):
         who = self._who(context)
         s = self._session(who, r.session_id)
-        await self._work(lambda: history.go_back(self.sched, s, "restart"))
+        await self._work(lambda: history.go_back(self.sched, s, history.RESTART))
         return convert.session_info(s, who.key)
 
     # ------------------------------------------------------------ tensors
@@ -406,8 +406,12 @@ class DjinnService(pb_grpc.DjinnServicer):
         mode = "add" if r.mode == pb.WRITE_MODE_ADD else "replace"
         dims, shape = convert.dims(r.slice), list(r.shape)
         scalar = r.scalar if r.has_scalar else None
-        d = await self._paused_work(self._who(context), r.session_id, lambda s: tensor_ops.set_tensor(
-            self.engine, s, r.name, dims, mode, r.dtype, shape, r.data, scalar))
+        def write(s):
+            out = tensor_ops.set_tensor(self.engine, s, r.name, dims, mode, r.dtype, shape, r.data, scalar)
+            if s.history is not None:
+                s.history.edited(s)   # time travel: a re-run through this point keeps the edit
+            return out
+        d = await self._paused_work(self._who(context), r.session_id, write)
         return convert.tensor_summary(d)
 
     @rpc
