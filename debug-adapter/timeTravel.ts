@@ -5,7 +5,7 @@
 // the launch attribute `timeTravel: true`. Each request is answered first, then the server's
 // STOPPED event (reason STEP_BACK or RESTART) becomes the DAP stopped event.
 import type { DebugProtocol } from "@vscode/debugprotocol";
-import { StepBackTarget } from "../client";
+import { StepBackTarget, type HistoryInfo } from "../client";
 import { moduleName } from "./lines";
 import { StopReason, type DjinnRuntime, type RtSession } from "./runtime";
 import type { FrameKind } from "./stack";
@@ -52,4 +52,12 @@ export function timeTravelStop(reason: StopReason, s: RtSession, hit: boolean, t
   if (reason !== StopReason.STOP_REASON_STEP_BACK) return undefined;
   const note = /no breakpoint before/.test(text) ? " (no breakpoint before it in this pass)" : "";
   return { reason: hit ? "breakpoint" : "step", description: `Stepped back to ${where}${note}` };
+}
+
+/** The session scope's "time travel" line: `12 stop points of this pass to go back to · 11 kept (84.0 KB, all on the device) · cap 1.0 GB`. */
+export function historyLine(h: HistoryInfo): string {
+  const size = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} KB`);
+  const where = h.bytes === 0 ? "" : h.deviceBytes === h.bytes ? ", all on the device" : h.deviceBytes === 0 ? ", on the host" : `, ${size(h.deviceBytes)} on the device`;
+  const dropped = h.dropped ? ` · ${h.dropped} dropped for the cap (re-run when gone back to)` : "";
+  return `${h.points} stop point${h.points === 1 ? "" : "s"} of this pass to go back to · ${h.snapshots} kept (${size(h.bytes)}${where})${dropped} · cap ${size(h.capBytes)}`;
 }

@@ -15,6 +15,7 @@ import {
 import { Phase, type EvaluateResponse } from "../client";
 import { isStopTarget, moduleToStop } from "./outline";
 import type { FrameKind } from "./stack";
+import { historyLine } from "./timeTravel";
 
 // ------------------------------------------------------------------ dtypes
 
@@ -612,6 +613,7 @@ export class VariableStore {
       v("max new tokens", String(i.maxNewTokens)),
       v("stop reason", s.stop?.text ? `${reasonText(s)}: ${s.stop.text}` : reasonText(s)),
       ...(i.owner ? [v("owner", i.owner)] : []),
+      ...(i.history ? [v("time travel", historyLine(i.history))] : []),
       ...(i.leaseExpiresAt > 0 ? [v("lease", `no client holds it: kept until ${new Date(i.leaseExpiresAt * 1000).toISOString()}`)] : []),
     ];
   }

@@ -76,6 +76,10 @@ test("stepBack, reverseContinue and restartFrame go back inside the pass; going 
 
   // only the pass frame restarts
   const frames: DebugProtocol.StackFrame[] = (await dc.stackTraceRequest({ threadId: tid })).body.stackFrames;
+  // the session frame says what the history holds
+  const sessionScope = (await dc.scopesRequest({ frameId: frames[2].id })).body.scopes[0];
+  const line = (await dc.variablesRequest({ variablesReference: sessionScope.variablesReference })).body.variables.find((v) => v.name === "time travel");
+  assert.match(line?.value ?? "", /^31 stop points of this pass to go back to · \d+ kept \([\d.]+ KB, all on the device\) · cap 1\.1 GB$/);
   assert.deepEqual(frames.map((f) => f.canRestart), [false, true, false], frames.map((f) => f.name).join(" | "));
   await assert.rejects(dc.restartFrameRequest({ frameId: frames[0].id }), /only the pass frame/);
   await dc.restartFrameRequest({ frameId: frames[1].id });
