@@ -373,3 +373,13 @@ def test_cuda_close_while_pinning_is_clean():
     assert not any(t.is_alive() for t in [p._lead] + p._helpers)
     assert not p._registered, "every registered chunk was unregistered"
     torch.cuda.synchronize()
+
+
+def test_chunk_memory_is_zeroed_writable_and_of_its_size():
+    """The chunks' plain memory (an anonymous mmap, huge pages where the kernel has them)."""
+    from djinn.runtime.host_pool import _huge_page_memory
+
+    t, backing = _huge_page_memory(3 * 4096 + 5)
+    assert t.dtype == torch.uint8 and t.numel() == 3 * 4096 + 5 and int(t.sum()) == 0
+    t[-1] = 7
+    assert int(t[-1]) == 7

@@ -1,8 +1,9 @@
 """The pinned host pool: carved into per-session regions, pinned in the background.
 
-Pinning is slow (0.67 s per GiB through cudaHostAlloc on the lent H200 host; 0.25 s per GiB
-with cudaHostRegister of plain memory on 4 threads), and 96 GB of it up front kept the server
-from answering for 40 to 50 s. So the pool is several chunks (about 2 GB each, a whole number
+Pinning is slow (0.67 s per GiB through cudaHostAlloc on the lent H200 host; 0.47 s per GiB
+with cudaHostRegister of torch.empty's memory on 8 threads, 0.04 s per GiB when that memory is
+an mmap in transparent huge pages faulted in first: bench/pin_probe.py), and 96 GB of it up
+front kept the server from answering for 40 to 50 s. So the pool is several chunks (about 2 GB each, a whole number
 of planned session regions; one 96 GB pinned allocation was refused on that host anyway), and
 the server starts serving as soon as the weights are in while the chunks are pinned in order
 behind it: chunk 0 alone first (so the first session waits a second or two at most), then the
@@ -30,6 +31,7 @@ registered are waited for (bounded), and every registered chunk is unregistered.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import time
@@ -46,6 +48,24 @@ class HostPoolFull(Exception):
 
 class HostPoolTimeout(HostPoolFull):
     """A reservation waited for chunks still being pinned and gave up."""
+
+
+def _huge_page_memory(nbytes: int):
+    """Plain memory for a chunk, in transparent huge pages where the kernel has them, faulted in
+    before it is registered: on the lent H200 host that page-locks at ~25 GB/s on 8 threads
+    against ~2.3 GB/s for torch.empty's 4 KiB pages (bench/pin_probe.py). -> (tensor, mmap)."""
+    try:
+        m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (OSError, ValueError, AttributeError):
+        return torch.empty(nbytes, dtype=torch.uint8), None
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            m.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass   # THP off: still faulted in here, on this thread, not inside the registration
+    t = torch.frombuffer(m, dtype=torch.uint8)
+    t[::4096].fill_(0)
+    return t, m
 
 
 def _align(n: int) -> int:
@@ -95,6 +115,7 @@ class HostPool:
         self._pin_fn = pin_fn or (self._pin_cuda if pin else _plain)
         self._unpin_fn = unpin_fn if unpin_fn is not None else (self._unpin_cuda if pin and pin_fn is None else None)
         self._registered: set[int] = set()   # data_ptr of chunks we registered with cudaHostRegister
+        self._backing: dict[int, object] = {}  # data_ptr -> the mmap under a registered chunk
         # The pinning threads register in this device's context (a new thread's current device is
         # 0: with --gpu 1 that would create a context on GPU 0 and pin for the wrong one).
         if device is None and pin and pin_fn is None:
@@ -128,11 +149,12 @@ class HostPool:
         """Page-locked memory: registered plain memory (parallelises), else cudaHostAlloc."""
         if self.device is not None:
             torch.cuda.set_device(self.device)   # per thread; the server's own threads are not touched
-        buf = torch.empty(nbytes, dtype=torch.uint8)
+        buf, backing = _huge_page_memory(nbytes)
         # cudaHostRegister releases the GIL in torch's binding: the loop and the worker keep running.
         if torch.cuda.cudart().cudaHostRegister(buf.data_ptr(), nbytes, 0) == 0 and buf.is_pinned():
             with self._lock:
                 self._registered.add(buf.data_ptr())
+                self._backing[buf.data_ptr()] = backing
             return buf
         return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
 
@@ -142,6 +164,8 @@ class HostPool:
             self._registered.discard(buf.data_ptr())
         if mine:   # a cudaHostAlloc fallback is freed by torch with its tensor
             torch.cuda.cudart().cudaHostUnregister(buf.data_ptr())
+            with self._lock:
+                self._backing.pop(buf.data_ptr(), None)   # the mapping goes with the last tensor on it
 
     def _run(self) -> None:
         self._drain(once=True)           # chunk 0 alone: the first sessions' room, soonest
