@@ -5,6 +5,7 @@ edit made after going back acts exactly as the same edit made on the first arriv
 bytes are capped (going back past the cap re-runs from an earlier snapshot) and counted; refusals
 are FAILED_PRECONDITION and touch nobody else."""
 import random
+import time
 
 import grpc
 import pytest
@@ -206,7 +207,7 @@ def test_snapshots_are_capped_counted_and_dropped_at_the_pass_end():
         cap = 10_000                                          # a prefill point holds 2-8 KB here: a few fit
         s = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=2, stop_on_entry=True,
                                                     time_travel=True, history_bytes=cap))
-        assert s.history.cap_bytes == cap and s.history.points == 0
+        assert s.history.cap_bytes == cap and s.history.points <= 1   # (the worker may have begun it already)
         stopped(c, s.id)
         seen = {0: hidden(c, s.id), **walk(c, s.id, 11)}
         info = c.GetSession(pb.SessionRef(session_id=s.id)).history
@@ -292,8 +293,10 @@ def test_going_back_brings_a_swapped_out_session_in_and_a_neighbour_is_untouched
         c.Continue(pb.SessionRef(session_id=a.id))            # a and b run decode 1 from layers.1 (batched when their turns meet)
         c.Continue(pb.SessionRef(session_id=b.id))
         assert index(stopped(c, a.id)) == (1, 9)
-        st.scheduler.call(lambda: None)                       # a's eager swap-out is done
-        assert c.GetSession(pb.SessionRef(session_id=a.id)).kv_location == pb.KV_LOCATION_HOST
+        end = time.monotonic() + 10                           # a's eager swap-out (once its host region is ready)
+        while c.GetSession(pb.SessionRef(session_id=a.id)).kv_location != pb.KV_LOCATION_HOST:
+            assert time.monotonic() < end, "a was not swapped out"
+            time.sleep(0.01)
         ev = back(c, a.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)   # no breakpoint at layers.1 now: the start
         assert index(ev) == (1, 0)
         walk(c, a.id, 3)
@@ -320,13 +323,13 @@ def test_a_rerun_waits_for_the_turn_on_the_worker_a_restore_from_a_snapshot_does
         sched.call(lambda: obj.history._drop(5))              # as the cap would: layers.1.mlp must be re-run
 
         def attempt():                                       # as if another session's turn were mid-pass
-            sched._running = object()
+            was, sched._running = sched._running, object()
             try:
                 return history.go_back(sched, obj, history.PREVIOUS_POINT)
             except _Deferred:
                 return "deferred"
             finally:
-                sched._running = None
+                sched._running = was
         assert sched.call(attempt) == "deferred"
         assert index(c.GetSession(pb.SessionRef(session_id=s.id))) == (0, 6)   # nothing changed
         ev = back(c, s.id)                                     # between turns: it re-runs
