@@ -228,10 +228,13 @@ def test_snapshots_are_capped_counted_and_dropped_at_the_pass_end():
             texts.append(ev.text)
         assert sum("re-ran" in t for t in texts) >= 5, texts
         assert c.GetSession(pb.SessionRef(session_id=s.id)).history.points == 1
-        obj.history.device_max = 0                            # from here on, snapshots go to the host
+        obj.history.device_max = 0                            # from here on, snapshots go to the host...
         walk(c, s.id, 5)
         info = c.GetSession(pb.SessionRef(session_id=s.id)).history
-        assert info.bytes > 0 and info.device_bytes == 0
+        assert info.points == 6 and info.bytes - info.device_bytes == 2048   # ...at layer inputs only (layers.1)
+        ev = back(c, s.id)                                    # layers.1.attn: one piece from layers.1
+        assert index(ev) == (0, 4) and "re-ran 1 piece(s) from layers.1," in ev.text and hidden(c, s.id) == seen[4]
+        walk(c, s.id, 5)
         c.SetBreakpoints(pb.SetBreakpointsRequest(session_id=s.id, breakpoints=[pb.Breakpoint(id=1, layer=1)]))
         c.Continue(pb.SessionRef(session_id=s.id))
         assert index(stopped(c, s.id)) == (1, 3)               # the next pass: its own history only
@@ -391,10 +394,12 @@ def test_device_snapshots_are_bounded_per_session_the_rest_go_to_the_host():
                 if k < N_LAYERS * len(POINTS) - 1:
                     eng.advance(s)
         info = h.info()
-        assert info["points"] == info["snapshots"] == 12 and info["dropped"] == 0
+        assert info["points"] == 12 and info["dropped"] == 0
         assert 0 < info["device_bytes"] <= 10_000 < info["bytes"]
         on_device = [k for k, cl in h.clones.items() if cl.on_device]
         assert on_device == list(range(len(on_device))) and 0 < len(on_device) < 6
+        # past the device share, the residual stream at layer inputs only
+        assert sorted(h.clones) == on_device + [k for k in range(len(on_device), 12) if k % len(POINTS) == 0]
         assert all(t.device.type == "cpu" for cl in h.clones.values() for t in cl.acts.values())
 
 

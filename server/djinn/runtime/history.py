@@ -11,7 +11,9 @@ Each stop point the session reaches is recorded (runtime/span.py makes such sess
 point): its cursor and the few scalars a stop check keeps (the norm-spike trap's last norm, the
 data breakpoints' last values) always; its activations as a clone, on the device when small (a
 decode pass's row: counted in the budget's ledger, at most DEVICE_SHARE_MAX per session) and on
-the host when large (a prefill's rows) or when the device share or the budget is used up.
+the host when large (a prefill's rows) or when the device share or the budget is used up; on the
+host only at layer inputs (the residual stream: the attention and MLP points are one or two
+pieces from there).
 The clones are capped per session: past the cap the oldest are dropped, and going back to a point
 without its clone re-runs the pass from the nearest earlier clone (or from the pass's start,
 whose activations are the tokens' embeddings). Everything is dropped when the pass ends.
@@ -110,6 +112,9 @@ class History:
             self.dropped += 1           # never kept: going back here re-runs from an earlier point
             return
         on_device = nbytes <= self.device_max and self._device + nbytes <= self.device_share and fits(nbytes)
+        if not on_device and s.point != LAYER:
+            return    # large (a prefill's rows): the residual stream at layer inputs only; going back to an
+                      # attention or MLP point re-runs its one or two pieces from there
         with torch.no_grad():
             acts = {k: t.clone() if on_device else t.to("cpu", copy=True) for k, t in s.memory.acts.items()}
         self._keep(here, _Clone(acts, nbytes, on_device))
