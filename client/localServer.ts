@@ -34,6 +34,8 @@ export interface LocalServerOptions {
   onLog?: (line: string) => void;
   /** Default 600 s: a 13B model plus a pinned host pool takes a while. */
   startTimeoutMs?: number;
+  /** Aborting it while the server loads stops the server and rejects with kind "cancelled". */
+  signal?: AbortSignal;
 }
 
 export interface LocalServer {
@@ -52,7 +54,7 @@ export interface LocalServer {
 export const READY_PREFIX = "DJINN_READY ";
 
 /** Why a server did not get ready: its Python is missing or unusable, or the server itself failed. */
-export type StartFailure = "python-not-found" | "missing-module" | "python-too-old" | "exited" | "timeout" | "bad-ready-line";
+export type StartFailure = "python-not-found" | "missing-module" | "python-too-old" | "exited" | "timeout" | "bad-ready-line" | "cancelled";
 
 /** The rejection of startLocalServer: the command line, the exit, and the telling line of its stderr. */
 export class LocalServerStartError extends Error {
@@ -172,6 +174,14 @@ export function startLocalServer(opts: LocalServerOptions): Promise<LocalServer>
       const cause = f.cause ? `: ${f.cause}` : "";
       reject(new LocalServerStartError(`Djinn server (${python} ${args.join(" ")}) ${why}${cause}${tail}`, f.kind, f.cause, python, args, code, signal, [...stderrTail], f.missingModule));
     };
+    // A cancel (DAP cancel, a cancelled progress) during a long model load: stop it now, not once it is up.
+    const onAbort = () => {
+      fail("was cancelled before it was ready", { kind: "cancelled", cause: "cancelled" });
+      void stop();
+    };
+    if (opts.signal?.aborted) queueMicrotask(onAbort);
+    else opts.signal?.addEventListener("abort", onAbort, { once: true });
+    child.once("exit", () => opts.signal?.removeEventListener("abort", onAbort));
     const timeoutMs = opts.startTimeoutMs ?? 600_000;
     const timer = setTimeout(() => {
       fail(`was not ready after ${timeoutMs} ms`, { kind: "timeout", cause: `not ready after ${Math.round(timeoutMs / 1000)} s` });
@@ -191,6 +201,7 @@ export function startLocalServer(opts: LocalServerOptions): Promise<LocalServer>
       }
       settled = true;
       clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
       const address = typeof ready?.address === "string" ? ready.address : `127.0.0.1:${ready?.port ?? opts.port}`;
       resolve({ address, token, ready, process: child, stop, recentStderr: () => [...stderrTail] });
     });

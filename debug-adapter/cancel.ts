@@ -2,7 +2,8 @@
 // Evaluate) can be cancelled by its request seq, or through the progress it started. The
 // request then answers at once with an error whose message is "cancelled" (as DAP asks); what
 // it started on the server is left to finish and its answer is dropped, except a launch, whose
-// local server is stopped (runtime.dispose).
+// local server is stopped at once, while it is still loading the model too (an AbortSignal
+// given to the client library's startLocalServer).
 
 export class CancelledError extends Error {
   constructor() {

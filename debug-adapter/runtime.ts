@@ -180,6 +180,13 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
 
   // ------------------------------------------------------------------ start
 
+  private launchAbort?: AbortController;
+
+  /** A cancelled launch: a local server still loading its model is stopped now. */
+  cancelLaunch(): void {
+    this.launchAbort?.abort();
+  }
+
   /** Starts a local server (or connects to `server`), subscribes to events, reads GetInfo. */
   async launch(cfg: LaunchConfig): Promise<ServerInfo> {
     this.mode = "launch";
@@ -189,7 +196,9 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
       this.emit("progressStart", { id, kind: "load", title: `Starting Djinn (${cfg.model} on ${cfg.device})`, message: "loading the model" });
       try {
         // the client library's token rule: the server requires cfg.token or none, never an inherited DJINN_TOKEN
+        this.launchAbort = new AbortController();
         this.localServer = await startLocalServer({
+          signal: this.launchAbort.signal,
           token: cfg.token,
           model: cfg.model!,
           device: cfg.device,

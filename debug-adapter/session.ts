@@ -424,6 +424,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
     const onCancel = () => {
       cancelled = true;
       this.closing = true;
+      this.runtime.cancelLaunch();   // a server still loading its model stops now
       void this.runtime.detach(true).finally(() => this.disposeRuntime()).finally(() => this.terminate("the launch was cancelled"));
     };
     this.cancels.run(response.request_seq, work, onCancel).catch((e) => this.fail(response, ErrorIds.launch, e));

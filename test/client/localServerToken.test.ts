@@ -47,3 +47,12 @@ test("a server started with a token requires exactly it and reports it; a client
   });
   await assert.rejects(client(s, "not-this-one").getInfo(), (e: Error & { code?: number }) => e.code === 16);
 });
+
+test("a start cancelled while the model loads rejects at once with kind 'cancelled' (the server is stopped, not waited for)", { timeout: 60_000 }, async () => {
+  const abort = new AbortController();
+  const t0 = Date.now();
+  const starting = startLocalServer({ model: "tiny-40l", device: "cpu", budgetGb: 0.05, startTimeoutMs: 180_000, signal: abort.signal });
+  setTimeout(() => abort.abort(), 300);
+  await assert.rejects(starting, (e: any) => e.kind === "cancelled" && /cancelled/.test(e.message));
+  assert.ok(Date.now() - t0 < 10_000, "the rejection waited for the model to load");
+});
