@@ -243,8 +243,9 @@ export class DjinnClient {
     return this.unary("setTensor", SetTensorRequest.fromPartial(req));
   }
 
-  evaluate(req: DeepPartial<EvaluateRequest>): Promise<EvaluateResponse> {
-    return this.unary("evaluate", EvaluateRequest.fromPartial(req));
+  /** signal: aborting it cancels the call (the server drops it if the worker has not reached it). */
+  evaluate(req: DeepPartial<EvaluateRequest>, signal?: AbortSignal): Promise<EvaluateResponse> {
+    return this.unary("evaluate", EvaluateRequest.fromPartial(req), undefined, signal);
   }
 
   logitLens(req: DeepPartial<LogitLensRequest>): Promise<LogitLensResponse> {
@@ -304,8 +305,9 @@ export class DjinnClient {
   // --------------------------------------------------------------- tensors
 
   /** Streams a tensor (or slice) and reassembles its chunks into one Buffer. */
-  getTensor(req: DeepPartial<GetTensorRequest>): Promise<FetchedTensor> {
+  getTensor(req: DeepPartial<GetTensorRequest>, signal?: AbortSignal): Promise<FetchedTensor> {
     const call = this.raw.getTensor(GetTensorRequest.fromPartial(req), this.metadata(), this.callOptions());
+    cancelOn(signal, () => call.cancel());
     return new Promise((resolve, reject) => {
       let first: TensorChunk | undefined;
       let data = Buffer.alloc(0);
@@ -370,10 +372,18 @@ export class DjinnClient {
     return deadlineMs > 0 ? { deadline: Date.now() + deadlineMs } : {};
   }
 
-  private unary<Res>(method: keyof GeneratedClient & string, req: object, deadlineMs?: number): Promise<Res> {
+  private unary<Res>(method: keyof GeneratedClient & string, req: object, deadlineMs?: number, signal?: AbortSignal): Promise<Res> {
     const fn = (this.raw[method] as unknown as UnaryFn<object, Res>).bind(this.raw);
     return new Promise((resolve, reject) => {
-      fn(req, this.metadata(), this.callOptions(deadlineMs), (err, res) => (err ? reject(toDjinnError(err, method)) : resolve(res)));
+      const call = fn(req, this.metadata(), this.callOptions(deadlineMs), (err, res) => (err ? reject(toDjinnError(err, method)) : resolve(res)));
+      cancelOn(signal, () => call.cancel());
     });
   }
+}
+
+/** Runs `cancel` when `signal` aborts (at once if it already has). */
+function cancelOn(signal: AbortSignal | undefined, cancel: () => void): void {
+  if (!signal) return;
+  if (signal.aborted) cancel();
+  else signal.addEventListener("abort", cancel, { once: true });
 }

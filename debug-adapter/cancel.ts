@@ -1,9 +1,20 @@
 // DAP `cancel`: a long request (a launch while the model loads, a big tensor slice, an
 // Evaluate) can be cancelled by its request seq, or through the progress it started. The
-// request then answers at once with an error whose message is "cancelled" (as DAP asks); what
-// it started on the server is left to finish and its answer is dropped, except a launch, whose
+// request then answers at once with an error whose message is "cancelled" (as DAP asks). Its
+// gRPC calls see the request's AbortSignal (`currentSignal`, carried by AsyncLocalStorage so that
+// the layers between need not pass it): a cancelled Evaluate or slice is cancelled on the wire,
+// and the server drops it if its worker has not reached it yet. A launch's
 // local server is stopped at once, while it is still loading the model too (an AbortSignal
 // given to the client library's startLocalServer).
+
+import { AsyncLocalStorage } from "node:async_hooks";
+
+const ambient = new AsyncLocalStorage<AbortSignal>();
+
+/** The AbortSignal of the cancellable request whose work is running now, if any. */
+export function currentSignal(): AbortSignal | undefined {
+  return ambient.getStore();
+}
 
 export class CancelledError extends Error {
   constructor() {
@@ -14,6 +25,7 @@ export class CancelledError extends Error {
 
 interface Pending {
   cancelled: boolean;
+  abort: AbortController;
   reject: (e: Error) => void;
   onCancel?: () => void;
 }
@@ -29,13 +41,13 @@ export class Cancellations {
    */
   run<T>(seq: number, work: () => Promise<T>, onCancel?: () => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const p: Pending = { cancelled: false, reject, onCancel };
+      const p: Pending = { cancelled: false, abort: new AbortController(), reject, onCancel };
       this.pending.set(seq, p);
       const done = () => {
         if (this.pending.get(seq) === p) this.pending.delete(seq);
         for (const [id, r] of this.progress) if (r === seq) this.progress.delete(id);
       };
-      work().then(
+      ambient.run(p.abort.signal, work).then(
         (v) => (done(), p.cancelled ? undefined : resolve(v)),
         (e) => (done(), p.cancelled ? undefined : reject(e)),
       );
@@ -61,6 +73,7 @@ export class Cancellations {
     p.cancelled = true;
     this.pending.delete(seq);
     p.reject(new CancelledError());
+    p.abort.abort();
     try {
       p.onCancel?.();
     } catch {

@@ -34,6 +34,7 @@ import {
   type TokenProb,
   type Traps,
 } from "../client";
+import { currentSignal } from "./cancel";
 import { sessionLabel, type AttachConfig, type LaunchConfig, type PromptSpec } from "./config";
 
 export { StopPoint, StopReason, SessionState, KvLocation, StepKind };
@@ -686,14 +687,14 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
 
   tensorSummary(sessionId: number, name: string, slice: DimSlice[] = []): Promise<TensorSummary> {
     return this.paused(sessionId, "tensors", async () => {
-      const t = await this.client!.getTensor({ sessionId, name, slice, summaryOnly: true });
+      const t = await this.client!.getTensor({ sessionId, name, slice, summaryOnly: true }, currentSignal());
       if (!t.summary) throw new DjinnError(13, `GetTensor(${name}) returned no summary`);
       return { ...t.summary, shape: t.summary.shape.length ? t.summary.shape : t.sliceShape };
     });
   }
 
   fetch(sessionId: number, name: string, slice: DimSlice[]): Promise<FetchedTensor> {
-    return this.paused(sessionId, "tensors", () => this.client!.getTensor({ sessionId, name, slice }));
+    return this.paused(sessionId, "tensors", () => this.client!.getTensor({ sessionId, name, slice }, currentSignal()));
   }
 
   write(
@@ -716,7 +717,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
 
   evaluate(sessionId: number, expression: string): Promise<EvaluateResponse> {
     return this.paused(sessionId, "expressions", async (s) => {
-      const r = await this.client!.evaluate({ sessionId, expression });
+      const r = await this.client!.evaluate({ sessionId, expression }, currentSignal());
       if (r.isTensor) s.tensors = undefined; // a new $N is in the catalog
       return r;
     });

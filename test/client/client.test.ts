@@ -93,6 +93,20 @@ test("unknown session: NOT_FOUND with the server's message", async () => {
   });
 });
 
+test("an aborted signal cancels Evaluate and GetTensor on the wire: CANCELLED, and the client goes on", async () => {
+  const abort = new AbortController();
+  abort.abort();
+  for (const call of [() => client.evaluate({ sessionId: 987654321, expression: "1 + 1" }, abort.signal),
+                      () => client.getTensor({ sessionId: 987654321, name: "hidden" }, abort.signal)]) {
+    await assert.rejects(call(), (e: unknown) => {
+      assert.ok(e instanceof DjinnError, String(e));
+      assert.equal(e.codeName, "CANCELLED");
+      return true;
+    });
+  }
+  await assert.rejects(client.getSession(987654321), (e: unknown) => e instanceof DjinnError && e.codeName === "NOT_FOUND");
+});
+
 test("a server that exits before it is ready: the rejection carries its stderr", async () => {
   await assert.rejects(startLocalServer({ model: "no-such-model", device: "cpu", startTimeoutMs: 120_000 }), (e: Error) => {
     assert.match(e.message, /exited before it was ready/);
