@@ -410,8 +410,10 @@ class Scheduler:
                 if self._maybe_stop(s):
                     return
             while batch:
-                # no stop can fire before the span's end: its pieces run without checks between them
-                tokens = eng.advance_span(batch, pieces_to_next_check(batch, eng.args.n_layers))
+                # no stop can fire before the span's end: its pieces run without checks between them;
+                # with a quantum, piece by piece (the turn may have to yield between any two)
+                span = 1 if self.quantum else pieces_to_next_check(batch, eng.args.n_layers)
+                tokens = eng.advance_span(batch, span)
                 now = time.monotonic()
                 going, ended = [], False
                 for v, token in zip(batch, tokens):
