@@ -177,4 +177,66 @@ def rank_one_stuck(rm: RankMesh) -> dict:
 def test_stuck_rank_is_named_by_the_health_check():
     r0, r1 = run_ranks(rank_one_stuck, 2, timeout_s=60)
     assert r0.ok, r0.error
-    assert r0.value["error"] and "1" in r0.value["error"] and r0.value["seconds"] < 5, r0.value
+    assert "Ranks 1 failed to pass monitoredBarrier" in (r0.value["error"] or ""), r0.value
+    assert r0.value["seconds"] < 5, r0.value
+
+
+class Executor:
+    """What every rank does with a command: the model work of the scheduler, per rank."""
+
+    def __init__(self, rm: RankMesh):
+        self.rm, self.eng, self.sessions = rm, _engine(rm), {}
+
+    def __call__(self, cmd: tuple):
+        op, sid = cmd[0], cmd[1]
+        if op == "create":
+            s = self.sessions[sid] = self.eng.scratch_session(cmd[2], cmd[3])
+            self.eng.begin(s)
+        elif op == "advance":
+            self.eng.advance(self.sessions[sid])
+        elif op == "write":    # the value travels in the command: the leader's, on every rank
+            self.sessions[sid].memory.acts[cmd[2]].copy_(cmd[3])
+        s = self.sessions[sid]
+        return ("done",) if s.state == FINISHED else (s.pass_index, s.layer, s.point)
+
+
+def leader_script(rm: RankMesh, execute) -> list:
+    """Two sessions interleaved as the scheduler would: A stops at STOP, B runs meanwhile,
+    the residual of A is steered, then both run to the end."""
+    from djinn.parallel.follow import QUIT, lead
+
+    send = (lambda cmd: lead(rm, cmd, execute)) if rm.world > 1 else execute
+    send(("create", "A", PROMPT, NEW))
+    send(("create", "B", [9, 8, 7], 3))
+    while send(("advance", "A")) != STOP:
+        pass
+    while send(("advance", "B")) != ("done",):
+        pass
+    h = execute.sessions["A"].memory.acts["hidden"]
+    send(("write", "A", "hidden", h + STEER))
+    while send(("advance", "A")) != ("done",):
+        pass
+    if rm.world > 1:
+        lead(rm, QUIT, execute)
+    return [(k, list(s.generated), s.last_logits) for k, s in sorted(execute.sessions.items())]
+
+
+def leader_and_followers(rm: RankMesh) -> list:
+    from djinn.parallel.follow import follow
+
+    ex = Executor(rm)
+    if rm.leader:
+        return leader_script(rm, ex)
+    follow(rm, ex)
+    return [(k, list(s.generated), s.last_logits) for k, s in sorted(ex.sessions.items())]
+
+
+def test_followers_execute_the_leaders_commands():
+    r0, r1 = run_ranks(leader_and_followers, 2, timeout_s=120)
+    assert r0.ok and r1.ok, (r0.error, r1.error)
+    solo = leader_script(SOLO, Executor(SOLO))
+    assert [k for k, *_ in r0.value] == ["A", "B"]
+    for (k, toks0, lg0), (_, toks1, lg1), (_, toks, lg) in zip(r0.value, r1.value, solo):
+        assert toks0 == toks1 == toks, k
+        assert torch.equal(lg0, lg1)
+        torch.testing.assert_close(lg0, lg, atol=1e-5, rtol=1e-5)

@@ -2,7 +2,7 @@
 
 Every rank calls `join` with the same address and world size; the result carries the
 DeviceMesh the tensor-parallel plans shard over, the group the row-parallel layers all-reduce
-in, and a separate gloo group for health checks. The health group is separate so that a
+in, a separate gloo group for health checks and one for the leader's commands. The health group is separate so that a
 check never interleaves with the model's collectives, and gloo because NCCL has no
 `monitored_barrier`: that barrier names the ranks that did not arrive instead of hanging.
 """
@@ -25,6 +25,7 @@ class RankMesh:
     mesh: DeviceMesh          # 1-D, dimension "tp"
     group: dist.ProcessGroup  # the mesh's group: the model's all-reduces
     health: dist.ProcessGroup  # gloo, for alive()
+    control: dist.ProcessGroup | None = None  # gloo, the leader's commands (follow.py)
 
     @property
     def leader(self) -> bool:
@@ -55,8 +56,11 @@ def join(rank: int, world: int, init_method: str | None = None, device: str = "c
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=timeout,
                             **({"device_id": dev} if backend == "nccl" else {}))
     mesh = init_device_mesh(dev.type, (world,), mesh_dim_names=("tp",))
-    health = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else dist.new_group(timeout=timeout)
-    return RankMesh(rank, world, dev, mesh, mesh.get_group("tp"), health)
+    health = dist.new_group(backend="gloo", timeout=timeout)
+    # Followers wait on this one between requests, however long the leader idles: no timeout
+    # worth the name (a dead leader still fails the wait at once: its socket closes).
+    control = dist.new_group(backend="gloo", timeout=timedelta(days=7))
+    return RankMesh(rank, world, dev, mesh, mesh.get_group("tp"), health, control)
 
 
 def leave() -> None:
