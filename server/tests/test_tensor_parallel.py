@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from djinn.model.build import build_model
 from djinn.model.config import named_config
-from djinn.parallel.activations import gather_heads, write_replicated
+from djinn.parallel.activations import gather_heads, sharded_summary, write_heads, write_replicated
 from djinn.parallel.launch import run_ranks
 from djinn.parallel.mesh import RankMesh
 from djinn.parallel.shard import shard_args, shard_llama
@@ -240,3 +240,45 @@ def test_followers_execute_the_leaders_commands():
         assert toks0 == toks1 == toks, k
         assert torch.equal(lg0, lg1)
         torch.testing.assert_close(lg0, lg, atol=1e-5, rtol=1e-5)
+
+
+def sharded_reads_writes_and_biases(rm: RankMesh) -> dict:
+    """At Q_AT: a summary of the sharded queries from reductions, a scattered write to them;
+    then a Qwen2-style model (q/k/v biases, sharded with their heads) end to end."""
+    from djinn.model.config import ModelArgs
+    from djinn.model.llama import Llama, init_random_
+    from djinn.model.tokenizer import tokenizer_for
+
+    eng = _engine(rm)
+    s = eng.scratch_session(PROMPT, NEW)
+    eng.begin(s)
+    while (s.pass_index, s.layer, s.point) != Q_AT:
+        eng.advance(s)
+    q = s.memory.acts["q"]
+    out = dict(summary=sharded_summary(q, rm), whole=gather_heads(q, 0, rm).clone(), local_shape=tuple(q.shape))
+    write_heads(q, 0, out["whole"] * -2 if rm.leader else None, rm)
+    out["after"] = gather_heads(q, 0, rm).clone()
+    args = ModelArgs(n_layers=2, dim=64, n_heads=4, n_kv_heads=2, intermediate_size=96, vocab_size=128,
+                     max_context=64, attention_bias=True)
+    with torch.device(CPU):
+        net = Llama(args)
+    init_random_(net, 7)
+    biased = Engine(shard_llama(net.eval().requires_grad_(False), rm), tokenizer_for(None, 128), CPU, F32, 64, graphs=False)
+    out["biased"] = biased.reference([3, 1, 4, 1, 5], 4, with_logits=True)
+    return out
+
+
+def test_summaries_scattered_writes_and_biases_on_shards():
+    r0, r1 = run_ranks(sharded_reads_writes_and_biases, 2, timeout_s=120)
+    assert r0.ok and r1.ok, (r0.error, r1.error)
+    solo = sharded_reads_writes_and_biases(SOLO)
+    a, b = r0.value, r1.value
+    assert a["local_shape"] == (2, 1, 16) and solo["local_shape"] == (4, 1, 16)
+    whole = solo["whole"].double()
+    want = dict(numel=whole.numel(), mean=float(whole.mean()), std=float(whole.std()),
+                min=float(whole.min()), max=float(whole.max()), nan=0, inf=0)
+    for k, v in want.items():
+        assert a["summary"][k] == pytest.approx(v, abs=1e-5) and b["summary"][k] == a["summary"][k], k
+    assert torch.equal(a["after"], a["whole"] * -2) and torch.equal(b["after"], a["after"])
+    assert a["biased"][0] == b["biased"][0] == solo["biased"][0]
+    torch.testing.assert_close(a["biased"][1], solo["biased"][1], atol=1e-5, rtol=1e-5)
