@@ -20,7 +20,7 @@ from djinn.model.config import named_config
 from djinn.parallel.activations import gather_heads, sharded_summary, write_heads, write_replicated
 from djinn.parallel.launch import run_ranks
 from djinn.parallel.mesh import RankMesh
-from djinn.parallel.shard import shard_args, shard_llama
+from djinn.parallel.shard import random_sharded, shard_args, shard_llama
 from djinn.runtime.engine import Engine
 from djinn.runtime.session import ATTN, FINISHED, LAYER
 
@@ -265,10 +265,13 @@ def sharded_reads_writes_and_biases(rm: RankMesh) -> dict:
     init_random_(net, 7)
     biased = Engine(shard_llama(net.eval().requires_grad_(False), rm), tokenizer_for(None, 128), CPU, F32, 64, graphs=False)
     out["biased"] = biased.reference([3, 1, 4, 1, 5], 4, with_logits=True)
+    made = Engine(random_sharded(named_config("tiny-4l"), rm, F32, seed=3), tokenizer_for(None, 300), CPU, F32, 64,
+                  graphs=False)   # each rank made only its slice
+    out["made_per_rank"] = made.reference(PROMPT, NEW, with_logits=True)
     return out
 
 
-def test_summaries_scattered_writes_and_biases_on_shards():
+def test_summaries_scattered_writes_biases_and_per_rank_weights():
     r0, r1 = run_ranks(sharded_reads_writes_and_biases, 2, timeout_s=120)
     assert r0.ok and r1.ok, (r0.error, r1.error)
     solo = sharded_reads_writes_and_biases(SOLO)
@@ -282,3 +285,6 @@ def test_summaries_scattered_writes_and_biases_on_shards():
     assert torch.equal(a["after"], a["whole"] * -2) and torch.equal(b["after"], a["after"])
     assert a["biased"][0] == b["biased"][0] == solo["biased"][0]
     torch.testing.assert_close(a["biased"][1], solo["biased"][1], atol=1e-5, rtol=1e-5)
+    assert a["made_per_rank"][0] == b["made_per_rank"][0] == solo["made_per_rank"][0]
+    assert torch.equal(a["made_per_rank"][1], b["made_per_rank"][1])
+    torch.testing.assert_close(a["made_per_rank"][1], solo["made_per_rank"][1], atol=1e-5, rtol=1e-5)

@@ -97,6 +97,33 @@ def tp_plan(n_layers: int) -> dict:
     return plan
 
 
+# Which parameters are split, and along which dimension (ColwiseParallel: Shard(0) for weight
+# and bias; RowwiseParallel: Shard(1) for the weight, the bias replicated).
+SHARD_DIM = {"self_attn.q_proj.weight": 0, "self_attn.k_proj.weight": 0, "self_attn.v_proj.weight": 0,
+             "self_attn.q_proj.bias": 0, "self_attn.k_proj.bias": 0, "self_attn.v_proj.bias": 0,
+             "mlp.gate_proj.weight": 0, "mlp.up_proj.weight": 0,
+             "self_attn.o_proj.weight": 1, "mlp.down_proj.weight": 1}
+
+
+def shard_dim(name: str) -> int | None:
+    """The dimension parameter `name` is split along; None: replicated."""
+    if not name.startswith("layers."):
+        return None
+    return SHARD_DIM.get(name.split(".", 2)[2])
+
+
+def local_skeleton(local: ShardArgs, rm: RankMesh, dtype: torch.dtype) -> Llama:
+    """A Llama of this rank's shapes on the meta device, o_proj/down_proj all-reducing."""
+    with torch.device("meta"):
+        out = Llama(local).to(dtype)
+        for layer in out.layers:
+            for parent, name in ((layer.self_attn, "o_proj"), (layer.mlp, "down_proj")):
+                old = getattr(parent, name)
+                setattr(parent, name, RowParallelLinear(old.in_features, old.out_features, old.bias is not None,
+                                                        rm.group, dtype=dtype))
+    return out
+
+
 @torch.no_grad()
 def shard_llama(model: Llama, rm: RankMesh) -> Llama:
     """This rank's slice of `model` (built whole on every rank, same weights; rank 0's are the
@@ -109,15 +136,43 @@ def shard_llama(model: Llama, rm: RankMesh) -> Llama:
     dtype = next(model.parameters()).dtype
     parallelize_module(model, rm.mesh, tp_plan(args.n_layers))
     state = {k: (v.to_local() if isinstance(v, DTensor) else v).contiguous() for k, v in model.state_dict().items()}
-    with torch.device("meta"):
-        out = Llama(local).to(dtype)
-        for layer in out.layers:
-            for parent, name in ((layer.self_attn, "o_proj"), (layer.mlp, "down_proj")):
-                old = getattr(parent, name)
-                setattr(parent, name, RowParallelLinear(old.in_features, old.out_features, old.bias is not None,
-                                                        rm.group, dtype=dtype))
+    out = local_skeleton(local, rm, dtype)
     out.load_state_dict(state, assign=True, strict=True)
     if args.tie_embeddings:
         out.lm_head.weight = out.embed_tokens.weight
     out = out.to(rm.device)
     return out.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def random_sharded(args: ModelArgs, rm: RankMesh, dtype: torch.dtype, seed: int = 0) -> Llama:
+    """Random weights (std 0.02, norms 1) made on this rank's device, this rank's slice only:
+    for models no rank could hold whole (a 70B-shaped config on two GPUs). Each parameter comes
+    from a generator seeded by its name, made whole one at a time and sliced, so the weights
+    are the same for every tp (TP=2 is comparable with TP=1 built this way) and the replicated
+    ones agree across ranks. Not the weights of build_model's init_random_ (one stream)."""
+    import zlib
+
+    tp = rm.world
+    local = shard_args(args, tp, rm.rank) if tp > 1 else args
+    if tp > 1:
+        net = local_skeleton(local, rm, dtype).to_empty(device=rm.device)
+    else:
+        with torch.device("meta"):
+            net = Llama(args).to(dtype)
+        net = net.to_empty(device=rm.device)
+    if args.tie_embeddings:
+        net.lm_head.weight = net.embed_tokens.weight
+    for name, p in net.named_parameters():
+        if name.endswith("norm.weight"):
+            p.fill_(1.0)
+            continue
+        d = shard_dim(name) if tp > 1 else None
+        full = list(p.shape)
+        if d is not None:
+            full[d] *= tp
+        gen = torch.Generator(device=rm.device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        whole = torch.empty(full, dtype=dtype, device=rm.device).normal_(0.0, 0.02, generator=gen)
+        p.copy_(whole if d is None else whole.chunk(tp, dim=d)[rm.rank])
+        del whole
+    return net.eval().requires_grad_(False)
