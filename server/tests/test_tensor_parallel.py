@@ -194,6 +194,8 @@ class Executor:
             self.eng.begin(s)
         elif op == "advance":
             self.eng.advance(self.sessions[sid])
+        elif op == "span":     # several pieces for one command: what the worker runs between checks
+            self.eng.advance_span([self.sessions[sid]], cmd[2])
         elif op == "write":    # the value travels in the command: the leader's, on every rank
             self.sessions[sid].memory.acts[cmd[2]].copy_(cmd[3])
         s = self.sessions[sid]
@@ -210,7 +212,7 @@ def leader_script(rm: RankMesh, execute) -> list:
     send(("create", "B", [9, 8, 7], 3))
     while send(("advance", "A")) != STOP:
         pass
-    while send(("advance", "B")) != ("done",):
+    while send(("span", "B", 5)) != ("done",):
         pass
     h = execute.sessions["A"].memory.acts["hidden"]
     send(("write", "A", "hidden", h + STEER))
