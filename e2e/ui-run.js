@@ -1,90 +1,31 @@
-// A person's run of the Djinn Debugger in code-server + headless chromium: open the model
-// outline, click the gutter at layers.10, start debugging, see layers.10 in CALL STACK with
-// 4 session threads, expand a tensor in VARIABLES, open the tensor viewer and the VRAM
-// panel (both must render data), run Exp 3 from the palette and read its report.
+// A person's run of the Djinn Debugger in code-server + headless chromium, in one window, in
+// parts: the tour with tiny-40l (e2e/ui-tour.js: outline, gutter breakpoint, 4 session
+// threads, tensor viewer, VRAM panel, Exp 3, reload), then the real model (e2e/ui-real-model.js:
+// smollm2-135m's logit lens naming words, inline values and the Outline view, View Tensor's
+// Expression…, a logpoint, Continue All). DJINN_UI_PARTS="tour real-model" picks the parts.
 // Screenshots go to $SHOTS (default /tmp/djinn-ui-shots); with UPDATE_DOC_SHOTS=1 the
 // README's copies in docs/images/ are replaced. Prints "N passed, N failed".
 const fs = require('fs'), os = require('os'), path = require('path');
 const { start, copyWorkspace } = require('./cs-launch');
+const { uiKit } = require('./ui-kit');
+const tour = require('./ui-tour');
+const realModel = require('./ui-real-model');
 const EXT_DEV = path.resolve(process.env.EXT_DEV || path.join(__dirname, '..'));
 const FIXTURE = path.resolve(process.env.WS || path.join(EXT_DEV, 'test/fixtures/ws'));
 const WS = copyWorkspace(FIXTURE);
 const THEME = process.env.THEME || 'Default Dark Modern';
 const SHOTS = path.resolve(process.env.SHOTS || path.join(os.tmpdir(), 'djinn-ui-shots'));
 const DOC_SHOTS = path.join(EXT_DEV, 'docs/images');
-const CONFIG = 'Djinn: 4 sessions of tiny-40l';
-const OUTLINE = 'tiny-40l.djinn';
-const BP_LINE = fs.readFileSync(path.join(FIXTURE, OUTLINE), 'utf8').split('\n').findIndex((l) => /^layers\.10\s/.test(l)) + 1;
-
-let passed = 0, failed = 0;
-const t0 = Date.now();
-const secs = () => ((Date.now() - t0) / 1000).toFixed(1);
-async function step(name, fn) {
-  try { await fn(); passed++; console.log(`ok   ${name} (${secs()} s)`); }
-  catch (e) { failed++; console.log(`FAIL ${name}: ${e.message.split('\n')[0]}`); await shot(page, `fail-${passed + failed}`); }
-}
-let page;
-async function shot(p, name, docName) {
-  const file = path.join(SHOTS, `${name}.png`);
-  await p.screenshot({ path: file }).catch(() => {});
-  if (docName && process.env.UPDATE_DOC_SHOTS === '1' && fs.existsSync(file)) fs.copyFileSync(file, path.join(DOC_SHOTS, `${docName}.png`));
-}
-async function palette(text, timeout) {
-  const input = page.locator('.quick-input-widget input');
-  // The row whose label starts with the text ("Preferences: Color Theme", not "...Browse Color Themes...").
-  const row = page.locator('.quick-input-list .monaco-list-row', { hasText: new RegExp('^' + text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) }).first();
-  // F1 now and then is swallowed while the workbench settles: press it again until the box shows.
-  // A webview that just took focus can leave the box visible but not typable, or the list not
-  // clickable: retry the fill and the click too, from a fresh palette.
-  for (let i = 0; ; i++) {
-    await page.keyboard.press('Escape');
-    await page.keyboard.press('F1');
-    try {
-      await input.waitFor({ state: 'visible', timeout: 3000 });
-      await input.fill('>' + text, { timeout: 5000 });
-      await row.waitFor({ timeout });
-      await row.click({ timeout: 5000 });
-      return;
-    } catch (e) { if (i >= 5) throw e; }
-  }
-}
-/** Runs a palette command if it exists (layout helpers for the screenshots); never fails. */
-async function tryPalette(text) {
-  await palette(text, 3000).catch(async () => { await page.keyboard.press('Escape'); });
-}
-const closePanel = () => tryPalette('View: Hide Panel');
-/** The inner frame of the webview whose #app has data-view=view (or whose title matches). */
-async function webviewFrame(match, timeout = 30000) {
-  const end = Date.now() + timeout;
-  while (Date.now() < end) {
-    for (const f of page.frames()) {
-      try {
-        const ok = await f.evaluate((m) => {
-          const app = document.querySelector('#app');
-          return (app && app.dataset.view === m) || document.title.startsWith(m);
-        }, match);
-        if (ok) return f;
-      } catch (e) { }
-    }
-    await page.waitForTimeout(250);
-  }
-  throw new Error(`no webview '${match}'`);
-}
-async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') {
-  const end = Date.now() + timeout;
-  while (Date.now() < end) {
-    if (await frame.evaluate(fn, arg).catch(() => false)) return;
-    await page.waitForTimeout(200);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+const PARTS = (process.env.DJINN_UI_PARTS || 'tour real-model').split(/\s+/).filter(Boolean);
 
 (async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
   const cs = await start({ port: +(process.env.PORT || 8098), ws: WS, extDev: EXT_DEV, logFile: path.join(SHOTS, 'code-server.log'), viewport: { width: 1600, height: 1000 },
     userSettings: { 'workbench.colorTheme': process.env.THEME || 'Default Dark Modern', 'editor.minimap.enabled': false } });
-  page = cs.page;
+  const page = cs.page;
   page.setDefaultTimeout(20000);
+  const kit = uiKit(page, { shots: SHOTS, docShots: DOC_SHOTS });
+  const { step, palette } = kit;
   try {
     await page.goto(cs.url);
     await step('workbench loads and the extension activates (status-bar item)', async () => {
@@ -101,293 +42,16 @@ async function waitInFrame(frame, fn, arg, timeout = 30000, what = 'condition') 
       await page.waitForFunction((t) => document.querySelector('.monaco-workbench').className.includes(t), /Light/.test(THEME) ? ' vs ' : 'vs-dark');
     });
 
-    await step('the Exp 3 picker on this CPU machine pre-selects a CPU run (no exp3.yaml)', async () => {
-      const yaml = path.join(WS, 'exp3.yaml');
-      fs.renameSync(yaml, yaml + '.off');
-      try {
-        await palette('Djinn: Run Exp 3 Memory-Pressure Test');
-        const active = page.locator('.quick-input-list .monaco-list-row.focused').first();
-        await active.waitFor({ timeout: 15000 });
-        const text = await active.innerText();
-        await shot(page, '00-exp3-picker');
-        if (!/^\s*(CPU|Quick)/.test(text)) throw new Error(`pre-selected: ${JSON.stringify(text)}`);
-        await page.keyboard.press('Escape');
-      } finally {
-        fs.renameSync(yaml + '.off', yaml);
-      }
-    });
-
-    await step('Djinn: Open Model Outline opens the outline with syntax colouring', async () => {
-      await palette('Djinn: Open Model Outline');
-      await page.locator('.tab', { hasText: OUTLINE }).first().waitFor();
-      await page.locator('.monaco-editor .view-line', { hasText: 'embed_tokens' }).first().waitFor();
-    });
-
-    await step(`a click in the gutter at layers.10 (line ${BP_LINE}) sets a breakpoint`, async () => {
-      await page.locator('.monaco-editor').first().click();
-      await page.keyboard.press('Control+G');
-      await page.keyboard.type(String(BP_LINE));
-      await page.keyboard.press('Enter');
-      // in the editor area: a panel's editor (Output, Debug Console) may have a line BP_LINE too, hidden
-      const ln = page.locator('.part.editor .monaco-editor .margin-view-overlays .line-numbers', { hasText: new RegExp(`^${BP_LINE}$`) }).first();
-      // the editor renders only the lines on screen and re-renders while it scrolls to the line:
-      // the element found first may be detached already, so wait until both boxes are there
-      let lb = null, margin = null;
-      for (const end = Date.now() + 10000; !(lb && margin); await page.waitForTimeout(100)) {
-        if (Date.now() > end) throw new Error(`line ${BP_LINE} or the margin has no box`);
-        await ln.waitFor();
-        lb = await ln.boundingBox();
-        margin = await page.locator('.part.editor .monaco-editor .margin').first().boundingBox();
-      }
-      await page.mouse.move(margin.x + 9, lb.y + lb.height / 2);
-      await page.mouse.click(margin.x + 9, lb.y + lb.height / 2);
-      await page.locator('.monaco-editor .codicon-debug-breakpoint, .monaco-editor .codicon-debug-breakpoint-unverified').first().waitFor();
-      await page.locator('.monaco-editor .view-line', { hasText: 'layers.10 ' }).first().waitFor();
-      await shot(page, '01-outline-breakpoint', 'vscode-outline');
-    });
-
-    await step('start debugging: CALL STACK shows layers.10 and 4 session threads', async () => {
-      await palette('Debug: Select and Start Debugging');
-      await page.locator('.quick-input-list .monaco-list-row', { hasText: CONFIG }).first().waitFor();
-      await page.keyboard.type(CONFIG); // not fill(): the picker's box holds a prefix
-      await page.keyboard.press('Enter');
-      await page.locator('.debug-toolbar').waitFor({ state: 'visible', timeout: 60000 });
-      const threads = page.locator('.debug-call-stack .monaco-list-row', { hasText: /s\d+ · L10 · / });
-      const end = Date.now() + 60000;
-      while ((await threads.count()) < 4) { if (Date.now() > end) throw new Error(`${await threads.count()} paused session threads`); await page.waitForTimeout(250); }
-      await page.locator('.debug-call-stack .monaco-list-row', { hasText: /^layers\.10 · input/ }).first().waitFor();
-      // Short thread names ("s1 · L10 · host · …") read at the default width; a wider side bar shows the prompts too.
-      const sb = await page.locator('.part.sidebar').boundingBox();
-      if (sb) {
-        await page.mouse.move(sb.x + sb.width + 1, sb.y + 200);
-        await page.mouse.down();
-        await page.mouse.move(sb.x + 520, sb.y + 200, { steps: 8 });
-        await page.mouse.up();
-      }
-      await page.mouse.move(700, 5);
-      await page.waitForTimeout(300);
-      await shot(page, '02-callstack', 'vscode-callstack');
-    });
-
-    await step('hovering attn in layers.10.attn shows the whole module; layers.10 in the Debug Console describes it', async () => {
-      const pos = await page.evaluate(() => {
-        for (const line of document.querySelectorAll('.monaco-editor .view-line')) {
-          const i = line.textContent.indexOf('layers.10.attn');
-          if (i < 0) continue;
-          const target = i + 'layers.10.at'.length; // inside "attn"
-          const walker = document.createTreeWalker(line, NodeFilter.SHOW_TEXT);
-          let n, acc = 0;
-          while ((n = walker.nextNode())) {
-            if (acc + n.length > target) {
-              const r = document.createRange();
-              r.setStart(n, target - acc);
-              r.setEnd(n, target - acc + 1);
-              const b = r.getBoundingClientRect();
-              return { x: b.x + b.width / 2, y: b.y + b.height / 2 };
-            }
-            acc += n.length;
-          }
-        }
-        return null;
-      });
-      if (!pos) throw new Error('layers.10.attn is not on screen');
-      await page.mouse.move(pos.x - 30, pos.y);
-      await page.mouse.move(pos.x, pos.y, { steps: 4 });
-      await page.locator('.monaco-hover, .debug-hover-widget', { hasText: /layers\.10\.attn · attention/ }).first().waitFor({ timeout: 15000 });
-      await shot(page, '02b-hover-module');
-      await page.mouse.move(5, 450);
-      await tryPalette('Debug Console: Focus on Debug Console View');
-      const input = page.locator('.repl-input-wrapper .monaco-editor').first();
-      await input.waitFor();
-      await input.click();
-      await page.keyboard.type('layers.10');
-      await page.keyboard.press('Enter');
-      await page.locator('.repl .monaco-list-row', { hasText: /layers\.10 · layer · [\d,]+ params/ }).first().waitFor({ timeout: 15000 });
-      await shot(page, '02c-console-module');
-      await closePanel();
-    });
-
-    await step('expand a tensor (hidden) in VARIABLES', async () => {
-      const hidden = page.locator('.debug-variables .monaco-list-row', { hasText: /^hidden/ }).first();
-      await hidden.waitFor();
-      await hidden.locator('.monaco-tl-twistie').click();
-      await page.locator('.debug-variables .monaco-list-row', { hasText: /^\[0\]/ }).first().waitFor();
-      await page.mouse.move(5, 450);
-      await shot(page, '03-variables', 'vscode-debugging');
-    });
-
-    await step('View Tensor from the Variables context menu: heatmap, histogram, values on hover', async () => {
-      const hidden = page.locator('.debug-variables .monaco-list-row', { hasText: /^hidden/ }).first();
-      await hidden.click({ button: 'right' });
-      const item = page.getByRole('menuitem', { name: 'View Tensor' }).first();
-      await item.waitFor();
-      // The workbench's context menu (in a shadow root) takes the keyboard more reliably than a synthetic click.
-      await item.hover();
-      await page.keyboard.press('Enter');
-      const f = await webviewFrame('tensor');
-      await waitInFrame(f, () => document.body.dataset.nonblank === 'true', null, 30000, 'a non-blank heatmap');
-      await waitInFrame(f, () => document.querySelectorAll('#histogram canvas').length > 0, null, 10000, 'the histogram');
-      await closePanel();
-      await page.waitForTimeout(500);
-      const box = await f.locator('#heatmap').boundingBox();
-      await page.mouse.move(box.x + box.width * 0.4, box.y + box.height * 0.5);
-      await waitInFrame(f, () => /hidden\[.*\] = /.test(document.querySelector('#readout').textContent), null, 5000, 'a value on hover');
-      await shot(page, '04-tensor-viewer', 'vscode-tensor-viewer');
-    });
-
-    await step('two more View Tensors open as tabs in the one viewer group (no new split)', async () => {
-      for (const row of ['[0]', '[1]']) {
-        const r = page.locator('.debug-variables .monaco-list-row', { hasText: new RegExp('^\\' + row.replace(']', '\\]')) }).first();
-        await r.click({ button: 'right' });
-        const item = page.getByRole('menuitem', { name: 'View Tensor' }).first();
-        await item.waitFor();
-        await item.hover();
-        await page.keyboard.press('Enter');
-        await page.locator('.tab', { hasText: `Tensor hidden${row}` }).first().waitFor({ timeout: 30000 });
-      }
-      const groups = await page.locator('.editor-group-container').count();
-      const viewers = await page.locator('.tab', { hasText: /^Tensor / }).count();
-      await shot(page, '04b-three-viewers');
-      if (viewers < 3) throw new Error(`${viewers} tensor viewer tabs`);
-      if (groups > 2) throw new Error(`${groups} editor groups (the outline's and one for the viewers expected)`);
-    });
-
-    await step('Set Value… on a tensor pre-fills an expression, not the statistics line', async () => {
-      await page.keyboard.press('Escape');
-      await page.mouse.move(5, 450); // no value hover over the row
-      const hidden = page.locator('.debug-variables .monaco-list-row', { hasText: /^hidden/ }).first();
-      await hidden.click({ button: 'right', position: { x: 40, y: 8 } });
-      const item = page.getByRole('menuitem', { name: /Set Value/ }).first();
-      // The context menu now and then closes as the variables tree re-renders: open it again.
-      for (let i = 0; ; i++) {
-        try {
-          await item.waitFor({ timeout: 8000 });
-          await item.hover({ timeout: 5000 });
-          await page.keyboard.press('Enter');
-          break;
-        } catch (e) {
-          if (i >= 2) {
-            await shot(page, 'set-value-menu');
-            const names = await page.getByRole('menuitem').allInnerTexts().catch(() => []);
-            throw new Error(`no Set Value… to choose in the menu: ${JSON.stringify(names)}`);
-          }
-          await page.keyboard.press('Escape');
-          await hidden.click({ button: 'right', position: { x: 40, y: 8 } });
-        }
-      }
-      const input = page.locator('.quick-input-widget input');
-      await input.waitFor({ state: 'visible' });
-      const value = await input.inputValue();
-      if (!/^hidden\b/.test(value) || /μ=/.test(value)) throw new Error(`pre-filled ${JSON.stringify(value)}`);
-      await shot(page, '04c-set-value');
-      // Halve it: the row's max must follow (written on the server, read back).
-      const maxOf = async () => Number(/max=([-+\d.e]+)/.exec(await hidden.innerText())?.[1]);
-      const max0 = await maxOf();
-      await input.fill('hidden * 0.5');
-      await input.press('Enter');
-      await input.waitFor({ state: 'hidden' });
-      const end = Date.now() + 15000;
-      while (Math.abs((await maxOf()) - max0 / 2) > 1e-3 * Math.abs(max0)) {
-        const err = page.locator('.notifications-toasts .notification-toast:has(.codicon-error)');
-        if (await err.count()) throw new Error(await err.first().innerText());
-        if (Date.now() > end) throw new Error(`max ${await maxOf()} after hidden * 0.5 (was ${max0})`);
-        await page.waitForTimeout(250);
-      }
-    });
-
-    await step('Djinn: Show VRAM Panel renders live telemetry and the session strip', async () => {
-      await palette('Djinn: Show VRAM Panel');
-      const f = await webviewFrame('vram');
-      await waitInFrame(f, () => document.body.dataset.status === 'live' && Number(document.body.dataset.points) >= 5 && Number(document.body.dataset.sessions) === 4, null, 30000, 'live samples of 4 sessions');
-      await waitInFrame(f, () => document.querySelectorAll('#chart canvas').length > 0, null, 5000, 'the chart');
-      await page.mouse.move(5, 450);
-      await tryPalette('View: Toggle Maximize Editor Group');
-      await page.waitForTimeout(1500);
-      await shot(page, '05-vram-panel', 'vscode-vram-panel');
-      await tryPalette('View: Toggle Maximize Editor Group');
-    });
-
-    await step('after Continue, VARIABLES describes the new stop that CALL STACK shows', async () => {
-      const row = (re) => page.locator('.debug-variables .monaco-list-row', { hasText: re }).first();
-      // The tree renders only the rows on screen: fold Activations, unfold Session, read its position.
-      const position = async () => {
-        const acts = row(/^Activations$/);
-        if ((await acts.getAttribute('aria-expanded')) === 'true') await acts.locator('.monaco-tl-twistie').click();
-        const scope = row(/^Session$/);
-        await scope.waitFor();
-        if ((await scope.getAttribute('aria-expanded')) !== 'true') await scope.locator('.monaco-tl-twistie').click();
-        const p = row(/^position/);
-        await p.waitFor();
-        return p.innerText();
-      };
-      const before = await position();
-      if (!/prefill/.test(before)) throw new Error(`before: ${before}`);
-      await page.locator('.debug-toolbar .codicon-debug-continue').first().click();
-      // The focused thread stops again at layers.10 of its next token: VARIABLES shows that stop
-      // (hidden of one token) without a click, and CALL STACK's pass frame (behind "Show More") says so too.
-      await row(/^hidden\W+f32\[1, /).waitFor({ timeout: 60000 });
-      const more = page.locator('.debug-call-stack .monaco-list-row', { hasText: /Show \d+ More Stack Frames/ }).first();
-      if (await more.count()) await more.click();
-      await page.locator('.debug-call-stack .monaco-list-row', { hasText: /decode of token 1\b/ }).first().waitFor({ timeout: 10000 });
-      const end = Date.now() + 20000;
-      for (;;) {
-        const text = await position().catch((e) => `(${e.message.split('\n')[0]})`);
-        const all = await page.locator('.debug-variables').innerText();
-        if (/decode of token 1\b/.test(text) && !/stale/.test(all)) break;
-        if (Date.now() > end) throw new Error(`VARIABLES position: ${text}; ${all.replace(/\s+/g, ' ').slice(0, 200)}`);
-        await page.waitForTimeout(250);
-      }
-      await page.mouse.move(5, 450);
-      await shot(page, '08-after-continue');
-    });
-
-    await step('stop debugging', async () => {
-      await page.keyboard.press('Shift+F5');
-      await page.locator('.debug-toolbar').waitFor({ state: 'hidden', timeout: 30000 });
-    });
-
-    await step('Djinn: Run Exp 3 from the palette: progress, VRAM panel live, report at the end', async () => {
-      await palette('Djinn: Run Exp 3 Memory-Pressure Test');
-      // The window's server (the debug session's: 0.034 GB, 32-token context) does not fit
-      // exp3.yaml's run: the extension asks; restart it as the run wants (one server per window).
-      const restart = page.locator('.monaco-dialog-box .monaco-button', { hasText: /^Restart it with/ }).first();
-      await restart.waitFor({ timeout: 15000 });
-      await shot(page, '06a-exp3-asks');
-      await restart.click();
-      await page.locator('.notifications-toasts .notification-toast', { hasText: 'Djinn Exp 3' }).first().waitFor({ timeout: 60000 });
-      const f = await webviewFrame('vram');
-      // A 4-session run on the already started window's server takes a second or two: the panel
-      // may have moved on from 'live' by now; what it must show is the run's swaps.
-      await waitInFrame(f, () => {
-        const m = /swaps out \/ in\s*(\d+) \/ (\d+)/.exec(document.body.innerText);
-        return Number(document.body.dataset.swaps) >= 10 || (m && Number(m[1]) >= 10 && Number(m[2]) >= 10);
-      }, null, 60000, 'swaps during Exp 3');
-      await shot(page, '06-exp3-running', 'vscode-exp3-running');
-      const report = await webviewFrame('Exp 3 report', 180000);
-      await waitInFrame(report, () => document.querySelector('#status')?.textContent === 'SUCCESS', null, 5000, 'status SUCCESS');
-      await closePanel();
-      await tryPalette('View: Toggle Maximize Editor Group');
-      await page.waitForTimeout(800);
-      await shot(page, '07-exp3-report', 'vscode-exp3-report');
-      await tryPalette('View: Toggle Maximize Editor Group');
-      const results = fs.readdirSync(path.join(WS, 'exp3-results'));
-      if (results.length !== 1) throw new Error(`exp3-results holds ${results.length} runs`);
-    });
-
-    await step('after Developer: Reload Window the VRAM panel comes back with its chart', async () => {
-      await page.waitForTimeout(2500); // the panel saves its history every 2 s
-      await palette('Developer: Reload Window');
-      await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
-      await page.locator('.tab', { hasText: 'Djinn VRAM' }).first().waitFor({ timeout: 60000 });
-      await page.locator('.tab', { hasText: 'Djinn VRAM' }).first().click();
-      const f = await webviewFrame('vram', 60000);
-      await waitInFrame(f, () => Number(document.body.dataset.points) > 0 && document.querySelectorAll('#chart canvas').length > 0, null, 30000, 'the restored chart');
-    });
+    const parts = { tour, 'real-model': realModel };
+    for (const name of PARTS) {
+      if (!parts[name]) throw new Error(`DJINN_UI_PARTS: no part '${name}' (${Object.keys(parts).join(', ')})`);
+      await parts[name](page, kit, { ws: WS });
+    }
   } finally {
     await cs.stop();
     fs.rmSync(WS, { recursive: true, force: true });
   }
   console.log(`screenshots: ${SHOTS}`);
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
+  console.log(`${kit.counts.passed} passed, ${kit.counts.failed} failed`);
+  process.exit(kit.counts.failed ? 1 : 0);
 })().catch((e) => { console.error(e); process.exit(2); });
