@@ -62,12 +62,15 @@ def main() -> int:
                                        tb_per_s=round(nbytes / us / 1e6, 3)))
         except Exception as e:  # noqa: BLE001
             res["results"].append(dict(sessions=n, kernel="pytorch rows", error=str(e)[:200]))
-        for chunk, bt, warps, evict in [(32, 16, 1, ""), (32, 16, 1, "evict_first"), (16, 16, 1, ""), (64, 16, 1, ""),
-                                        (32, 32, 1, ""), (64, 32, 2, ""), (128, 64, 4, "")]:
-            ba = BlockAttention(H, Hkv, D, 16, o.context, dev, dt, chunk=chunk, block_t=bt, warps=warps, evict=evict)
+        for tile, chunk, bt, warps, evict in [(False, 32, 16, 1, ""), (False, 64, 16, 1, ""),
+                                              (True, 32, 32, 1, ""), (True, 32, 32, 2, ""), (True, 64, 64, 2, ""),
+                                              (True, 64, 64, 4, ""), (True, 128, 128, 4, ""), (True, 128, 128, 8, ""),
+                                              (True, 256, 256, 8, "")]:
+            ba = BlockAttention(H, Hkv, D, 16, o.context, dev, dt, chunk=chunk, block_t=bt, warps=warps, evict=evict,
+                                tile=tile)
             ba.meta.copy_(torch.tensor(ba.meta_rows([(kvs[i], o.pos) for i in range(n)])))
             us = timed(lambda layer: ba(layer, qkv, out, store=False))
-            res["results"].append(dict(sessions=n, kernel="triton block", chunk=chunk, block_t=bt, warps=warps, evict=evict,
+            res["results"].append(dict(sessions=n, kernel="triton tile" if tile else "triton block", chunk=chunk, block_t=bt, warps=warps, evict=evict,
                                        us_per_layer=round(us, 2), tb_per_s=round(nbytes / us / 1e6, 3)))
             print(res["results"][-1], flush=True)
     with open(o.out, "w") as f:

@@ -30,6 +30,7 @@ def main() -> int:
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--batch-rows", type=int, default=16)
     p.add_argument("--cuda-graphs", default="on", choices=["on", "off"])
+    p.add_argument("--prefill-tokens", type=int, default=0, help="also profile one prefill of this many tokens")
     p.add_argument("--out", required=True)
     o = p.parse_args()
     use_server_package()
@@ -106,12 +107,45 @@ def main() -> int:
         torch.cuda.synchronize()
         res["attention_kernel"] = "triton block" if ba is not None else "pytorch row"
         res["attention_ms"] = dict(gpu_ms=round(a.elapsed_time(b) / 50, 4), enqueue_ms=round(enq, 4))
+    if o.prefill_tokens:
+        res["prefill"] = profile_prefill(eng, args, o.prefill_tokens, o.context)
     with open(o.out, "w") as f:
         json.dump(res, f, indent=1)
     print(json.dumps({k: v for k, v in res.items() if not k.startswith("top")}, indent=1))
     print(res["top_kernels"])
     print(res["top_cpu"])
+    if "prefill" in res:
+        print("prefill", res["prefill"]["ms"], "gpu busy", res["prefill"]["gpu_busy_ms"])
+        print(res["prefill"]["top_kernels"])
     return 0
+
+
+def profile_prefill(eng, args, n: int, context: int) -> dict:
+    """One prefill of n tokens (pass 0, piece by piece as the worker runs it), timed and profiled."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from perf_engine import new_session
+    from djinn.runtime.session import FINISHED
+
+    def once():
+        s = new_session(eng, prompt_tokens(n, args.vocab_size, salt=7), 2, context)
+        eng.begin(s)
+        while s.pass_index == 0 and s.state != FINISHED:
+            eng.advance(s)
+        torch.cuda.synchronize()
+    once()
+    ms = []
+    for _ in range(3):
+        t = time.perf_counter()
+        once()
+        ms.append((time.perf_counter() - t) * 1e3)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        once()
+    ev = prof.key_averages()
+    gpu_us = sum(e.self_device_time_total for e in ev if e.device_type == torch.autograd.DeviceType.CUDA)
+    return dict(tokens=n, ms=[round(x, 2) for x in ms], gpu_busy_ms=round(gpu_us / 1e3, 3),
+                top_kernels=ev.table(sort_by="self_cuda_time_total", row_limit=25))
 
 
 if __name__ == "__main__":

@@ -33,10 +33,11 @@ except ImportError:  # CPU builds: the engine's PyTorch path is used
     triton = None
 
 # Chosen on the H200 with bench/attention_kernels.py (bench/NOTES.md): small chunks, many programs.
-CHUNK = 32     # positions per partial
+CHUNK = int(os.environ.get("DJINN_ATTENTION_CHUNK", "32"))     # positions per partial
 BLOCK_T = 16   # positions per step inside a chunk
-WARPS = 1
+WARPS = int(os.environ.get("DJINN_ATTENTION_WARPS", "1"))
 EVICT = ""     # or "evict_first": K/V are read once per step
+TILE = os.environ.get("DJINN_ATTENTION_TILE", "0") == "1"   # _attend_tile (being measured) instead of _attend_partial
 
 
 def available(device: torch.device) -> bool:
@@ -101,6 +102,40 @@ if triton is not None:
                 tl.store(l_out + i, l)
                 tl.store(acc_out + i * D + d, acc)
 
+    @triton.jit(do_not_specialize=["layer"])
+    def _attend_tile(qkv, meta, anchor, layer, m_out, l_out, acc_out, scale, R: tl.constexpr, RP: tl.constexpr,
+                     H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, NS: tl.constexpr, CHUNK_: tl.constexpr):
+        # As _attend_partial, but a chunk is one tile: its K and V loads are issued together
+        # (more bytes in flight per program), and the block's table is read once as vectors.
+        h = tl.program_id(0)
+        sp = tl.program_id(1)
+        start = sp * CHUNK_
+        kvh = h // (H // HKV)
+        d = tl.arange(0, D)
+        rs = tl.arange(0, RP)
+        lengths = tl.load(meta + 3 * R + rs, mask=rs < R, other=0)
+        offs = tl.load(meta + R + rs, mask=rs < R, other=0)
+        ctxs = tl.load(meta + 2 * R + rs, mask=rs < R, other=0)
+        t = start + tl.arange(0, CHUNK_)
+        for b in range(0, R):
+            length = tl.sum(tl.where(rs == b, lengths, 0))
+            if start < length:
+                off = tl.sum(tl.where(rs == b, offs, 0))
+                ctx = tl.sum(tl.where(rs == b, ctxs, 0))
+                k_base = anchor + off + layer * 2 * HKV * ctx * D + kvh * ctx * D
+                v_base = k_base + HKV * ctx * D
+                valid = t < length
+                k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0)
+                v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0)
+                q = tl.load(qkv + (b * (H + 2 * HKV) + h) * D + d).to(tl.float32) * scale
+                s = tl.where(valid, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
+                m = tl.max(s, axis=0)
+                p = tl.exp(s - m)
+                i = (b * H + h) * NS + sp
+                tl.store(m_out + i, m)
+                tl.store(l_out + i, tl.sum(p, axis=0))
+                tl.store(acc_out + i * D + d, tl.sum(p[:, None] * v.to(tl.float32), axis=0))
+
     @triton.jit
     def _attend_reduce(meta, m_in, l_in, acc_in, out, R, H: tl.constexpr, D: tl.constexpr,
                        NS: tl.constexpr, NSP: tl.constexpr, CHUNK_: tl.constexpr):
@@ -130,11 +165,11 @@ class BlockAttention:
 
     def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, rows: int, max_context: int,
                  device: torch.device, dtype: torch.dtype, chunk: int = CHUNK, block_t: int = BLOCK_T, warps: int = WARPS,
-                 evict: str = EVICT):
+                 evict: str = EVICT, tile: bool = TILE):
         assert n_heads % n_kv_heads == 0 and head_dim & (head_dim - 1) == 0, "head_dim must be a power of 2"
         self.H, self.Hkv, self.D, self.rows = n_heads, n_kv_heads, head_dim, rows
         self.dtype = dtype
-        self.chunk, self.block_t, self.warps, self.evict = chunk, min(block_t, chunk), warps, evict
+        self.chunk, self.block_t, self.warps, self.evict, self.tile = chunk, min(block_t, chunk), warps, evict, tile
         self.ns = triton.cdiv(max_context, chunk)
         f32 = dict(dtype=torch.float32, device=device)
         self.m = torch.zeros(rows, n_heads, self.ns, **f32)
@@ -167,8 +202,13 @@ class BlockAttention:
         R, H, Hkv, D = self.rows, self.H, self.Hkv, self.D
         if store:
             _store_kv[(R, Hkv)](qkv, self.meta, self.anchor, layer, R, H=H, HKV=Hkv, D=D)
-        _attend_partial[(H, self.ns)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
-                                         H=H, HKV=Hkv, D=D, NS=self.ns, CHUNK_=self.chunk, BT=self.block_t,
-                                         EVICT=self.evict, num_warps=self.warps)
+        if self.tile:
+            _attend_tile[(H, self.ns)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
+                                       RP=triton.next_power_of_2(R), H=H, HKV=Hkv, D=D, NS=self.ns, CHUNK_=self.chunk,
+                                       num_warps=self.warps)
+        else:
+            _attend_partial[(H, self.ns)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
+                                          H=H, HKV=Hkv, D=D, NS=self.ns, CHUNK_=self.chunk, BT=self.block_t,
+                                          EVICT=self.evict, num_warps=self.warps)
         _attend_reduce[(R, H)](self.meta, self.m, self.l, self.acc, out, R, H=H, D=D, NS=self.ns,
                                NSP=triton.next_power_of_2(self.ns), CHUNK_=self.chunk)

@@ -104,6 +104,18 @@ def grpc_options(max_request_mb: float) -> list:
             ("grpc.http2.max_pings_without_data", 0)]
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (imports and CUDA set-up included), from /proc; None elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def serve(a, state, log=print) -> int:
     """Serves until SIGTERM/SIGINT (0) or a device failure (EXIT_DEVICE_FAILED)."""
     import asyncio
@@ -144,7 +156,8 @@ async def serve(a, state, log=print) -> int:
                  dtype=str(state.dtype).replace("torch.", ""), budget_bytes=state.ledger.budget,
                  weights_bytes=state.ledger.weights, workspace_bytes=state.ledger.workspace,
                  host_pool_bytes=state.pool.nbytes, host_pool_pinned_bytes=state.pool.pinned_bytes,
-                 startup_seconds=state.startup_seconds, pid=os.getpid(),
+                 startup_seconds=state.startup_seconds, startup_phases=state.startup_phases,
+                 process_seconds=process_age(), pid=os.getpid(),
                  tls=bool(a.tls_cert), auth=state.users.required)
     log("DJINN_READY " + json.dumps(ready))
     log(state.summary_line(address))

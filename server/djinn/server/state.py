@@ -80,6 +80,13 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 class ServerState:
     def __init__(self, opts: Options, log=lambda line: print(line, flush=True)):
         t0 = time.perf_counter()
+        self.startup_phases: dict[str, float] = {}   # seconds per step, measured (the ready line shows them)
+        mark = [t0]
+
+        def phase(name: str) -> None:
+            now = time.perf_counter()
+            self.startup_phases[name] = round(now - mark[0], 3)
+            mark[0] = now
         self.opts, self.stopping = opts, False
         self.server_id = uuid.uuid4().hex
         self.device = pick_device(opts)
@@ -88,15 +95,18 @@ class ServerState:
         if cuda:
             torch.cuda.set_device(self.device)
         self.nvml = Nvml(self.device)
+        phase("device")
         self.users = Users.from_options(opts.token, opts.tokens_file)
         self.clients = Clients()
         model, tokenizer, args = build_model(opts.model, self.device, self.dtype, opts.seed)
+        phase("weights")
         self.args = args
         max_ctx = opts.max_context or min(args.max_context, 2048 if cuda else 1024)
         if opts.batch_rows < 1:
             raise ValueError(f"--batch-rows must be at least 1, not {opts.batch_rows}")
         self.engine = Engine(model, tokenizer, self.device, self.dtype, max_ctx, batch_rows=opts.batch_rows,
                              graphs=opts.cuda_graphs)
+        phase("engine")   # fused weights, decode graphs captured (and their kernels compiled)
         try:
             from ..inspect.expr import Limits
             self.engine.expr_limits = Limits(max_elements=opts.expr_max_elements, max_ms=opts.expr_max_ms)
@@ -109,7 +119,9 @@ class ServerState:
         ledger.weights = weight_bytes(model)
         # the decode graphs' registers and private pool, measured when they were captured
         ledger.workspace = (self._measure_workspace(max_ctx) + self.engine.pieces.nbytes) if cuda else 0
+        phase("workspace")
         self._warm_up_expressions()
+        phase("expressions")
         if cuda:
             torch.cuda.empty_cache()
             # CUDA context, cuBLAS handles and the like: memory the allocator does not see.
@@ -143,6 +155,7 @@ class ServerState:
         self.nvml_peak = self.nvml.used()
         self._sampler = threading.Thread(target=self._sample_peaks, daemon=True, name="djinn-nvml")
         self._sampler.start()
+        phase("rest")
         self.startup_seconds = time.perf_counter() - t0
 
     # ------------------------------------------------------------ measurement at start-up
