@@ -149,6 +149,51 @@ def test_reverse_continue_goes_to_the_previous_breakpoint_and_restart_reruns_the
         assert torch.equal(st.scheduler.get(s.id).last_logits, ref_logits)
 
 
+def test_reverse_continue_stops_only_where_the_breakpoint_fired_going_forward():
+    """Conditions and hit counts: a breakpoint whose condition was false at a point, or whose hit
+    condition did not hold for the count it had reached there, is passed going back too; going back
+    restores the hit counts of that point, so going on again stops where the first run stopped."""
+    with server() as (c, st):
+        toks = prompt(7)
+        ref_tokens, _ = st.engine.reference(toks, 2, with_logits=True)
+        bps = [pb.Breakpoint(id=1, layer=1, condition="token >= 1"),      # decode passes only
+               pb.Breakpoint(id=2, layer=2, hit_condition="== 1"),        # the first pass only
+               pb.Breakpoint(id=3, layer=3)]                              # always
+        s = c.CreateSession(pb.CreateSessionRequest(prompt_tokens=toks, max_new_tokens=2, breakpoints=bps,
+                                                    time_travel=True))
+        assert index(stopped(c, s.id)) == (0, 6)
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (0, 9)
+        ev = back(c, s.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)
+        assert index(ev) == (0, 6) and list(ev.session.hit_breakpoint_ids) == [2]
+        ev = back(c, s.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)    # layers.1's condition was false there
+        assert index(ev) == (0, 0) and "no breakpoint before layers.2" in ev.text
+        assert list(ev.session.hit_breakpoint_ids) == []
+        # going on: the counts are those of the pass start, so "== 1" holds at layers.2 again
+        c.Continue(pb.SessionRef(session_id=s.id))
+        ev = stopped(c, s.id)
+        assert index(ev) == (0, 6) and list(ev.session.hit_breakpoint_ids) == [2]
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (0, 9)
+        c.Continue(pb.SessionRef(session_id=s.id))      # the decode pass: layers.1 fires, layers.2 (2nd hit) not
+        ev = stopped(c, s.id)
+        assert index(ev) == (1, 3) and list(ev.session.hit_breakpoint_ids) == [1]
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (1, 9)
+        ev = back(c, s.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)    # past layers.2: its hit condition failed
+        assert index(ev) == (1, 3) and list(ev.session.hit_breakpoint_ids) == [1]
+        c.Continue(pb.SessionRef(session_id=s.id))
+        assert index(stopped(c, s.id)) == (1, 9)
+        assert [bp.hits for bp in st.scheduler.get(s.id).breakpoints[next(iter(st.scheduler.get(s.id).breakpoints))]] == [1, 2, 2]
+        # a plain breakpoint set after the pass went past layers.2 fires there going back; a conditional one does not
+        c.SetBreakpoints(pb.SetBreakpointsRequest(session_id=s.id, breakpoints=[
+            pb.Breakpoint(id=4, layer=2, point=pb.STOP_POINT_ATTN, condition="layer == 2"), pb.Breakpoint(id=5, layer=1, point=pb.STOP_POINT_MLP)]))
+        ev = back(c, s.id, pb.STEP_BACK_TARGET_PREVIOUS_BREAKPOINT)
+        assert index(ev) == (1, 5) and list(ev.session.hit_breakpoint_ids) == [5]
+        done = run_to_end(c, s.id)
+        assert list(done.session.generated_tokens) == ref_tokens
+
+
 def walk(c, sid, upto):
     """Sublayer steps from where sid is to point `upto` of the pass: each point's hidden bytes."""
     out = {}

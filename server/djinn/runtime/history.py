@@ -29,6 +29,7 @@ import torch
 from .errors import invalid, precondition
 from .session import LAYER, PAUSED, POINTS, Session
 from .span import point_index
+from .stops import parse_hit_condition
 
 DEVICE_SNAPSHOT_MAX = 1 << 20   # a snapshot at most this big stays on the device (decode rows)
 DEVICE_SHARE_MAX = 16 << 20     # and a session's device snapshots at most this much in all: they stay when
@@ -43,6 +44,8 @@ class _Mark:
     point: str
     prev_norm: float
     data_last: dict               # (client, data breakpoint id) -> its `last`
+    hits: dict                    # (client, breakpoint id) -> its hit count before this point's check
+    data_hits: dict               # (client, data breakpoint id) -> its hit count before this point's check
 
 
 @dataclass
@@ -106,7 +109,7 @@ class History:
             self.pass_index = s.pass_index
         here = point_index(s.layer, s.point)
         self._forget_from(here)
-        self.marks[here] = _Mark(s.layer, s.point, s.prev_norm, _data_last(s))
+        self.marks[here] = _Mark(s.layer, s.point, s.prev_norm, _data_last(s), _hits(s), _data_hits(s))
         nbytes = sum(t.numel() * t.element_size() for t in s.memory.acts.values())
         if nbytes > self.cap_bytes:
             self.dropped += 1           # never kept: going back here re-runs from an earlier point
@@ -177,13 +180,58 @@ class History:
         if to == PREVIOUS_POINT:
             return max(before), ""
         if to == PREVIOUS_BREAKPOINT:
-            at = {point_index(bp.layer, bp.point) for bps in list(s.breakpoints.values()) for bp in bps
-                  if not bp.log_message}
-            hits = [k for k in before if k in at]
+            hits = [k for k in sorted(before, reverse=True) if self.fired_at(s, k)]
             if hits:
-                return max(hits), ""
+                return hits[0], ""
             return 0, f"no breakpoint before {s.module_name()} in this pass: back at its start"
         raise invalid(f"unknown step-back target {to!r}")
+
+
+    # ---------------------------------------------------------------- what fired where
+    def hits_after(self, s: Session, index: int) -> tuple[dict, dict]:
+        """The hit counts right after point `index`'s stop check: those the next point recorded
+        before its own (the live counts when `index` is where s is)."""
+        nxt = self.marks.get(index + 1)
+        return (nxt.hits, nxt.data_hits) if nxt is not None else (_hits(s), _data_hits(s))
+
+    def fired_at(self, s: Session, index: int) -> list:
+        """The (client, id) of the breakpoints (not logpoints) that stopped the pass at point `index`
+        when it went forward: its condition held there (the hit count went up) and its hit
+        condition held for the count it reached. A breakpoint set or changed after the pass went
+        past `index` has no count there: it fires there only when it has neither a condition
+        nor a hit condition (what was never evaluated there cannot be said to have held)."""
+        mark = self.marks.get(index)
+        if mark is None:
+            return []
+        after, _ = self.hits_after(s, index)
+        fired = []
+        for client, bps in list(s.breakpoints.items()):
+            for bp in bps:
+                if bp.log_message or point_index(bp.layer, bp.point) != index:
+                    continue
+                key = (client, bp.id)
+                if key in mark.hits and key in after:
+                    n = after[key]
+                    if n > mark.hits[key] and _hit_rule(bp.hit_condition)(n):
+                        fired.append(key)
+                elif not bp.condition and not bp.hit_condition:
+                    fired.append(key)
+        return fired
+
+
+def _hit_rule(text: str):
+    try:
+        return parse_hit_condition(text)
+    except ValueError:
+        return lambda n: False    # refused when it was set: it never fired
+
+
+def _hits(s: Session) -> dict:
+    return {(client, bp.id): bp.hits for client, bps in s.breakpoints.items() for bp in bps}
+
+
+def _data_hits(s: Session) -> dict:
+    return {(client, d.id): d.hits for client, dbs in s.data_breakpoints.items() for d in dbs}
 
 
 def _data_last(s: Session) -> dict:
@@ -208,6 +256,7 @@ def go_back(sched, s: Session, to: str) -> str:
         raise precondition(f"session {s.id} keeps no history: create it with time_travel (launch attribute "
                            "timeTravel: true) to step back or restart a pass")
     index, note = h.target(s, to)
+    fired = h.fired_at(s, index)           # before the restore forgets the points after it
     base, base_acts, edited = h.base_for(index)
     pieces = index - (base or 0)           # to re-run from the nearest snapshot (or the pass start)
     if pieces and sched._running is not None:
@@ -224,8 +273,7 @@ def go_back(sched, s: Session, to: str) -> str:
         raise
     ms = (time.perf_counter() - t0) * 1e3
     s.results.clear()                      # $N results belonged to the point it left
-    hits = [(client, bp.id) for client, bps in list(s.breakpoints.items()) for bp in bps
-            if not bp.log_message and point_index(bp.layer, bp.point) == index]
+    hits = fired                           # the breakpoints that stopped the pass there going forward
     reason = "restart" if to == RESTART else "step back"
     start = f"{_name(base)}{' as edited' if edited else ''}" if base is not None else "the pass start"
     rerun = f" (re-ran {pieces} piece(s) from {start}, {ms:.1f} ms)" if pieces else ""
@@ -256,8 +304,14 @@ def _restore(engine, s: Session, h: History, index: int, base: int | None, base_
     mark = h.marks[index]
     assert (s.layer, s.point) == (mark.layer, mark.point)
     s.prev_norm = mark.prev_norm
+    # hit counts as they were right after this point's check: going on counts each later point once
+    hits, data_hits = h.hits_after(s, index)
+    for client, bps in s.breakpoints.items():
+        for bp in bps:
+            bp.hits = hits.get((client, bp.id), bp.hits)
     for client, dbs in s.data_breakpoints.items():
         for d in dbs:
             d.last = mark.data_last.get((client, d.id), d.last)
+            d.hits = data_hits.get((client, d.id), d.hits)
     h._forget_from(index + 1, edits_from=index)   # its future is recomputed as it goes on; an edit made
                                                    # here is undone (this is the point as first reached)
