@@ -23,6 +23,8 @@ export interface BpEntry {
   /** the line it is on (a breakpoint on a comment or blank line moves to the next module line) */
   line?: number;
   source?: DebugProtocol.Source;
+  /** the model its outline file names in its header (a gutter breakpoint of a generated outline) */
+  outlineModel?: string;
   verified: boolean;
   message?: string;
 }
@@ -69,6 +71,8 @@ export class BreakpointStore {
   traps: RtTraps = { nan: false, inf: false, normSpike: 0 };
   /** the model's layer count, once known */
   nLayers?: number;
+  /** the model's name, once known: gutter breakpoints of another model's outline do not apply */
+  modelName?: string;
   /** sessions exist: a breakpoint's verdict is the server's, not "pending" */
   sessionsCreated = false;
 
@@ -112,9 +116,12 @@ export class BreakpointStore {
     const key = `${module ?? ""}|${extra.line ?? ""}|${condition ?? ""}|${hitCondition ?? ""}|${logMessage ?? ""}`;
     const old = previous.find((p) => p.key === key);
     // an unchanged breakpoint keeps its id, so its hit count on the server survives edits of others
-    const entry: BpEntry = { id: old?.id ?? this.nextId++, origin, key, condition, hitCondition, logMessage, line: extra.line, source: extra.source, verified: false };
+    const entry: BpEntry = { id: old?.id ?? this.nextId++, origin, key, condition, hitCondition, logMessage, line: extra.line, source: extra.source, outlineModel: extra.outlineModel, verified: false };
+    const otherModel = this.otherModel(entry);
     if (module === undefined) {
       entry.error = extra.error ?? "not a module line";
+    } else if (otherModel) {
+      entry.error = otherModel;
     } else {
       const t = moduleToStop(module, this.nLayers);
       if (isStopTarget(t)) entry.target = t;
@@ -126,6 +133,15 @@ export class BreakpointStore {
       entry.message = old.message;
     }
     return entry;
+  }
+
+  /**
+   * Why a gutter breakpoint of another model's outline does not apply here (VS Code sends every
+   * open file's breakpoints to every debug session): undefined when it does, or before the model is known.
+   */
+  private otherModel(e: BpEntry): string | undefined {
+    if (!e.outlineModel || !this.modelName || e.outlineModel === this.modelName) return undefined;
+    return `this outline is ${e.outlineModel}'s; this debug session runs ${this.modelName}: the breakpoint applies to sessions of ${e.outlineModel} only`;
   }
 
   toDap(e: BpEntry): DebugProtocol.Breakpoint {
@@ -163,9 +179,17 @@ export class BreakpointStore {
   }
 
   /** The model is known: breakpoints set before, on layers it lacks, are refused now. */
-  modelKnown(nLayers: number): void {
+  modelKnown(nLayers: number, name?: string): void {
     this.nLayers = nLayers;
+    this.modelName = name;
     for (const e of this.all()) {
+      const other = this.otherModel(e);
+      if (other && e.target) {
+        e.error = other;
+        e.target = undefined;
+        this.setVerified(e, false, e.error, true);
+        continue;
+      }
       if (e.target && e.target.layer >= nLayers) {
         e.error = `layer ${e.target.layer} does not exist: the model has layers 0..${nLayers - 1}`;
         e.target = undefined;
@@ -187,7 +211,7 @@ export class BreakpointStore {
     const previous = this.source.get(key) ?? [];
     const entries = requested.map((b) => {
       if (typeof b?.line !== "number") return this.make("source", undefined, { error: "a breakpoint needs a line", source });
-      const extra = { line: b.line, condition: b.condition, hitCondition: b.hitCondition, logMessage: typeof b.logMessage === "string" ? b.logMessage : undefined, source };
+      const extra = { line: b.line, condition: b.condition, hitCondition: b.hitCondition, logMessage: typeof b.logMessage === "string" ? b.logMessage : undefined, source, outlineModel: parsed?.model };
       if (!parsed) {
         return this.make("source", undefined, { ...extra, error: `cannot read ${source.path ?? source.name ?? "this source"}: gutter breakpoints go in a model outline (*.djinn)` }, previous);
       }

