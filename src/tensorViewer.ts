@@ -23,6 +23,20 @@ export interface TensorRef {
   prefix: number[];
   /** what the variable was called in the editor */
   expression: string;
+  /** for a $N result: the typed expression it is the value of (evaluated again at each new stop) */
+  source?: string;
+}
+
+/** An Evaluate result ($N): the server keeps it only until its session leaves that stop. */
+export function isResult(name: string): boolean {
+  return /^\$\d+$/.test(name);
+}
+
+/** What a $N viewer says when its stop ends (the values it shows are that stop's). */
+export function resultEndedMessage(ref: Pick<TensorRef, "name" | "threadId" | "source">, now: "resumed" | "stopped"): string {
+  const what = `${ref.name} was a result of session ${ref.threadId}'s previous stop (results end with their stop): these are its values there`;
+  if (ref.source) return now === "resumed" ? `${what}; '${ref.source}' is evaluated again at the next stop` : what;
+  return `${what}. To see it at ${now === "resumed" ? "the next" : "this"} stop, evaluate it again (View Tensor › Expression…).`;
 }
 
 /**
@@ -118,11 +132,14 @@ export class TensorViewers implements vscode.Disposable {
     const of = (v: TensorViewer, session: vscode.DebugSession) => v.ref.session?.id === session.id;
     this.subs.push(
       tracker.onStopped(({ session, threadId }) => {
-        for (const v of this.viewers.values()) if (of(v, session) && (threadId === undefined || v.ref.threadId === threadId)) void v.refresh("the session stopped again");
+        for (const v of this.viewers.values()) if (of(v, session) && (threadId === undefined || v.ref.threadId === threadId)) void v.stoppedAgain();
         for (const v of this.restored) if (threadId === undefined || v.ref.threadId === threadId) void this.adopt(v, session);
       }),
       tracker.onResumed(({ session, threadId }) => {
-        for (const v of this.viewers.values()) if (of(v, session) && (threadId === undefined || v.ref.threadId === threadId)) v.markStale(`session ${v.ref.threadId} resumed: these values are from its previous stop; they refresh at its next stop`);
+        for (const v of this.viewers.values()) {
+          if (!of(v, session) || (threadId !== undefined && v.ref.threadId !== threadId)) continue;
+          v.markStale(isResult(v.ref.name) ? resultEndedMessage(v.ref, "resumed") : `session ${v.ref.threadId} resumed: these values are from its previous stop; they refresh at its next stop`);
+        }
       }),
       tracker.onThreadExited(({ session, threadId }) => {
         for (const v of this.viewers.values()) if (of(v, session) && v.ref.threadId === threadId) v.markStale(`session ${threadId} has ended`);
@@ -192,9 +209,11 @@ export class TensorViewers implements vscode.Disposable {
   }
 
   async show(ref: TensorRef & { session: vscode.DebugSession }): Promise<TensorViewer> {
-    const key = `${ref.session.id}:${ref.threadId}:${ref.expression}`;
+    // a typed expression's viewer is that expression's (its $N changes at every stop)
+    const key = `${ref.session.id}:${ref.threadId}:${ref.source !== undefined ? `=${ref.source}` : ref.expression}`;
     const existing = this.viewers.get(key);
     if (existing) {
+      if (ref.source !== undefined) existing.retarget(ref.name);
       existing.reveal();
       await existing.refresh();
       return existing;
@@ -247,6 +266,8 @@ export class TensorViewer {
   private disposed = false;
   private readonly disposeFns: Array<() => void> = [];
   lastRendered?: TensorRendered;
+  /** the last banner it showed (a stale or error message, or the note of a new tensor): tests read it */
+  lastNotice?: { type: "stale" | "error" | "note"; message: string };
   /** where its tensor is (saved for a reload, without the token) */
   endpoint?: Endpoint;
   private debugSessionName?: string;
@@ -348,6 +369,34 @@ export class TensorViewer {
 
   markStale(message: string): void {
     void this.post({ type: "stale", message });
+  }
+
+  /** A typed expression's viewer shows its new result ($N). */
+  retarget(name: string): void {
+    this.ref.name = name;
+    this.ref.expression = name;
+    this.panel.title = `Tensor ${name} · session ${this.ref.threadId}`;
+  }
+
+  /**
+   * Its session stopped again. A tensor of the stop is read again; a $N result is gone with the
+   * stop it belonged to: its typed expression (if any) is evaluated at the new stop and the new
+   * result shown, else the viewer keeps the old values and says whose they are.
+   */
+  async stoppedAgain(): Promise<void> {
+    if (!isResult(this.ref.name)) return this.refresh("the session stopped again");
+    const session = this.ref.session;
+    if (!this.ref.source || !session) return this.markStale(resultEndedMessage(this.ref, "stopped"));
+    try {
+      const st = await session.customRequest("stackTrace", { threadId: this.ref.threadId, startFrame: 0, levels: 1 });
+      const r = await session.customRequest("evaluate", { expression: this.ref.source, frameId: st?.stackFrames?.[0]?.id, context: "watch" });
+      const m = /^(\$\d+) = /.exec(r?.result ?? "");
+      if (!m) return this.markStale(`${resultEndedMessage(this.ref, "stopped")}; at this stop '${this.ref.source}' is ${r?.result ?? "nothing"}, not a tensor`);
+      this.retarget(m[1]);
+      await this.refresh(`'${this.ref.source}' evaluated again at the new stop: ${m[1]}`);
+    } catch (e) {
+      this.markStale(`${resultEndedMessage(this.ref, "stopped")}; evaluating '${this.ref.source}' at this stop failed: ${(e as Error).message}`);
+    }
   }
 
   /** Re-reads the summary and the slice shown (a new stop, or the first time). */
@@ -452,7 +501,7 @@ export class TensorViewer {
         break;
       }
       case "refresh":
-        await this.refresh();
+        await (isResult(this.ref.name) ? this.stoppedAgain() : this.refresh());
         break;
       case "rendered":
         this.lastRendered = { rows: Number(m.rows), cols: Number(m.cols), nonBlank: !!m.nonBlank, at: Date.now() };
@@ -463,6 +512,9 @@ export class TensorViewer {
 
   private async post(msg: unknown): Promise<void> {
     if (this.disposed) return;
+    const m = msg as { type?: string; message?: string; note?: string };
+    if (m.type === "stale" || m.type === "error") this.lastNotice = { type: m.type, message: m.message ?? "" };
+    else if (m.type === "tensor") this.lastNotice = m.note ? { type: "note", message: m.note } : undefined;
     await this.ready;
     if (!this.disposed) await this.panel.webview.postMessage(msg);
   }

@@ -59,6 +59,14 @@ export async function viewTensor(viewers: TensorViewers, arg?: MenuArg & ViewTen
   const threadId = arg?.threadId ?? (await currentThread(session));
   if (threadId === undefined) return undefined;
   let expression = arg?.expression;
+  /** the typed expression a $N result is the value of (the viewer evaluates it again at each stop) */
+  let source: string | undefined;
+  if (expression && !tensorOfVariable({ evaluateName: expression })) {
+    // programmatic, an expression of the language (hidden * 2): viewed as its result, as a typed one is
+    const r = await tensorOfExpression(session, threadId, expression);
+    if (!r) return undefined;
+    ({ expression, source } = r);
+  }
   if (!expression && arg?.variable) {
     const t = tensorOfVariable(arg.variable);
     if (!t) {
@@ -93,7 +101,9 @@ export async function viewTensor(viewers: TensorViewers, arg?: MenuArg & ViewTen
     if (picked === TYPE_EXPRESSION) {
       const typed = await askExpression(threadId);
       if (typed === undefined) return undefined;
-      expression = await tensorOfExpression(session, threadId, typed);
+      const r = await tensorOfExpression(session, threadId, typed);
+      expression = r?.expression;
+      source = r?.source;
     } else {
       expression = picked;
     }
@@ -105,7 +115,7 @@ export async function viewTensor(viewers: TensorViewers, arg?: MenuArg & ViewTen
     return undefined;
   }
   try {
-    return await viewers.show({ session, threadId, name: t.name, prefix: t.prefix, expression: t.expression });
+    return await viewers.show({ session, threadId, name: t.name, prefix: t.prefix, expression: t.expression, source });
   } catch (e) {
     void vscode.window.showErrorMessage(`Djinn: cannot view ${expression}: ${(e as Error).message}`);
     return undefined;
@@ -138,8 +148,8 @@ export function validateExpression(text: string): string | undefined {
  * $1); anything else is evaluated by the debug session at the thread's top frame, and its
  * result ($N) is viewed. undefined (with a message) when it fails or is not a tensor.
  */
-export async function tensorOfExpression(session: vscode.DebugSession, threadId: number, expression: string): Promise<string | undefined> {
-  if (tensorOfVariable({ evaluateName: expression })) return expression;
+export async function tensorOfExpression(session: vscode.DebugSession, threadId: number, expression: string): Promise<{ expression: string; source?: string } | undefined> {
+  if (tensorOfVariable({ evaluateName: expression })) return { expression };
   let r: { result?: string } | undefined;
   try {
     const st = await session.customRequest("stackTrace", { threadId, startFrame: 0, levels: 1 });
@@ -154,5 +164,5 @@ export async function tensorOfExpression(session: vscode.DebugSession, threadId:
     void vscode.window.showWarningMessage(`Djinn: '${expression}' is ${r?.result ?? "nothing"}, not a tensor: View Tensor shows tensors.`);
     return undefined;
   }
-  return m[1];
+  return { expression: m[1], source: expression };
 }

@@ -151,6 +151,14 @@ describe("Djinn extension: Continue All, View Tensor's Expression…, inline nor
   let session: vscode.DebugSession | undefined;
   const stops: Array<{ threadId: number }> = [];
   let tracker: vscode.Disposable | undefined;
+  /** The first line of the Logit lens scope of a thread's top frame (it names the position). */
+  const lensHead = async (threadId: number): Promise<string> => {
+    const top = (await session!.customRequest("stackTrace", { threadId })).stackFrames[0];
+    const scopes = (await session!.customRequest("scopes", { frameId: top.id })).scopes as Array<{ name: string; variablesReference: number }>;
+    const lens = scopes.find((x) => x.name === "Logit lens")!;
+    const rows = (await session!.customRequest("variables", { variablesReference: lens.variablesReference })).variables as Array<{ value: string }>;
+    return rows[0].value;
+  };
 
   before(async () => {
     const { servers } = await api();
@@ -266,10 +274,36 @@ describe("Djinn extension: Continue All, View Tensor's Expression…, inline nor
       assert.ok(menus["debug/toolBar"].some((m: { command: string }) => m.command === id), `${id} in the debug toolbar`);
       assert.ok(pkg.contributes.commands.some((c: { command: string; category: string }) => c.command === id && c.category === "Djinn"), `${id} in the palette`);
     }
+    // two viewers of Evaluate results of this stop: one of a typed expression, one of a bare $N
+    type Viewer = { title: string; lastRendered?: { nonBlank: boolean; at: number }; lastNotice?: { type: string; message: string } };
+    const threadId = stops[0].threadId;
+    const typed = await vscode.commands.executeCommand<Viewer>("djinn.viewTensor", { session, threadId, expression: "hidden * 2" });
+    assert.ok(typed, "a viewer of hidden * 2");
+    const firstTitle = typed!.title;
+    const result = /^Tensor (\$\d+)/.exec(firstTitle)![1];
+    const bare = await vscode.commands.executeCommand<Viewer>("djinn.viewTensor", { session, threadId, expression: result });
+    assert.ok(bare && bare !== typed, `a viewer of ${result} itself`);
+    await waitFor("both render", () => typed!.lastRendered?.nonBlank && bare!.lastRendered?.nonBlank, 30_000);
+    const renderedAt = typed!.lastRendered!.at;
+    const lensBefore = await lensHead(threadId);
+
     const before = stops.length;
     const threads = await vscode.commands.executeCommand<number>("djinn.continueAll", { session });
     assert.strictEqual(threads, 2, "both sessions continued");
     await waitFor("both stopped again (the decode pass)", () => new Set(stops.slice(before).map((s) => s.threadId)).size >= 2, 60_000);
+    // the typed expression is evaluated again at the new stop: a new $N, rendered; never "no tensor"
+    await waitFor("the typed viewer re-evaluated", () => typed!.title !== firstTitle && (typed!.lastRendered?.at ?? 0) > renderedAt, 30_000);
+    assert.match(typed!.title, /^Tensor \$\d+ · session \d+$/);
+    assert.strictEqual(typed!.lastNotice?.type, "note", JSON.stringify(typed!.lastNotice));
+    assert.match(typed!.lastNotice!.message, /'hidden \* 2' evaluated again at the new stop/);
+    // the bare $N keeps its values and says they were the previous stop's
+    await waitFor("the bare viewer's notice", () => bare!.lastNotice?.type === "stale" && /previous stop/.test(bare!.lastNotice.message), 15_000);
+    assert.match(bare!.lastNotice!.message, new RegExp(`^\\${result} was a result of session ${threadId}'s previous stop`));
+    assert.doesNotMatch(bare!.lastNotice!.message, /no tensor/);
+    // the logit lens of the new stop is the decode pass's, not the old one
+    const lensAfter = await lensHead(threadId);
+    assert.notStrictEqual(lensAfter, lensBefore, `the lens moved on: ${lensAfter}`);
+    await vscode.commands.executeCommand("workbench.action.closeAllEditors");
     const paused = await vscode.commands.executeCommand<number>("djinn.pauseAll", { session });
     assert.strictEqual(typeof paused, "number", "pauseAll answers how many it paused");
   });
