@@ -5,6 +5,7 @@ import { execFile } from "node:child_process";
 import { parse } from "yaml";
 import type { ServerInfo } from "../client";
 import type { Exp3Args } from "../exp3/options";
+import { REAL_MODEL } from "./defaultModel";
 
 export const EXP3_FILE = "exp3.yaml";
 
@@ -193,11 +194,13 @@ const isLlama = (model: string) => /^llama/i.test(model);
 
 export function customDefaults(m: Machine, defaultModel = "tiny-40l"): CustomDefaults {
   if (m.gpu) {
-    const model = defaultModel || "llama-2-13b";
+    // smollm2-135m's 30 layers lack Exp 3's layers.30: the 40-layer model, as before it was the default
+    const model = !defaultModel ? "llama-2-13b" : defaultModel === REAL_MODEL ? "tiny-40l" : defaultModel;
     return { sessions: 50, model, context: isLlama(model) ? 2048 : 256, breakpoints: [10, 20, 30], budget: isLlama(model) ? "80" : "auto:0.33", device: "cuda" };
   }
-  // A llama-2 named config is tens of GB: far too much for a CPU run.
-  const model = defaultModel && !isLlama(defaultModel) ? defaultModel : "tiny-40l";
+  // A llama-2 named config is tens of GB: far too much for a CPU run; smollm2-135m (the CPU
+  // default of debugging) has 30 layers: Exp 3's breakpoints 10/20/30 need tiny-40l's 40.
+  const model = defaultModel && !isLlama(defaultModel) && defaultModel !== REAL_MODEL ? defaultModel : "tiny-40l";
   return { sessions: 8, model, context: 128, breakpoints: [10, 20, 30], budget: "auto:0.33", device: "cpu" };
 }
 

@@ -8,12 +8,14 @@ import { DjinnDebugSession } from "../debug-adapter/index";
 import * as codec from "../native/codec";
 import { allThreads } from "./allThreadsCommand";
 import { DebugTracker } from "./debugTracker";
+import { useServerPython } from "./defaultModel";
 import { DjinnConfigurationProvider, DjinnDynamicProvider } from "./debugConfig";
 import { Exp3Runner, type Exp3CommandArgs } from "./exp3Command";
 import { Monitor } from "./monitor";
 import { Notices } from "./notices";
 import { openOutline } from "./outlineCommand";
 import { registerOutlineLanguage } from "./outlineLanguage";
+import { resolveServerPython } from "./python";
 import { ServerManager } from "./serverManager";
 import { register as registerSetValue } from "./setValueCommand";
 import { settings } from "./settings";
@@ -55,6 +57,7 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
   log(`Djinn Debugger ${context.extension.packageJSON.version} on VS Code ${vscode.version}, Node ${process.version}`);
   log(codec.describeCodec());
 
+  useServerPython(() => resolveServerPython(context));
   const notices = new Notices();
   const monitor = new Monitor(() => settings().telemetryIntervalMs, log, notices, monitorTiming());
   const servers = new ServerManager(context, monitor, out, notices);

@@ -2,6 +2,7 @@
 import { homedir } from "node:os";
 import { isAbsolute, join } from "node:path";
 import * as vscode from "vscode";
+import { builtInDefaultModel } from "./defaultModel";
 
 export type Device = "auto" | "cpu" | "cuda";
 
@@ -30,7 +31,8 @@ export function settings(): DjinnSettings {
     caFile: resolvePath((c.get<string>("caFile") ?? "").trim()),
     pythonPath: (c.get<string>("server.pythonPath") ?? "").trim(),
     device: (c.get<string>("server.device") as Device) ?? "auto",
-    defaultModel: (c.get<string>("defaultModel") ?? "").trim() || "tiny-40l",
+    // package.json's default is smollm2-135m; without its package in the server's Python, tiny-40l
+    defaultModel: explicitModel(c) || builtInDefaultModel(),
     vramBudgetGb: typeof budget === "string" && /^\d+(\.\d+)?$/.test(budget.trim()) ? Number(budget) : budget,
     hostPoolGb: c.get<number>("hostPoolGb", 2),
     planSessions: c.get<number>("plan.sessions", 8),
@@ -39,6 +41,13 @@ export function settings(): DjinnSettings {
     exp3OutputFolder: (c.get<string>("exp3.outputFolder") ?? "").trim() || "exp3-results",
     inlineAdapter: c.get<boolean>("debugAdapter.inline", true),
   };
+}
+
+/** djinn.defaultModel as the user (or the workspace) set it; "" when it is the default. */
+function explicitModel(c: vscode.WorkspaceConfiguration): string {
+  const i = c.inspect<string>("defaultModel");
+  const set = i?.workspaceFolderValue ?? i?.workspaceValue ?? i?.globalValue;
+  return (set ?? "").trim();
 }
 
 export const isAutoBudget = (b: number | string | undefined): b is string => typeof b === "string" && b.startsWith("auto:");

