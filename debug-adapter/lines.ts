@@ -31,6 +31,9 @@ function kvShort(k: KvLocation): string {
     case KvLocation.KV_LOCATION_HOST: return " · host";
     case KvLocation.KV_LOCATION_MOVING_OUT: return " · →host";
     case KvLocation.KV_LOCATION_MOVING_IN: return " · →dev";
+    case KvLocation.KV_LOCATION_DISK: return " · disk";
+    case KvLocation.KV_LOCATION_MOVING_TO_DISK: return " · →disk";
+    case KvLocation.KV_LOCATION_MOVING_FROM_DISK: return " · disk→host";
     default: return "";
   }
 }
@@ -42,6 +45,12 @@ export function tokenLine(sessionId: number, token: number, text: string, index:
 
 export function swapLine(sessionId: number, direction: "out" | "in", bytes: number, ms: number): string {
   return `s${sessionId} KV → ${direction === "out" ? "host" : "device"}: ${(bytes / 1e6).toFixed(2)} MB in ${ms.toFixed(2)} ms`;
+}
+
+/** `s3 KV → disk: 12.00 MB in 3.10 ms (3.87 GB/s)`: a swapped session's state moved between the host pool and the server's disk. */
+export function spillLine(sessionId: number, direction: "to disk" | "from disk", bytes: number, ms: number): string {
+  const rate = ms > 0 ? ` (${(bytes / 1e6 / ms).toFixed(2)} GB/s)` : "";
+  return `s${sessionId} KV ${direction === "to disk" ? "host → disk" : "disk → host"}: ${(bytes / 1e6).toFixed(2)} MB in ${ms.toFixed(2)} ms${rate}`;
 }
 
 /** `s1 finished: 4 tokens "…"`, `s2 failed: why`, `s3 closed: lease expired`. */

@@ -38,6 +38,20 @@ import { currentSignal } from "./cancel";
 import { sessionLabel, type AttachConfig, type LaunchConfig, type PromptSpec } from "./config";
 
 export { StopPoint, StopReason, SessionState, KvLocation, StepKind };
+
+/**
+ * Swapped out: its KV is not on the device (the host pool, the server's disk, or moving out or
+ * between them). A continue or a look at its tensors brings it back first.
+ */
+export function offDevice(k: KvLocation): boolean {
+  return (
+    k === KvLocation.KV_LOCATION_HOST ||
+    k === KvLocation.KV_LOCATION_MOVING_OUT ||
+    k === KvLocation.KV_LOCATION_DISK ||
+    k === KvLocation.KV_LOCATION_MOVING_TO_DISK ||
+    k === KvLocation.KV_LOCATION_MOVING_FROM_DISK
+  );
+}
 export type { SessionInfo, TensorSummary, ServerInfo, DimSlice, TokenProb };
 
 /** A breakpoint as the server knows it: an id chosen by the adapter, a stop point, conditions. */
@@ -109,6 +123,8 @@ export type RuntimeEvents = {
   /** `index`: tokens generated so far, this one included; `max`: the session's max new tokens */
   token: [{ sessionId: number; token: number; text: string; generated: string; index: number; max: number }];
   swap: [{ sessionId: number; direction: "out" | "in"; bytes: number; ms: number }];
+  /** a swapped session's state moved between the host pool and the server's disk tier */
+  spill: [{ sessionId: number; direction: "to disk" | "from disk"; bytes: number; ms: number }];
   /** `load`: the local server loading the model (a launch can be cancelled meanwhile); `swapin`: KV coming back */
   progressStart: [{ id: string; kind: "load" | "swapin"; title: string; message?: string }];
   progressEnd: [{ id: string; message?: string }];
@@ -608,7 +624,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
 
   private async resume(sessionId: number, call: () => Promise<SessionInfo>): Promise<void> {
     const s = this.get(sessionId);
-    const swapped = s.info.kvLocation === KvLocation.KV_LOCATION_HOST || s.info.kvLocation === KvLocation.KV_LOCATION_MOVING_OUT;
+    const swapped = offDevice(s.info.kvLocation);
     const epoch = s.epoch;
     s.expectResumes++;
     let info: SessionInfo;
@@ -642,7 +658,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
   prefetch(sessionId: number, onError: (e: Error) => void): void {
     const s = this.sessions.get(sessionId);
     if (!s || s.ended || !s.stop || !this.client || this.disposed || s.info.state !== SessionState.SESSION_STATE_PAUSED) return;
-    if (s.info.kvLocation !== KvLocation.KV_LOCATION_HOST && s.info.kvLocation !== KvLocation.KV_LOCATION_MOVING_OUT) return;
+    if (!offDevice(s.info.kvLocation)) return;
     if (s.prefetchEpoch === s.epoch || this.info?.swapPolicy === "eager") return;
     s.prefetchEpoch = s.epoch;
     this.client.prefetch(sessionId).catch(onError);
@@ -661,7 +677,7 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
     if (s.info.state !== SessionState.SESSION_STATE_PAUSED) {
       throw new DjinnError(9, `session ${sessionId} is ${stateName(s.info.state)}: ${what} exist only while it is paused`);
     }
-    if (s.info.kvLocation === KvLocation.KV_LOCATION_HOST || s.info.kvLocation === KvLocation.KV_LOCATION_MOVING_OUT) {
+    if (offDevice(s.info.kvLocation)) {
       this.startSwapProgress(s, what);
     }
     try {
@@ -788,6 +804,12 @@ export class DjinnRuntime extends EventEmitter<RuntimeEvents> {
         const direction = e.kind === EventKind.EVENT_KIND_SWAP_IN ? "in" : "out";
         if (direction === "in") this.endSwapProgress(s.id, `${(e.bytes / 1e6).toFixed(1)} MB in ${e.ms.toFixed(2)} ms`);
         this.emit("swap", { sessionId: s.id, direction, bytes: e.bytes, ms: e.ms });
+        this.emit("sessionChanged", { sessionId: s.id });
+        return;
+      }
+      case EventKind.EVENT_KIND_SPILL: {
+        if (info) s.info = { ...s.info, kvLocation: info.kvLocation };
+        this.emit("spill", { sessionId: s.id, direction: /from/.test(e.text) ? "from disk" : "to disk", bytes: e.bytes, ms: e.ms });
         this.emit("sessionChanged", { sessionId: s.id });
         return;
       }

@@ -26,7 +26,7 @@ import { CancelledError, Cancellations } from "./cancel";
 import { COMPLETION_TRIGGERS, completionTargets, moduleTargets } from "./completions";
 import { DataBreakpointStore, dataBreakpointInfo } from "./dataBreakpoints";
 import { ConfigError, parseAttach, parseLaunch, type AttachConfig, type LaunchConfig } from "./config";
-import { endLine, moduleName, swapLine, threadName, tokenLine } from "./lines";
+import { endLine, moduleName, spillLine, swapLine, threadName, tokenLine } from "./lines";
 import { ModelOutline, OUTLINE_REF } from "./outline";
 import { SessionState, StepKind, StopPoint, StopReason, stateName, type RtSession, type ServerInfo, type StoppedEvt } from "./runtime";
 import { DjinnRuntime } from "./runtime";
@@ -35,7 +35,7 @@ import { TIME_TRAVEL_CAPABILITIES, goBack, markRestartable, restartFrame, timeTr
 import { VariableError, VariableStore } from "./variables";
 
 export { normalizeCondition } from "./breakpoints";
-export { endLine, swapLine, threadName, tokenLine } from "./lines";
+export { endLine, spillLine, swapLine, threadName, tokenLine } from "./lines";
 
 /** Error ids of DAP error responses. */
 export const ErrorIds = {
@@ -215,6 +215,10 @@ export class DjinnDebugSession extends LoggingDebugSession {
     });
     rt.on("swap", ({ sessionId, direction, bytes, ms }) => {
       this.send(new OutputEvent(`${swapLine(sessionId, direction, bytes, ms)}\n`, "stdout", { sessionId, swap: direction, bytes, ms }));
+      this.scheduleThreadRefresh();
+    });
+    rt.on("spill", ({ sessionId, direction, bytes, ms }) => {
+      this.send(new OutputEvent(`${spillLine(sessionId, direction, bytes, ms)}\n`, "stdout", { sessionId, spill: direction, bytes, ms }));
       this.scheduleThreadRefresh();
     });
     rt.on("sessionChanged", () => this.scheduleThreadRefresh());

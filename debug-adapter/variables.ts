@@ -189,6 +189,9 @@ export function kvLocationName(k: KvLocation): string {
     case KvLocation.KV_LOCATION_HOST: return "on host (swapped out)";
     case KvLocation.KV_LOCATION_MOVING_OUT: return "moving to host";
     case KvLocation.KV_LOCATION_MOVING_IN: return "moving to device";
+    case KvLocation.KV_LOCATION_DISK: return "on disk (spilled)";
+    case KvLocation.KV_LOCATION_MOVING_TO_DISK: return "moving to disk";
+    case KvLocation.KV_LOCATION_MOVING_FROM_DISK: return "moving from disk";
     case KvLocation.KV_LOCATION_NONE: return "none (not allocated)";
     default: return "unknown";
   }

@@ -65,6 +65,9 @@ export const KV_NAMES: Record<number, string> = {
   [KvLocation.KV_LOCATION_HOST]: "host",
   [KvLocation.KV_LOCATION_MOVING_OUT]: "moving-out",
   [KvLocation.KV_LOCATION_MOVING_IN]: "moving-in",
+  [KvLocation.KV_LOCATION_DISK]: "disk",
+  [KvLocation.KV_LOCATION_MOVING_TO_DISK]: "moving-to-disk",
+  [KvLocation.KV_LOCATION_MOVING_FROM_DISK]: "moving-from-disk",
 };
 const POINT_NAMES: Record<number, string> = { [StopPoint.STOP_POINT_ATTN]: "attn", [StopPoint.STOP_POINT_MLP]: "mlp" };
 
@@ -83,6 +86,10 @@ export function compactSample(s: TelemetrySample): Sample {
     hostPool: s.hostPoolBytes,
     swapOuts: s.swapOuts,
     swapIns: s.swapIns,
+    // only a server with a disk tier (--spill-gb) sends a size: the panel shows a disk row then
+    ...(s.spillBytes > 0
+      ? { spill: { size: s.spillBytes, used: s.spillUsedBytes, outs: s.spillsOut, ins: s.spillsIn, writeGbps: s.spillWriteGbPerS, readGbps: s.spillReadGbPerS } }
+      : {}),
     sessions: s.sessions.map((m) => [m.sessionId, STATE_NAMES[m.state] ?? "?", KV_NAMES[m.kvLocation] ?? "?", m.layer, POINT_NAMES[m.point] ?? ""]),
   };
 }

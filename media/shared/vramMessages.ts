@@ -16,6 +16,8 @@ export interface Sample {
   hostPool: number;
   swapOuts: number;
   swapIns: number;
+  /** the disk tier (0: none), what spilled sessions hold of it, moves each way, measured GB/s (0: none yet) */
+  spill?: { size: number; used: number; outs: number; ins: number; writeGbps: number; readGbps: number };
   /** [id, state name, kv location name, layer, point] */
   sessions: Array<[number, string, string, number, string]>;
 }

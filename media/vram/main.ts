@@ -7,6 +7,7 @@ import "uplot/dist/uPlot.min.css";
 import { el, fmtBytes, fmtGb, onThemeChange, themeColor, vscodeApi } from "../shared/vscode";
 
 import type { Sample, SwapMark } from "../shared/vramMessages";
+import { cellClass, diskCells } from "./disk";
 interface Status {
   state: "idle" | "connecting" | "live" | "gone";
   target?: { id: string; address: string; label: string };
@@ -46,8 +47,8 @@ const strip = el("div", { id: "strip", class: "strip" });
 const stripLegend = el(
   "div",
   { class: "strip-legend" },
-  ...["running", "paused (KV on device)", "paused (KV on host)", "moving", "waiting / created", "finished"].map((label, i) =>
-    el("span", {}, el("i", { class: `cell ${["running", "paused-device", "paused-host", "moving", "created", "finished"][i]}` }), label),
+  ...["running", "paused (KV on device)", "paused (KV on host)", "on disk (spilled)", "moving", "waiting / created", "finished"].map((label, i) =>
+    el("span", {}, el("i", { class: `cell ${["running", "paused-device", "paused-host", "paused-disk", "moving", "created", "finished"][i]}` }), label),
   ),
 );
 const swapTable = el("table", { id: "swaps", class: "swaps" });
@@ -268,16 +269,11 @@ function renderNumbers(): void {
     cell("swaps out / in", `${s.swapOuts} / ${s.swapIns}`),
     cell("last swap-out", last("out")),
     cell("last swap-in", last("in")),
+    ...diskCells(s).map(([label, value, cls]) => cell(label, value, cls)),
   );
 }
 
-function cellClass(state: string, kv: string): string {
-  if (kv === "moving-out" || kv === "moving-in") return "moving";
-  if (state === "paused") return kv === "host" ? "paused-host" : "paused-device";
-  if (state === "running") return kv === "host" ? "paused-host" : "running";
-  if (state === "created") return "created";
-  return "finished";
-}
+
 
 function renderStrip(): void {
   const s = samples[samples.length - 1];

@@ -8,8 +8,9 @@ import { DEFAULT_PROMPTS, parseLaunch, sessionLabel } from "../../debug-adapter/
 import { generateOutline, moduleToStop, parseOutline } from "../../debug-adapter/outline";
 import { DjinnRuntime } from "../../debug-adapter/runtime";
 import { normalizeCondition } from "../../debug-adapter/breakpoints";
-import { endLine, swapLine, threadName, tokenLine } from "../../debug-adapter/lines";
-import { covering, decode, encode, fmtG, formatValues, parseRegion, summaryLine, VariableStore, type TensorTarget } from "../../debug-adapter/variables";
+import { endLine, spillLine, swapLine, threadName, tokenLine } from "../../debug-adapter/lines";
+import { offDevice } from "../../debug-adapter/runtime";
+import { covering, decode, encode, fmtG, formatValues, kvLocationName, parseRegion, summaryLine, VariableStore, type TensorTarget } from "../../debug-adapter/variables";
 import type { RtSession, TensorSummary } from "../../debug-adapter/runtime";
 
 test("fmtG formats like Python's format(x, '.4g') and '.6g'", () => {
@@ -318,4 +319,42 @@ test("runtime: DEVICE_FAILED is said loudly once and ends every session with the
   assert.match(ended[0].text, /device-side assert/);
   assert.equal(all.length, 1);
   assert.match(all[0].why ?? "", /device failed: CUDA error/);
+});
+
+// ------------------------------------------------------------------ the disk tier
+
+test("the disk tier: thread names, the Memory scope's location, console lines; a session on disk counts as swapped out", () => {
+  const s = (kvLocation: KvLocation) => ({ id: 3, info: { ...info(3, SessionState.SESSION_STATE_PAUSED, 10), kvLocation } }) as unknown as RtSession;
+  assert.equal(threadName(s(KvLocation.KV_LOCATION_DISK)), "s3 · L10 · disk · [4 tokens]");
+  assert.equal(threadName(s(KvLocation.KV_LOCATION_MOVING_TO_DISK)), "s3 · L10 · →disk · [4 tokens]");
+  assert.equal(threadName(s(KvLocation.KV_LOCATION_MOVING_FROM_DISK)), "s3 · L10 · disk→host · [4 tokens]");
+  assert.equal(kvLocationName(KvLocation.KV_LOCATION_DISK), "on disk (spilled)");
+  assert.equal(kvLocationName(KvLocation.KV_LOCATION_MOVING_TO_DISK), "moving to disk");
+  assert.equal(kvLocationName(KvLocation.KV_LOCATION_MOVING_FROM_DISK), "moving from disk");
+  assert.equal(kvLocationName(KvLocation.KV_LOCATION_HOST), "on host (swapped out)");
+  assert.equal(spillLine(2, "to disk", 12_000_000, 3), "s2 KV host → disk: 12.00 MB in 3.00 ms (4.00 GB/s)");
+  assert.equal(spillLine(2, "from disk", 12_000_000, 0), "s2 KV disk → host: 12.00 MB in 0.00 ms");
+  const off = [KvLocation.KV_LOCATION_HOST, KvLocation.KV_LOCATION_MOVING_OUT, KvLocation.KV_LOCATION_DISK, KvLocation.KV_LOCATION_MOVING_TO_DISK, KvLocation.KV_LOCATION_MOVING_FROM_DISK];
+  for (const k of off) assert.equal(offDevice(k), true, KvLocation[k]);
+  for (const k of [KvLocation.KV_LOCATION_DEVICE, KvLocation.KV_LOCATION_MOVING_IN, KvLocation.KV_LOCATION_NONE]) assert.equal(offDevice(k), false, KvLocation[k]);
+});
+
+test("runtime: a SPILL event moves the session's location and says which way; looking at a spilled thread prefetches it", () => {
+  const rt = new DjinnRuntime() as any;
+  rt.mode = "launch";
+  rt.track(info(9, SessionState.SESSION_STATE_PAUSED, 3), true);
+  rt.get(9).stop = { reason: StopReason.STOP_REASON_BREAKPOINT, text: "", hitIds: [], time: 0 };
+  const spills: Array<{ direction: string; bytes: number }> = [];
+  rt.on("spill", (e: { direction: string; bytes: number }) => spills.push(e));
+  const onDisk = { ...info(9, SessionState.SESSION_STATE_PAUSED, 3), kvLocation: KvLocation.KV_LOCATION_DISK };
+  rt.onEvent({ ...event(EventKind.EVENT_KIND_SPILL, onDisk, 5), bytes: 4096, ms: 1, text: "to disk" });
+  assert.deepEqual(spills.map((e) => [e.direction, e.bytes]), [["to disk", 4096]]);
+  assert.equal(rt.get(9).info.kvLocation, KvLocation.KV_LOCATION_DISK);
+  let prefetched = 0;
+  rt.client = { prefetch: async () => void prefetched++ };
+  rt.prefetch(9, () => undefined);
+  assert.equal(prefetched, 1, "a thread on disk is brought back when looked at, as one on the host");
+  rt.onEvent({ ...event(EventKind.EVENT_KIND_SPILL, { ...onDisk, kvLocation: KvLocation.KV_LOCATION_HOST }, 6), text: "from disk" });
+  assert.equal(spills[1].direction, "from disk");
+  assert.equal(rt.get(9).info.kvLocation, KvLocation.KV_LOCATION_HOST);
 });

@@ -4,7 +4,9 @@ import * as assert from "node:assert";
 import { reportHtml } from "../../src/exp3ReportHtml";
 import { defaultView, parseTensorExpression, picture, planSlice } from "../../src/tensorSlice";
 import * as codec from "../../native/codec";
-import { readyLine, startupCause } from "../../client";
+import { KvLocation, readyLine, SessionState, startupCause, StopPoint, type TelemetrySample } from "../../client";
+import { cellClass, diskCells } from "../../media/vram/disk";
+import { compactSample } from "../../src/monitor";
 import { serverDifferences, type PaletteServer } from "../../src/serverManager";
 
 function f32(values: number[]): Uint8Array {
@@ -105,5 +107,31 @@ describe("Djinn extension: why a local server did not start, and whether the run
     assert.deepStrictEqual(serverDifferences(s, { device: "cuda" }), ["device cuda (it runs on cpu)"]);
     assert.deepStrictEqual(serverDifferences(s, { maxContext: 2048 }), ["context 2048 tokens (it allows 256)"]);
     assert.strictEqual(serverDifferences(s, { extraArgs: ["--swap-policy", "eager"] }).length, 1);
+  });
+});
+
+describe("Djinn extension: the VRAM panel's disk tier (a swapped session in the server's spill file)", () => {
+  const sample = (spill: Partial<TelemetrySample>): TelemetrySample =>
+    ({ time: 1, budgetBytes: 1e9, sessions: [{ sessionId: 4, state: SessionState.SESSION_STATE_PAUSED, kvLocation: KvLocation.KV_LOCATION_DISK, kvBytes: 1, layer: 3, point: StopPoint.STOP_POINT_LAYER, historyBytes: 0, historyDeviceBytes: 0 }], ...spill }) as TelemetrySample;
+
+  it("a server with a disk tier: a disk row with used / size, moves each way and the measured GB/s", () => {
+    const s = compactSample(sample({ spillBytes: 8e9, spillUsedBytes: 1.5e9, spillsOut: 3, spillsIn: 1, spillWriteGbPerS: 2.345, spillReadGbPerS: 0 }));
+    assert.deepStrictEqual(s.spill, { size: 8e9, used: 1.5e9, outs: 3, ins: 1, writeGbps: 2.345, readGbps: 0 });
+    assert.deepStrictEqual(s.sessions[0], [4, "paused", "disk", 3, ""]);
+    assert.deepStrictEqual(diskCells(s), [
+      ["disk spill", "1.50 / 8.00 GB", "disk"],
+      ["spills to / from disk", "3 / 1", ""],
+      ["disk write / read", "2.35 GB/s / –", ""],
+    ]);
+    assert.strictEqual(cellClass("paused", "disk"), "paused-disk");
+    assert.strictEqual(cellClass("paused", "moving-to-disk"), "moving");
+    assert.strictEqual(cellClass("paused", "moving-from-disk"), "moving");
+    assert.strictEqual(cellClass("paused", "host"), "paused-host");
+  });
+
+  it("without one (spill_bytes 0): no disk row", () => {
+    const s = compactSample(sample({ spillBytes: 0 }));
+    assert.strictEqual(s.spill, undefined);
+    assert.deepStrictEqual(diskCells(s), []);
   });
 });
