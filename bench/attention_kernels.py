@@ -1,5 +1,5 @@
 """Decode attention on the device, kernel settings side by side: the block kernels
-(kernels/decode_attention.py) at several chunk/tile/warp settings against the PyTorch row path
+(kernels/decode_attention.py) at several chunk/warp settings against the PyTorch row path
 (llama.attend_decode_row), for 1 and 16 sessions of Llama-2-13B's shape at position ~2011 of 2048.
 Each figure is the GPU time of one layer's attention (CUDA events over 40 layers x reps).
 
@@ -62,15 +62,12 @@ def main() -> int:
                                        tb_per_s=round(nbytes / us / 1e6, 3)))
         except Exception as e:  # noqa: BLE001
             res["results"].append(dict(sessions=n, kernel="pytorch rows", error=str(e)[:200]))
-        for tile, chunk, bt, warps, evict in [(False, 32, 16, 1, ""), (False, 64, 16, 1, ""),
-                                              (True, 32, 32, 1, ""), (True, 32, 32, 2, ""), (True, 64, 64, 2, ""),
-                                              (True, 64, 64, 4, ""), (True, 128, 128, 4, ""), (True, 128, 128, 8, ""),
-                                              (True, 256, 256, 8, "")]:
-            ba = BlockAttention(H, Hkv, D, 16, o.context, dev, dt, chunk=chunk, block_t=bt, warps=warps, evict=evict,
-                                tile=tile)
+        for chunk, bt, warps, evict in [(32, 16, 1, ""), (64, 16, 1, ""), (64, 32, 1, ""), (64, 16, 2, ""),
+                                        (128, 16, 1, ""), (128, 16, 2, "")]:
+            ba = BlockAttention(H, Hkv, D, 16, o.context, dev, dt, chunk=chunk, block_t=bt, warps=warps, evict=evict)
             ba.meta.copy_(torch.tensor(ba.meta_rows([(kvs[i], o.pos) for i in range(n)])))
             us = timed(lambda layer: ba(layer, qkv, out, store=False))
-            res["results"].append(dict(sessions=n, kernel="triton tile" if tile else "triton block", chunk=chunk, block_t=bt, warps=warps, evict=evict,
+            res["results"].append(dict(sessions=n, kernel="triton block", chunk=chunk, block_t=bt, warps=warps, evict=evict,
                                        us_per_layer=round(us, 2), tb_per_s=round(nbytes / us / 1e6, 3)))
             print(res["results"][-1], flush=True)
     with open(o.out, "w") as f:

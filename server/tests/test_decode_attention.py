@@ -5,7 +5,8 @@ On CUDA they run natively; on a CPU host with Triton installed, in Triton's inte
 each row's K/V lands at its position in its own buffer and nowhere else; the output equals
 softmax attention over positions 0..pos (GQA: query head h reads KV head h // G) within the
 dtype's tolerance; padding rows give zeros; a row's output is bit-identical whoever shares the
-block; and the meta table refuses buffers it cannot address.
+block (more than 16 rows of mixed lengths too, however many programs share the work); and the
+meta table refuses buffers it cannot address.
 """
 import os
 import subprocess
@@ -104,10 +105,52 @@ def _check(device: str, dtype: torch.dtype) -> None:
         ba.meta_rows([(kvs[2], 150)])                     # position past its context
 
 
+def _check_many_rows(device: str, dtype: torch.dtype) -> None:
+    """More rows than 16, mixed lengths around the chunk boundaries, padding at the end: each row
+    equals softmax attention over its own positions, and is bit-identical alone in a block, and
+    whatever the number of programs striding through the block's (row, chunk) pairs."""
+    from djinn.kernels.decode_attention import BlockAttention
+
+    torch.manual_seed(2)
+    dev = torch.device(device)
+    H, Hkv, D, R, C = 4, 2, 16, 20, 140
+    pos = [0, 63, 64, 127, 128, 5, 139, 1, 70, 33, 64, 62, 0, 100, 17, 63, 65]   # 17 live, 3 padding
+    kvs = [torch.randn(1, 2, Hkv, C, D, device=dev).to(dtype) for _ in pos]
+    qkv = torch.randn(R, H + 2 * Hkv, D, device=dev).to(dtype)
+    G, tol = H // Hkv, (2e-6 if dtype == torch.float32 else 2e-2)
+    outs = []
+    for programs in (None, 3):
+        ba = BlockAttention(H, Hkv, D, R, C, dev, dtype, programs=programs)
+        assert ba.chunk == 64
+        out = torch.full((R, H * D), 7.0, device=dev).to(dtype)
+        ba.meta.copy_(torch.tensor(ba.meta_rows(list(zip(kvs, pos)))))
+        ba(0, qkv, out, store=False)
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1]), "the result depends on how many programs share the work"
+    out = outs[0]
+    for i, (kv, p) in enumerate(zip(kvs, pos)):
+        q = qkv[i, :H].float() * D ** -0.5
+        k = kv[0, 0, :, :p + 1].float().repeat_interleave(G, 0)
+        v = kv[0, 1, :, :p + 1].float().repeat_interleave(G, 0)
+        ref = torch.einsum("ht,htd->hd", torch.softmax(torch.einsum("hd,htd->ht", q, k), -1), v).reshape(-1)
+        err = (out[i].float() - ref).abs().max().item()
+        assert err < tol, f"row {i} (position {p}): max error {err}"
+    assert torch.equal(out[len(pos):], torch.zeros_like(out[len(pos):])), "padding rows are not zero"
+    ba = BlockAttention(H, Hkv, D, R, C, dev, dtype)
+    for i in (6, 16):   # alone in row 0 of a block of the same size
+        alone = torch.zeros_like(out)
+        ba.meta.copy_(torch.tensor(ba.meta_rows([(kvs[i], pos[i])])))
+        q1 = qkv.clone()
+        q1[0] = qkv[i]
+        ba(0, q1, alone, store=False)
+        assert torch.equal(alone[0], out[i]), f"row {i}: its output changed with its neighbours"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_block_attention_cuda(dtype):
     _check("cuda", dtype)
+    _check_many_rows("cuda", dtype)
     _check_rowwise("cuda", dtype)
 
 
@@ -115,6 +158,7 @@ def test_block_attention_interpreted():
     """On the CPU, in Triton's interpreter (a subprocess: the mode is read at import)."""
     code = ("import torch, test_decode_attention as t; "
             "t._check('cpu', torch.float32); t._check('cpu', torch.bfloat16); "
+            "t._check_many_rows('cpu', torch.float32); "
             "t._check_rowwise('cpu', torch.float32); t._check_rowwise('cpu', torch.bfloat16)")
     env = dict(os.environ, TRITON_INTERPRET="1")
     here = os.path.dirname(__file__)

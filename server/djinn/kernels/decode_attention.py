@@ -10,8 +10,9 @@ for any sessions: only the table changes.
 
   store:   each row's new K/V (from the block's q/k/v rows) into its buffer at pos
   partial: per (row, query head, chunk of CHUNK positions) a softmax-weighted partial sum,
-           in fp32 (flash-decoding); one program per (head, chunk) goes through the rows,
-           skipping padding and chunks past a row's length
+           in fp32 (flash-decoding); a fixed grid of programs per head strides through the
+           block's live (row, chunk) pairs, so padding and chunks past a row's length cost
+           nothing and many short rows spread over many programs
   reduce:  per (row, query head) the partials combined in chunk order -> the row's output
 
 Every number a row gets depends only on its own queries, keys, values and length: never on
@@ -32,12 +33,32 @@ try:
 except ImportError:  # CPU builds: the engine's PyTorch path is used
     triton = None
 
-# Chosen on the H200 with bench/attention_kernels.py (bench/NOTES.md): small chunks, many programs.
-CHUNK = int(os.environ.get("DJINN_ATTENTION_CHUNK", "32"))     # positions per partial
+
+def _interpreter_loop_bounds() -> None:
+    """Triton's CPU interpreter holds a scalar as a 1-element array, and its int() of one (a
+    loop bound read from memory) fails under numpy 2: the kernels' data-dependent loops need it."""
+    from triton.runtime import interpreter
+
+    patch = interpreter._patch_lang_tensor
+    if getattr(patch, "djinn", False):
+        return
+
+    def patched(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+    patched.djinn = True
+    interpreter._patch_lang_tensor = patched
+
+
+if triton is not None and os.environ.get("TRITON_INTERPRET") == "1":
+    _interpreter_loop_bounds()
+
+# Chosen on the H200 with bench/attention_kernels.py (bench/NOTES.md): one session 31.5 us per
+# layer at 64 against 36-47 at 32; 16 sessions 250 against 269 us.
+CHUNK = 64     # positions per partial (the same for every row, whoever shares the block)
 BLOCK_T = 16   # positions per step inside a chunk
-WARPS = int(os.environ.get("DJINN_ATTENTION_WARPS", "1"))
+WARPS = 1
 EVICT = ""     # or "evict_first": K/V are read once per step
-TILE = os.environ.get("DJINN_ATTENTION_TILE", "0") == "1"   # _attend_tile (being measured) instead of _attend_partial
 
 
 def available(device: torch.device) -> bool:
@@ -64,77 +85,52 @@ if triton is not None:
             tl.store(kv + ((HKV + h) * ctx + pos) * D + d, tl.load(row + (H + HKV + h) * D + d))
 
     @triton.jit(do_not_specialize=["layer"])
-    def _attend_partial(qkv, meta, anchor, layer, m_out, l_out, acc_out, scale, R: tl.constexpr,
-                        H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, NS: tl.constexpr,
+    def _attend_partial(qkv, meta, anchor, layer, m_out, l_out, acc_out, scale, R: tl.constexpr, RP: tl.constexpr,
+                        G: tl.constexpr, H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, NS: tl.constexpr,
                         CHUNK_: tl.constexpr, BT: tl.constexpr, EVICT: tl.constexpr):
-        # One program per (query head, chunk), looping over the block's rows: a padding row or a
-        # chunk past a row's length costs one load of its length, not a program of its own.
+        # A fixed grid of G programs per query head strides through the block's live (row, chunk)
+        # pairs, numbered row by row from the table's lengths (padding rows have none): any fill
+        # spreads over the programs, and a graph captured once serves every fill. A pair's numbers
+        # do not depend on which program computes it.
         h = tl.program_id(0)
-        sp = tl.program_id(1)
-        start = sp * CHUNK_
-        kvh = h // (H // HKV)
-        d = tl.arange(0, D)
-        for b in range(0, R):
-            length = tl.load(meta + 3 * R + b)
-            if start < length:
-                off = tl.load(meta + R + b)
-                ctx = tl.load(meta + 2 * R + b)
-                q = tl.load(qkv + (b * (H + 2 * HKV) + h) * D + d).to(tl.float32) * scale
-                k_base = anchor + off + layer * 2 * HKV * ctx * D + kvh * ctx * D
-                v_base = k_base + HKV * ctx * D
-                m = tl.full([], float("-inf"), tl.float32)
-                l = tl.full([], 0.0, tl.float32)
-                acc = tl.zeros([D], dtype=tl.float32)
-                for t0 in range(0, CHUNK_, BT):
-                    t = start + t0 + tl.arange(0, BT)
-                    valid = t < length
-                    k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
-                    v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
-                    s = tl.where(valid, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
-                    m_new = tl.maximum(m, tl.max(s, axis=0))
-                    alpha = tl.exp(m - m_new)
-                    p = tl.exp(s - m_new)
-                    acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
-                    l = l * alpha + tl.sum(p, axis=0)
-                    m = m_new
-                i = (b * H + h) * NS + sp
-                tl.store(m_out + i, m)
-                tl.store(l_out + i, l)
-                tl.store(acc_out + i * D + d, acc)
-
-    @triton.jit(do_not_specialize=["layer"])
-    def _attend_tile(qkv, meta, anchor, layer, m_out, l_out, acc_out, scale, R: tl.constexpr, RP: tl.constexpr,
-                     H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, NS: tl.constexpr, CHUNK_: tl.constexpr):
-        # As _attend_partial, but a chunk is one tile: its K and V loads are issued together
-        # (more bytes in flight per program), and the block's table is read once as vectors.
-        h = tl.program_id(0)
-        sp = tl.program_id(1)
-        start = sp * CHUNK_
+        g = tl.program_id(1)
         kvh = h // (H // HKV)
         d = tl.arange(0, D)
         rs = tl.arange(0, RP)
         lengths = tl.load(meta + 3 * R + rs, mask=rs < R, other=0)
-        offs = tl.load(meta + R + rs, mask=rs < R, other=0)
-        ctxs = tl.load(meta + 2 * R + rs, mask=rs < R, other=0)
-        t = start + tl.arange(0, CHUNK_)
-        for b in range(0, R):
-            length = tl.sum(tl.where(rs == b, lengths, 0))
-            if start < length:
-                off = tl.sum(tl.where(rs == b, offs, 0))
-                ctx = tl.sum(tl.where(rs == b, ctxs, 0))
-                k_base = anchor + off + layer * 2 * HKV * ctx * D + kvh * ctx * D
-                v_base = k_base + HKV * ctx * D
+        chunks = (lengths + CHUNK_ - 1) // CHUNK_
+        ends = tl.cumsum(chunks, axis=0)           # row b's pairs: ends[b] - chunks[b] .. ends[b] - 1
+        total = tl.sum(chunks, axis=0).to(tl.int32)
+        for w in range(g, total, G):
+            b = tl.sum((ends <= w).to(tl.int32), axis=0)
+            sp = w - tl.sum(tl.where(rs == b, ends - chunks, 0), axis=0)
+            start = sp * CHUNK_
+            length = tl.sum(tl.where(rs == b, lengths, 0), axis=0)
+            off = tl.load(meta + R + b)
+            ctx = tl.load(meta + 2 * R + b)
+            q = tl.load(qkv + (b * (H + 2 * HKV) + h) * D + d).to(tl.float32) * scale
+            k_base = anchor + off + layer * 2 * HKV * ctx * D + kvh * ctx * D
+            v_base = k_base + HKV * ctx * D
+            m = tl.full([], float("-inf"), tl.float32)
+            l = tl.full([], 0.0, tl.float32)
+            acc = tl.zeros([D], dtype=tl.float32)
+            # steps past the row's length would only multiply by exp(0) = 1 and add 0: skipped
+            for t0 in range(0, tl.minimum(length - start, CHUNK_), BT):
+                t = start + t0 + tl.arange(0, BT)
                 valid = t < length
-                k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0)
-                v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0)
-                q = tl.load(qkv + (b * (H + 2 * HKV) + h) * D + d).to(tl.float32) * scale
+                k = tl.load(k_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
+                v = tl.load(v_base + t[:, None] * D + d[None, :], mask=valid[:, None], other=0.0, eviction_policy=EVICT)
                 s = tl.where(valid, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
-                m = tl.max(s, axis=0)
-                p = tl.exp(s - m)
-                i = (b * H + h) * NS + sp
-                tl.store(m_out + i, m)
-                tl.store(l_out + i, tl.sum(p, axis=0))
-                tl.store(acc_out + i * D + d, tl.sum(p[:, None] * v.to(tl.float32), axis=0))
+                m_new = tl.maximum(m, tl.max(s, axis=0))
+                alpha = tl.exp(m - m_new)
+                p = tl.exp(s - m_new)
+                acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
+                l = l * alpha + tl.sum(p, axis=0)
+                m = m_new
+            i = (b * H + h) * NS + sp
+            tl.store(m_out + i, m)
+            tl.store(l_out + i, l)
+            tl.store(acc_out + i * D + d, acc)
 
     @triton.jit
     def _attend_reduce(meta, m_in, l_in, acc_in, out, R, H: tl.constexpr, D: tl.constexpr,
@@ -165,12 +161,15 @@ class BlockAttention:
 
     def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, rows: int, max_context: int,
                  device: torch.device, dtype: torch.dtype, chunk: int = CHUNK, block_t: int = BLOCK_T, warps: int = WARPS,
-                 evict: str = EVICT, tile: bool = TILE):
+                 evict: str = EVICT, programs: int | None = None):
         assert n_heads % n_kv_heads == 0 and head_dim & (head_dim - 1) == 0, "head_dim must be a power of 2"
         self.H, self.Hkv, self.D, self.rows = n_heads, n_kv_heads, head_dim, rows
         self.dtype = dtype
-        self.chunk, self.block_t, self.warps, self.evict, self.tile = chunk, min(block_t, chunk), warps, evict, tile
+        self.chunk, self.block_t, self.warps, self.evict = chunk, min(block_t, chunk), warps, evict
         self.ns = triton.cdiv(max_context, chunk)
+        # programs per query head for the partials: enough for one session's every chunk, or one
+        # chunk of every row (50 sessions at short contexts), whichever is more
+        self.programs = programs or max(self.ns, rows)
         f32 = dict(dtype=torch.float32, device=device)
         self.m = torch.zeros(rows, n_heads, self.ns, **f32)
         self.l = torch.zeros(rows, n_heads, self.ns, **f32)
@@ -202,13 +201,8 @@ class BlockAttention:
         R, H, Hkv, D = self.rows, self.H, self.Hkv, self.D
         if store:
             _store_kv[(R, Hkv)](qkv, self.meta, self.anchor, layer, R, H=H, HKV=Hkv, D=D)
-        if self.tile:
-            _attend_tile[(H, self.ns)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
-                                       RP=triton.next_power_of_2(R), H=H, HKV=Hkv, D=D, NS=self.ns, CHUNK_=self.chunk,
-                                       num_warps=self.warps)
-        else:
-            _attend_partial[(H, self.ns)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
-                                          H=H, HKV=Hkv, D=D, NS=self.ns, CHUNK_=self.chunk, BT=self.block_t,
-                                          EVICT=self.evict, num_warps=self.warps)
+        _attend_partial[(H, self.programs)](qkv, self.meta, self.anchor, layer, self.m, self.l, self.acc, self.scale, R,
+                                            RP=triton.next_power_of_2(R), G=self.programs, H=H, HKV=Hkv, D=D, NS=self.ns,
+                                            CHUNK_=self.chunk, BT=self.block_t, EVICT=self.evict, num_warps=self.warps)
         _attend_reduce[(R, H)](self.meta, self.m, self.l, self.acc, out, R, H=H, D=D, NS=self.ns,
                                NSP=triton.next_power_of_2(self.ns), CHUNK_=self.chunk)
