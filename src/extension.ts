@@ -57,7 +57,8 @@ export function activate(context: vscode.ExtensionContext): DjinnApi {
   log(`Djinn Debugger ${context.extension.packageJSON.version} on VS Code ${vscode.version}, Node ${process.version}`);
   log(codec.describeCodec());
 
-  useServerPython(() => resolveServerPython(context));
+  // (djinn.server.pythonPath read here: settings() asks for the default model, which asks this)
+  useServerPython(() => resolveServerPython(context, (vscode.workspace.getConfiguration("djinn").get<string>("server.pythonPath") ?? "").trim()));
   const notices = new Notices();
   const monitor = new Monitor(() => settings().telemetryIntervalMs, log, notices, monitorTiming());
   const servers = new ServerManager(context, monitor, out, notices);

@@ -25,9 +25,9 @@ export function managedVenvPython(context: vscode.ExtensionContext): string {
 }
 
 /** The setting, else $DJINN_PYTHON, else the managed venv, else <extension>/.venv, else python3. */
-export function resolveServerPython(context: vscode.ExtensionContext): string {
-  const s = settings();
-  if (s.pythonPath) return s.pythonPath;
+export function resolveServerPython(context: vscode.ExtensionContext, pythonPath?: string): string {
+  const explicit = pythonPath ?? settings().pythonPath;
+  if (explicit) return explicit;
   if (process.env.DJINN_PYTHON) return process.env.DJINN_PYTHON;
   const managed = managedVenvPython(context);
   if (existsSync(managed)) return managed;
