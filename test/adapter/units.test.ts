@@ -358,3 +358,23 @@ test("runtime: a SPILL event moves the session's location and says which way; lo
   assert.equal(spills[1].direction, "from disk");
   assert.equal(rt.get(9).info.kvLocation, KvLocation.KV_LOCATION_HOST);
 });
+
+test("a gutter breakpoint of another model's outline is refused once the model is known (and at once after); a hand-written outline applies to any model", async () => {
+  const { BreakpointStore } = await import("../../debug-adapter/breakpoints");
+  const announced: Array<{ id?: number; verified: boolean; message?: string }> = [];
+  const store = new BreakpointStore((bp) => announced.push(bp));
+  const outline = (model?: string) => parseOutline([...(model ? [`# Djinn model outline · ${model} · 40 layers · dim 128 · float32 on cpu`] : []), "layers.3"].join("\n"));
+  const [tiny] = store.setSource({ path: "/w/tiny-40l.djinn" }, outline("tiny-40l"), [{ line: 2 }]);
+  const [hand] = store.setSource({ path: "/w/mine.djinn" }, outline(), [{ line: 1 }]);
+  assert.ok(tiny.target && hand.target, "before the model is known: pending, as any breakpoint");
+  store.modelKnown(30, "smollm2-135m");
+  assert.equal(tiny.target, undefined);
+  assert.match(tiny.message ?? "", /^this outline is tiny-40l's; this debug session runs smollm2-135m/);
+  assert.ok(announced.some((b) => b.id === tiny.id && !b.verified), "a changed breakpoint event");
+  assert.ok(hand.target, "no header: any model's");
+  assert.deepEqual(store.union().map((b) => b.id), [hand.id]);
+  const [again] = store.setSource({ path: "/w/tiny-40l.djinn" }, outline("tiny-40l"), [{ line: 2 }]);
+  assert.equal(again.target, undefined);
+  const [own] = store.setSource({ path: "/w/smol.djinn" }, outline("smollm2-135m"), [{ line: 2 }]);
+  assert.ok(own.target, "its own model's outline applies");
+});
