@@ -6,7 +6,8 @@ the next token's embedding at the end of a pass). The state needed to go on is t
 session's KV buffer and a few saved activations, so a session can stop at any point,
 be swapped out, come back, and continue with the same numbers as an uninterrupted run.
 
-A prefill runs alone on its prompt's rows. Decode passes run as blocks of `batch_rows` rows
+A prefill runs alone on its prompt's rows (the same row-wise kernels as a decode block where
+those run: pieces.prefill_attention / prefill_mlp). Decode passes run as blocks of `batch_rows` rows
 (runtime/pieces.py): sessions at the same stop point share one block, each reading its own KV;
 a session alone fills one row of a block of the same size, so its numbers are the same either
 way. While a session is on the worker its activations may be views of the block's registers;
@@ -18,7 +19,7 @@ import threading
 
 import torch
 
-from ..model.llama import Llama, attention_step, rope_tables
+from ..model.llama import Llama, rope_tables
 from .pieces import make_pieces
 from .session import ATTN, FINISHED, LAYER, MLP, Session
 from .span import pieces_to_next_check
@@ -97,17 +98,15 @@ class Engine:
 
     # -------------------------------------------------------------- a prefill, alone
     def _advance_alone(self, s: Session) -> int | None:
-        acts, kv = s.memory.acts, s.memory.kv
-        layer = self.model.layers[s.layer]
-        if s.point == LAYER:
+        acts, P = s.memory.acts, self.pieces
+        if s.point == LAYER:   # fused row-wise kernels where block attention runs (runtime/pieces.py)
             c, sn = self.rope(s)
-            out, rows = attention_step(layer, acts["hidden"], kv[s.layer], s.input_pos, c, sn)
+            out, rows = P.prefill_attention(s.layer, acts["hidden"], s.memory.kv, s.input_pos, c, sn)
             acts["attn_out"], acts["q"] = out, rows[:, :self.args.n_heads].transpose(0, 1)
             s.point = ATTN
             return None
         if s.point == ATTN:
-            h = acts["hidden"] + acts["attn_out"]
-            acts["hidden"], acts["mlp_out"] = h, layer.mlp(layer.post_attention_layernorm(h))
+            acts["hidden"], acts["mlp_out"] = P.prefill_mlp(s.layer, acts["hidden"], acts["attn_out"])
             s.point = MLP
             return None
         assert s.point == MLP
