@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import re
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from math import prod
@@ -752,11 +753,43 @@ class _Eval:
                 "bin": binary, "cmp": binary, "index": index, "call": call}
 
 
+class _WarmUp:
+    """The server loads the kernels expressions use on a thread of its own after it starts serving
+    (seconds on a fresh GPU process). Until that is done an evaluation elsewhere waits for it
+    first, outside its time limit, so a user's first expression is not refused by --expr-max-ms."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.done.set()
+        self.thread_id: int | None = None
+
+    def run(self, fn) -> threading.Thread:
+        self.done.clear()
+
+        def body():
+            self.thread_id = threading.get_ident()
+            try:
+                fn()
+            finally:
+                self.done.set()
+        t = threading.Thread(target=body, name="djinn-expr-warm-up", daemon=True)
+        t.start()
+        return t
+
+    def wait(self, timeout: float = 120.0) -> None:
+        if not self.done.is_set() and threading.get_ident() != self.thread_id:
+            self.done.wait(timeout)
+
+
+warm_up = _WarmUp()
+
+
 def evaluate(src: str, env: Mapping[str, object], limits: Limits | None = None) -> object:
     """Evaluate `src` over `env` (tensors, lazy zero-arg callables, numbers, strings).
 
     Raises ExprError for anything wrong with the expression, ExprLimit (a subclass) when it
     would exceed `limits`; device faults (CUDA errors) pass through unchanged."""
+    warm_up.wait()
     tree = parse(src)
     with torch.no_grad():  # never build autograd graphs over model activations
         return _Eval(env, limits or Limits()).ev(tree)
@@ -776,6 +809,7 @@ def evaluate_outcome(src: str, env: Mapping[str, object], limits: Limits | None 
     """`evaluate`, except that `topk(...)` as the whole expression answers its values with its
     indices in `also` (inside a larger expression topk stays the values), and the outcome says
     whether the whole expression was a call to topk or shape."""
+    warm_up.wait()
     tree = parse(src)
     top = tree.args[0] if tree.kind == "call" and tree.args[0] in ("topk", "shape") else ""
     with torch.no_grad():

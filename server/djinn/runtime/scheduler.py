@@ -39,7 +39,7 @@ from .memory import Ledger
 from .session import CLOSED, FAILED, FINISHED, PAUSED, RUNNING, Session
 from .span import pieces_to_next_check
 from .stops import check_stop
-from .swap import DEVICE, HOST, MOVING_IN, MOVING_OUT, NONE, SwapRecord, Swapper
+from .swap import DEVICE, DISK, FROM_DISK, HOST, MOVING_IN, MOVING_OUT, NONE, ON_DISK, TO_DISK, SwapRecord, Swapper
 
 
 
@@ -78,6 +78,7 @@ class Scheduler:
         self._notes: dict[int, str] = {}       # session id -> text of the SWAP_IN of a prefetch in flight
         self._pending: dict[int, Session] = {}  # prefetches whose room is still being copied out
         self.prefetches = {"requested": 0, "next_in_line": 0}   # swap-ins started by each kind
+        self._incoming = 0      # the session last asked to come in from the pool or disk (not spilled meanwhile)
         ledger.bind(lambda: sum(s.memory.device_bytes() + (s.history.device_bytes() if s.history else 0)
                                 for s in list(self.sessions.values())))   # + time travel's device snapshots
         self.thread = threading.Thread(target=self._loop, name="djinn-gpu-worker", daemon=True)
@@ -135,15 +136,20 @@ class Scheduler:
         with self.lock:
             device = self.ledger.budget - self.ledger.fixed
             pool = self.pool.capacity(size)
+            # the disk tier counts only where the pool holds two such sessions: one coming back from
+            # disk, one leaving the device for it (the pool is the staging area both ways)
+            disk = (self.swapper.spill.capacity(size)
+                    if self.swapper.spill is not None and pool >= 2 * size else 0)
             live = [v for v in self.sessions.values() if v.alive]
             held = sum(v.memory.total_bytes for v in live)
-            if held + size > device + pool - size:
+            if held + size > device + pool + disk - size:
+                tiers = (f"the device budget ({device / 1e9:.2f} GB for sessions), the host pool ({pool / 1e9:.2f} GB)"
+                         + (f" and the spill file ({disk / 1e9:.2f} GB)" if self.swapper.spill is not None else ""))
                 raise exhausted(
                     f"no room for another session of {size / 1e9:.3f} GB: {len(live)} live sessions hold "
-                    f"{held / 1e9:.2f} GB, and the device budget ({device / 1e9:.2f} GB for sessions) and the host pool "
-                    f"({pool / 1e9:.2f} GB) hold {(device + pool - size) / 1e9:.2f} GB of sessions (less one session's "
-                    "room for a copy in flight); close sessions, or restart the server with a larger --host-pool-gb or "
-                    "--vram-budget-gb")
+                    f"{held / 1e9:.2f} GB, and {tiers} hold {(device + pool + disk - size) / 1e9:.2f} GB of sessions "
+                    "(less one session's room for a copy in flight); close sessions, or restart the server with a larger "
+                    "--host-pool-gb, --spill-gb or --vram-budget-gb")
             s.state, s.ready_at = RUNNING, time.monotonic()
             self.sessions[s.id] = s
         self._publish("created", s)
@@ -174,7 +180,7 @@ class Scheduler:
                                "(a runnable one is brought back at its turn)")
         if s.id in self._pending:
             return "queued"
-        if s.memory.location not in (HOST, MOVING_OUT):
+        if s.memory.location not in (HOST, MOVING_OUT) + ON_DISK:
             return "resident"
         if not self._room_for(s):
             raise exhausted(f"no room to prefetch session {s.id} ({s.memory.total_bytes / 1e9:.3f} GB): the VRAM "
@@ -507,6 +513,11 @@ class Scheduler:
             return True
         if mem.location == MOVING_OUT:
             self._complete(s, block=True)
+        if mem.location in ON_DISK or mem.location == HOST:
+            self._incoming = s.id   # on its way in: not to be spilled meanwhile
+        if mem.location in ON_DISK:
+            self._from_disk(s)
+            return False         # back in the pool first: its read lands, then this runs again
         need = mem.total_bytes
         while not self.ledger.fits(need):
             leaving = sum(v.memory.device_bytes() for v in list(self.sessions.values()) if v.memory.location == MOVING_OUT)
@@ -544,15 +555,65 @@ class Scheduler:
     def _region_for(self, v: Session) -> bool:
         """Reserves v's host region for a swap-out, in a chunk a copy can use now (pinned, or
         plain memory once pinning stopped short): a copy into a chunk still being pinned would
-        hold the worker, and every user's compute, until the chunk is in."""
+        hold the worker, and every user's compute, until the chunk is in. A full pool sends its
+        coldest session to disk (if there is a disk tier): the region is free once that lands."""
         mem = v.memory
         if mem.host_offset >= 0:
             return True
-        hit = self.pool.try_reserve(mem.total_bytes, ready_only=True)
+        hit = self._host_region(mem.total_bytes, exclude=v)
         if hit is None:
             return False
         mem.host_offset, mem.host_size = hit
         return True
+
+    # ------------------------------------------------------------ the disk tier
+    def _host_region(self, size: int, exclude: Session) -> tuple[int, int] | None:
+        hit = self.pool.try_reserve(size, ready_only=True)
+        if hit is None and self.swapper.spill is not None:
+            if self._pool_to_device(exclude):   # on the CPU that copy is done and its region free already
+                hit = self.pool.try_reserve(size, ready_only=True)
+            else:
+                self._spill_coldest(exclude)
+        return hit
+
+    def _pool_to_device(self, exclude: Session) -> bool:
+        """Frees a pool region by bringing a session from the pool onto the device where free
+        budget holds it (runnable ones first): the one free session's room that admission keeps
+        may be on the device, and a copy in is cheaper than a write to disk."""
+        with self.lock:
+            on_host = [v for v in self.sessions.values() if v is not exclude and v.alive and v.memory.location == HOST
+                       and v.memory.flight is None and v.memory.move is None]
+        for v in sorted(on_host, key=lambda v: (v.state != RUNNING, v.turn, v.id)):
+            if self.ledger.fits(v.memory.total_bytes):
+                self._record(v, self.swapper.swap_in(v.memory, wait=False))
+                self.ledger.note()
+                return True
+        return False
+
+    def _spill_coldest(self, exclude: Session) -> None:
+        """Starts moving the coldest session in the host pool to disk: paused longest first, then
+        runnable ones served least recently. One move at a time: the region it frees is what the
+        caller waits for (it retries once the write lands)."""
+        with self.lock:
+            sessions = [v for v in self.sessions.values() if v is not exclude]
+        if any(v.memory.location == TO_DISK for v in sessions):
+            return
+        on_host = [v for v in sessions if v.memory.location == HOST and v.memory.flight is None
+                   and v.memory.move is None and v.id not in self._pending and v.id != self._incoming and v.alive]
+        paused = sorted((v for v in on_host if v.state == PAUSED), key=lambda v: v.paused_at)
+        runnable = sorted((v for v in on_host if v.state == RUNNING), key=lambda v: (v.turn, v.id), reverse=True)
+        for v in paused + runnable:   # a runnable one: the one whose turn comes last
+            if self.swapper.spill_out(v.memory):
+                return
+
+    def _from_disk(self, s: Session) -> None:
+        """Starts bringing a spilled session back into the host pool (if its read is not under way)."""
+        mem = s.memory
+        if mem.location != DISK:
+            return                # on its way (to disk: it comes back once that write lands)
+        hit = self._host_region(mem.disk_size, exclude=s)
+        if hit is not None:
+            self.swapper.spill_in(mem, hit)
 
     # ------------------------------------------------------------ prefetch
     def _is_held(self, v: Session) -> bool:
@@ -599,6 +660,9 @@ class Scheduler:
 
     def _retry_prefetches(self) -> None:
         for sid, s in list(self._pending.items()):
+            if s.memory.location in ON_DISK and s.alive:
+                self._from_disk(s)    # on its way back from disk: the pool first, then the device
+                continue
             if s.state == PAUSED and s.memory.location == HOST:
                 self._prefetch_in(s, "prefetch", "requested")
             elif s.state == RUNNING and s.memory.location == HOST:
@@ -615,6 +679,11 @@ class Scheduler:
         with self.lock:
             others = [v for v in self.sessions.values() if v.state == RUNNING and v is not current]
         nxt = min(others, key=lambda v: (v.turn, v.id), default=None)
+        if nxt is not None and nxt.memory.location == DISK:   # read it back into free pool room now (evicting nobody)
+            hit = self.pool.try_reserve(nxt.memory.disk_size, ready_only=True)
+            if hit is not None:
+                self.swapper.spill_in(nxt.memory, hit)
+            return
         if nxt is None or nxt.memory.location != HOST or nxt.id in self._pending or not self._room_for(nxt, evict=False):
             return
         try:
@@ -630,22 +699,35 @@ class Scheduler:
             self._record(s, self.swapper.swap_out(s.memory))
 
     def _in_flight(self) -> bool:
-        return any(s.memory.flight is not None for s in list(self.sessions.values()))
+        return any(s.memory.flight is not None or s.memory.move is not None for s in list(self.sessions.values()))
 
     def _finish_flights(self, block: bool) -> bool:
         done = False
         for s in list(self.sessions.values()):
-            if s.memory.flight is not None:
+            if s.memory.flight is not None or s.memory.move is not None:
                 done |= self._complete(s, block)
         return done
 
     def _complete(self, s: Session, block: bool) -> bool:
         rec = self.swapper.poll(s.memory, block=block)
         self._record(s, rec)
+        if s.memory.move is not None:
+            try:
+                disk = self.swapper.poll_disk(s.memory, block=block)
+            except OSError as e:   # the session is as it was before the move (swap.poll_disk)
+                self.hub.publish(ServerEvent(kind="error", session_id=0, text=f"spill file, session {s.id}: "
+                                                                              f"{type(e).__name__}: {e}"))
+                return True
+            self._record(s, disk)
+            rec = rec or disk
         return rec is not None
 
     def _record(self, s: Session, rec: SwapRecord | None) -> None:
         if rec is None:
+            return
+        if rec.direction.startswith("spill_"):   # the spill file keeps its own totals
+            self._publish("spill", s, nbytes=rec.nbytes, ms=rec.ms,
+                          text="to disk" if rec.direction == "spill_out" else "from disk")
             return
         t = self.totals[rec.direction]
         t[0], t[1], t[2] = t[0] + 1, t[1] + rec.nbytes, t[2] + rec.ms

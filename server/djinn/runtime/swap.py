@@ -18,6 +18,8 @@ import torch
 from .host_pool import HostPool
 
 NONE, DEVICE, HOST, MOVING_OUT, MOVING_IN = "none", "device", "host", "moving_out", "moving_in"
+DISK, TO_DISK, FROM_DISK = "disk", "moving_to_disk", "moving_from_disk"   # the disk tier (runtime/spill.py)
+ON_DISK = (DISK, TO_DISK, FROM_DISK)
 
 
 @dataclass
@@ -50,6 +52,9 @@ class SessionMemory:
     acts: dict = field(default_factory=dict)  # name -> device tensor while resident
     host_acts: dict = field(default_factory=dict)  # name -> (offset in region, dtype, shape) while swapped
     flight: _Flight | None = None
+    disk_offset: int = -1                 # its region of the spill file while on disk
+    disk_size: int = 0
+    move: object = None                   # a spill.Move in flight (to or from disk)
 
     @property
     def kv_bytes(self) -> int:
@@ -71,9 +76,10 @@ class SessionMemory:
 class Swapper:
     """Moves SessionMemory between the device and the pinned host pool."""
 
-    def __init__(self, device: torch.device, pool: HostPool):
+    def __init__(self, device: torch.device, pool: HostPool, spill=None):
         self.device = device
         self.pool = pool
+        self.spill = spill    # a spill.SpillFile (the disk tier) or None
         self.cuda = device.type == "cuda"
         # one copy stream per direction: a swap-out never queues behind a swap-in, nor the reverse
         self.out_stream = torch.cuda.Stream(device=device) if self.cuda else None
@@ -88,11 +94,19 @@ class Swapper:
 
     def free(self, mem: SessionMemory) -> None:
         self.wait(mem)
+        if mem.move is not None:
+            try:
+                self.poll_disk(mem, block=True)
+            except OSError:
+                mem.move = None   # its regions are freed below all the same
         mem.kv, mem.acts, mem.host_acts = None, {}, {}
         mem.location = NONE
         if mem.host_offset >= 0:
             self.pool.release(mem.host_offset, mem.host_size)
             mem.host_offset, mem.host_size = -1, 0
+        if mem.disk_offset >= 0:
+            self.spill.release(mem.disk_offset, mem.disk_size)
+            mem.disk_offset, mem.disk_size = -1, 0
 
     def _drop_region(self, mem: SessionMemory) -> None:
         """Back on the device: its host region goes back to the pool (a later swap-out reserves one again)."""
@@ -203,3 +217,56 @@ class Swapper:
 
     def wait(self, mem: SessionMemory) -> SwapRecord | None:
         return self.poll(mem, block=True)
+
+    # -------------------------------------------------------------- the disk tier
+    def _region(self, mem: SessionMemory) -> torch.Tensor:
+        return self.pool.view(mem.host_offset, torch.uint8, (mem.host_size,))
+
+    def spill_out(self, mem: SessionMemory) -> bool:
+        """Starts moving a session in the host pool to the spill file; False if the file is full.
+        Its pool region is released once the write has landed (poll_disk)."""
+        assert mem.location == HOST and mem.flight is None and mem.move is None, mem.location
+        hit = self.spill.reserve(mem.host_size)
+        if hit is None:
+            return False
+        mem.disk_offset, mem.disk_size = hit
+        # offsets of the saved activations become relative: the region it comes back to differs
+        mem.host_acts = {n: (off - mem.host_offset, dt, shape) for n, (off, dt, shape) in mem.host_acts.items()}
+        mem.move = self.spill.write(self._region(mem), mem.disk_offset)
+        mem.location = TO_DISK
+        return True
+
+    def spill_in(self, mem: SessionMemory, region: tuple[int, int]) -> None:
+        """Starts reading a spilled session back into `region` (reserved in the host pool)."""
+        assert mem.location == DISK and mem.move is None, mem.location
+        mem.host_offset, mem.host_size = region
+        mem.move = self.spill.read(self._region(mem)[:mem.disk_size], mem.disk_offset)
+        mem.location = FROM_DISK
+
+    def poll_disk(self, mem: SessionMemory, block: bool = False) -> SwapRecord | None:
+        """Finishes a move to or from disk if it is done (or waits for it): its record
+        ("spill_out": to disk, "spill_in": back in the pool), or None while it runs. An I/O error
+        is raised after the session's state is put back as it was before the move."""
+        m = mem.move
+        if m is None or (not block and not m.done()):
+            return None
+        mem.move = None
+        try:
+            sec = self.spill.finished(m)
+        except OSError:
+            if m.direction == "out":     # still in the pool: nothing lost
+                mem.host_acts = {n: (off + mem.host_offset, dt, shape) for n, (off, dt, shape) in mem.host_acts.items()}
+                self.spill.release(mem.disk_offset, mem.disk_size)
+                mem.disk_offset, mem.disk_size, mem.location = -1, 0, HOST
+            else:                        # still on disk: the region goes back
+                self.pool.release(mem.host_offset, mem.host_size)
+                mem.host_offset, mem.host_size, mem.location = -1, 0, DISK
+            raise
+        if m.direction == "out":
+            self.pool.release(mem.host_offset, mem.host_size)
+            mem.host_offset, mem.host_size, mem.location = -1, 0, DISK
+        else:
+            mem.host_acts = {n: (off + mem.host_offset, dt, shape) for n, (off, dt, shape) in mem.host_acts.items()}
+            self.spill.release(mem.disk_offset, mem.disk_size)
+            mem.disk_offset, mem.disk_size, mem.location = -1, 0, HOST
+        return SwapRecord("spill_" + m.direction, m.nbytes, sec * 1e3)

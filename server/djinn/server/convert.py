@@ -10,7 +10,8 @@ PB_TO_POINT = {pb.STOP_POINT_UNSPECIFIED: LAYER, pb.STOP_POINT_LAYER: LAYER, pb.
 STATE_TO_PB = {"created": pb.SESSION_STATE_CREATED, "running": pb.SESSION_STATE_RUNNING, "paused": pb.SESSION_STATE_PAUSED,
                "finished": pb.SESSION_STATE_FINISHED, "closed": pb.SESSION_STATE_CLOSED, "failed": pb.SESSION_STATE_FAILED}
 KV_TO_PB = {"none": pb.KV_LOCATION_NONE, "device": pb.KV_LOCATION_DEVICE, "host": pb.KV_LOCATION_HOST,
-            "moving_out": pb.KV_LOCATION_MOVING_OUT, "moving_in": pb.KV_LOCATION_MOVING_IN}
+            "moving_out": pb.KV_LOCATION_MOVING_OUT, "moving_in": pb.KV_LOCATION_MOVING_IN, "disk": pb.KV_LOCATION_DISK,
+            "moving_to_disk": pb.KV_LOCATION_MOVING_TO_DISK, "moving_from_disk": pb.KV_LOCATION_MOVING_FROM_DISK}
 REASON_TO_PB = {"": pb.STOP_REASON_UNSPECIFIED, "breakpoint": pb.STOP_REASON_BREAKPOINT, "step": pb.STOP_REASON_STEP,
                 "pause": pb.STOP_REASON_PAUSE, "entry": pb.STOP_REASON_ENTRY, "nan": pb.STOP_REASON_NAN,
                 "inf": pb.STOP_REASON_INF, "norm_spike": pb.STOP_REASON_NORM_SPIKE, "data": pb.STOP_REASON_DATA_BREAKPOINT,
@@ -19,7 +20,7 @@ EVENT_TO_PB = {"created": pb.EVENT_KIND_CREATED, "stopped": pb.EVENT_KIND_STOPPE
                "swap_out": pb.EVENT_KIND_SWAP_OUT, "swap_in": pb.EVENT_KIND_SWAP_IN, "token": pb.EVENT_KIND_TOKEN,
                "finished": pb.EVENT_KIND_FINISHED, "closed": pb.EVENT_KIND_CLOSED, "error": pb.EVENT_KIND_ERROR,
                "waiting": pb.EVENT_KIND_WAITING, "device_failed": pb.EVENT_KIND_DEVICE_FAILED,
-               "output": pb.EVENT_KIND_OUTPUT}
+               "output": pb.EVENT_KIND_OUTPUT, "spill": pb.EVENT_KIND_SPILL}
 STEP_FROM_PB = {pb.STEP_KIND_UNSPECIFIED: "layer", pb.STEP_KIND_SUBLAYER: "sublayer", pb.STEP_KIND_LAYER: "layer",
                 pb.STEP_KIND_TOKEN: "token"}
 

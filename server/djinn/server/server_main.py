@@ -34,6 +34,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "2 on the CPU); pinned in the background after the weights load, so the server is ready first")
     p.add_argument("--host-pool-wait-s", type=float, default=60, help="a swap-out into a host-pool chunk that is still "
                    "being pinned waits at most this long for it (sessions are created at once meanwhile)")
+    p.add_argument("--spill-dir", default="", help="the disk tier: a spill file in this folder (on local disk) takes "
+                   "swapped sessions when the host pool is full; off when empty")
+    p.add_argument("--spill-gb", type=float, default=0, help="size of the spill file (with --spill-dir; room for "
+                   "sessions is counted in admission)")
     p.add_argument("--max-context", type=int, default=None, help="largest context a session may ask for (default 2048 on CUDA, 1024 on the CPU; the workspace is measured at this length)")
     p.add_argument("--swap-policy", default="pressure", choices=["pressure", "eager"],
                    help="pressure: swap paused sessions out only when room is needed; eager: at every stop")
@@ -192,7 +196,7 @@ def main(argv=None) -> int:
     opts = Options(model=a.model, device=a.device, gpu=a.gpu, dtype=a.dtype,
                    budget=a.vram_budget_gb or ("80" if cuda else "8"), plan_sessions=a.plan_sessions,
                    plan_context=a.plan_context, host_pool_gb=a.host_pool_gb, host_pool_wait_s=a.host_pool_wait_s,
-                   max_context=a.max_context,
+                   spill_dir=a.spill_dir, spill_gb=a.spill_gb, max_context=a.max_context,
                    swap_policy=a.swap_policy, seed=a.seed, token=a.token, tokens_file=a.tokens_file,
                    cap_allocator=not a.no_allocator_cap, lease_s=a.lease_s, retire_s=a.retire_s,
                    quantum_ms=a.quantum_ms, patience_ms=a.patience_ms, expr_max_elements=a.expr_max_elements, expr_max_ms=a.expr_max_ms,

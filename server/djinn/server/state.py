@@ -40,6 +40,8 @@ class Options:
     host_pool_gb: float | None = None
     host_pool_chunk_gb: float = 2.0  # pinned (and handed out) in chunks of about this size, in order
     host_pool_wait_s: float = 60.0   # a copy into a chunk still being pinned waits this long for it
+    spill_dir: str = ""              # the disk tier's folder ("" = no disk tier)
+    spill_gb: float = 0.0            # the spill file's size
     max_context: int | None = None
     swap_policy: str = "pressure"
     seed: int = 0
@@ -120,8 +122,6 @@ class ServerState:
         # the decode graphs' registers and private pool, measured when they were captured
         ledger.workspace = (self._measure_workspace(max_ctx) + self.engine.pieces.nbytes) if cuda else 0
         phase("workspace")
-        self._warm_up_expressions()
-        phase("expressions")
         if cuda:
             torch.cuda.empty_cache()
             # CUDA context, cuBLAS handles and the like: memory the allocator does not see.
@@ -144,8 +144,14 @@ class ServerState:
         self.pool = HostPool(int(pool_gb * GB), pin=cuda, chunk_bytes=region * per_chunk, background=cuda,
                              wait_s=opts.host_pool_wait_s, on_done=lambda pool: self._pool_done(pool, log),
                              device=self.device.index if cuda else None)
+        self.spill = None
+        if opts.spill_dir and opts.spill_gb > 0:
+            from ..runtime.spill import SpillFile
+            self.spill = SpillFile(opts.spill_dir, int(opts.spill_gb * GB))
+        elif opts.spill_gb > 0 or opts.spill_dir:
+            raise ValueError("the disk tier needs both --spill-dir and --spill-gb > 0")
         self.hub = EventHub(keep_bytes=int(opts.replay_mb * 1e6), encode=lambda ev: convert.event(ev).SerializeToString())
-        self.scheduler = Scheduler(self.engine, Swapper(self.device, self.pool), self.pool, ledger, self.hub,
+        self.scheduler = Scheduler(self.engine, Swapper(self.device, self.pool, self.spill), self.pool, ledger, self.hub,
                                    opts.swap_policy, snapshot=convert.session_info, quantum_ms=opts.quantum_ms,
                                    patience_ms=opts.patience_ms)
         self.leases = Leases(self.scheduler, self.clients, opts.lease_s, opts.retire_s)
@@ -157,6 +163,9 @@ class ServerState:
         self._sampler.start()
         phase("rest")
         self.startup_seconds = time.perf_counter() - t0
+        # after the ready line's figures: the first evaluation waits for it instead (inspect/expr.py)
+        from ..inspect.expr import warm_up
+        self.expr_warm_up = warm_up.run(self._warm_up_expressions)
 
     # ------------------------------------------------------------ measurement at start-up
     def act_bytes(self, context: int) -> int:
@@ -182,11 +191,15 @@ class ServerState:
 
     def _warm_up_expressions(self) -> None:
         """Loads the kernels (and on the CPU torch's lazily imported helpers) expressions use, so a
-        user's first one is not charged their start-up: 2 s on a fresh H200 process (which the
-        --expr-max-ms limit would refuse), 0.4-0.7 s on the CPU (the worker stalled meanwhile)."""
+        user's first one is not charged their start-up: 3.6-4.2 s on a fresh H200 process (which
+        the --expr-max-ms limit would refuse), ~2 s on this CPU. It runs on its own thread once the
+        server is up (ServerState.__init__); sessions run meanwhile, expressions wait for it."""
         from ..inspect.expr import evaluate
         from ..inspect.tensors import summarize
 
+        t0 = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)   # a new thread's current device is 0
         h = torch.randn(8, self.args.dim, device=self.device, dtype=self.dtype)
         env = {"hidden": h, "tokens": torch.arange(8, device=self.device)}
         for e in ("hidden[tokens]", "hidden[0, :4]", "norm(hidden)", "mean(hidden)", "std(hidden)", "max(abs(hidden)) > 1",
@@ -199,6 +212,22 @@ class ServerState:
         summarize(h)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+            self._remeasure_overhead()
+        self.startup_phases["expressions_after_ready"] = round(time.perf_counter() - t0, 3)
+
+    def _remeasure_overhead(self) -> None:
+        """The kernels just loaded hold device memory the allocator does not see: the ledger's
+        overhead (NVML used - allocator reserved, as at start-up) grows by it, and the allocator's
+        cap shrinks by as much, so the budget still bounds what NVML sees."""
+        if not self.nvml.handle:
+            return
+        L = self.ledger
+        now = max(0, self.nvml.used() - torch.cuda.memory_reserved(self.device))
+        if now > L.overhead:
+            L.overhead = now
+            if self.allocator_capped:
+                total = torch.cuda.get_device_properties(self.device).total_memory
+                torch.cuda.set_per_process_memory_fraction(min(1.0, max(0.0, (L.budget - L.overhead) / total)), self.device)
 
     def _kv_bytes(self, context: int) -> int:
         return context * self.args.kv_bytes_per_token(self.itemsize)
@@ -252,7 +281,8 @@ class ServerState:
                                  host_pool_bytes=self.pool.nbytes, kv_bytes_per_token=a.kv_bytes_per_token(self.itemsize),
                                  device_total_bytes=self.nvml.total(), allocator_capped=self.allocator_capped,
                                  host_pool_pinned_bytes=self.pool.pinned_bytes,
-                                 host_pool_pin_seconds=self.pool.pin_seconds),
+                                 host_pool_pin_seconds=self.pool.pin_seconds,
+                                 spill_bytes=self.spill.nbytes if self.spill else 0),
             modules=[pb.ModuleNode(**m) for m in self.modules], swap_policy=self.opts.swap_policy,
             torch_version=torch.__version__, startup_seconds=self.startup_seconds, event_seq=self.hub.last_seq,
             user=who.user, admin=who.admin, client_id=who.client, lease_seconds=self.opts.lease_s, tls=self.opts.tls,
@@ -298,17 +328,26 @@ class ServerState:
             accounted_peak_bytes=max(L.peak, accounted), nvml_peak_bytes=self.nvml_peak,
             auth_failures=self.users.failures, clients_connected=connected, open_streams=streams,
             device_error=sched.device_error, host_pool_pinned_bytes=self.pool.pinned_bytes,
-            host_pool_pin_seconds=self.pool.pin_seconds, host_pool_error=self.pool.error)
+            host_pool_pin_seconds=self.pool.pin_seconds, host_pool_error=self.pool.error, **self._spill_figures())
         wire = sample.SerializeToString()
         self._samples[key] = (now, sample, wire)
         return sample, wire
+
+    def _spill_figures(self) -> dict:
+        sp = self.spill
+        if sp is None:
+            return {}
+        return dict(spill_bytes=sp.nbytes, spill_used_bytes=sp.used, spills_out=sp.totals["out"][0],
+                    spills_in=sp.totals["in"][0], spill_write_gb_per_s=round(sp.gb_per_s("out"), 3),
+                    spill_read_gb_per_s=round(sp.gb_per_s("in"), 3))
 
     def summary_line(self, address: str) -> str:
         L = self.ledger
         return (f"Djinn serving {self.opts.model} ({self.dtype}) on {self.device} [{self.device_name()}] at {address}: "
                 f"weights {L.weights / GB:.2f} GB, workspace {L.workspace / GB:.2f} GB, overhead {L.overhead / GB:.2f} GB, "
                 f"budget {L.budget / GB:.2f} GB{' (allocator capped)' if self.allocator_capped else ''}, "
-                f"host pool {self.pool.nbytes / GB:.1f} GB{self._pool_state()}, max context {self.engine.max_context}, "
+                f"host pool {self.pool.nbytes / GB:.1f} GB{self._pool_state()}, "
+                f"{f'spill file {self.spill.nbytes / GB:.1f} GB in {self.opts.spill_dir}, ' if self.spill else ''}max context {self.engine.max_context}, "
                 f"swap policy {self.opts.swap_policy}; ready in {self.startup_seconds:.1f} s")
 
     def _pool_state(self) -> str:
@@ -326,3 +365,5 @@ class ServerState:
         # Pinning may still be running: stop it, wait for the chunks in flight, unregister. If the
         # worker did not stop, a copy may still use the pool: leave its memory registered.
         self.pool.close(timeout=30.0, unregister=not self.scheduler.thread.is_alive())
+        if self.spill is not None:
+            self.spill.close()
