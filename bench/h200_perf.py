@@ -94,6 +94,9 @@ def parse(argv=None):
     p.add_argument("--density-budget-gb", type=float, default=80)
     p.add_argument("--density-max", type=int, default=200, help="stop creating sessions after this many")
     p.add_argument("--density-new-tokens", type=int, default=2)
+    p.add_argument("--density-spill-gb", type=float, default=40, help="--spill-gb of the density server (0: no disk tier)")
+    p.add_argument("--spill-dir", default=None, help="--spill-dir of the density server (default: bench/results/.spill "
+                   "under this tree, i.e. the local disk the tree is on)")
     p.add_argument("--density-create-timeout-s", type=float, default=300)
     p.add_argument("--density-finish-timeout-s", type=float, default=900)
     p.add_argument("--part-timeout-s", type=float, default=900, help="limit of each child process")
@@ -456,19 +459,26 @@ def density_part(o, R: Result, details: dict) -> None:
 
     srv = None
     try:
-        srv, ready_s = ps.start_server(o, "--vram-budget-gb", f"{o.density_budget_gb:g}", name="the density server")
+        spill = []
+        if o.density_spill_gb > 0:
+            spill_dir = o.spill_dir or os.path.join(REPO, "bench", "results", ".spill")
+            spill = ["--spill-dir", spill_dir, "--spill-gb", f"{o.density_spill_gb:g}"]
+        srv, ready_s = ps.start_server(o, "--vram-budget-gb", f"{o.density_budget_gb:g}", *spill, name="the density server")
         c = ps.Client(srv.address)
         pinned = ps.wait_pool_pinned(c, srv, o.ready_timeout_s)   # sessions are refused by a full pool, not a pinning one
         d = ps.density(c, o)
         d["pool_pinned"] = pinned
+        d["spill"] = ps.spill_figures(c)
         c.close()
         d.update(server_command=srv.command, budget_gb=o.density_budget_gb, host_pool_gb=o.host_pool_gb,
+                 spill_gb=o.density_spill_gb,
                  ready_line=srv.ready)
         path = os.path.splitext(o.out)[0] + "-density.json"
         with open(path, "w") as f:
             json.dump(d, f, indent=1)
         R.put("max_sessions_80gb", d["count_equal"])
-        R["max_sessions_80gb_method"] = d["method"] + f"; budget {o.density_budget_gb:g} GB, host pool {o.host_pool_gb:g} GB"
+        R["max_sessions_80gb_method"] = d["method"] + (f"; budget {o.density_budget_gb:g} GB, host pool {o.host_pool_gb:g} GB"
+                                                       f", spill file {o.density_spill_gb:g} GB on local disk")
         details["density"] = {k: v for k, v in d.items() if k not in ("ready_line",)}
         details["density"]["results"] = os.path.relpath(path, REPO)
         log(TAG, f"density: {d['count_equal']} of {d['created']} sessions finished equal to their reference")

@@ -281,6 +281,17 @@ def resume(c: Client, o) -> dict:
     return out
 
 
+def spill_figures(c: Client) -> dict:
+    """The disk tier's figures from one telemetry sample (moves each way, measured GB/s)."""
+    call = c.stub.Telemetry(pb.TelemetryRequest(), timeout=30)
+    try:
+        t = next(iter(call))
+    finally:
+        call.cancel()
+    names = ("spill_bytes", "spill_used_bytes", "spills_out", "spills_in", "spill_write_gb_per_s", "spill_read_gb_per_s")
+    return {n: getattr(t, n) for n in names if n in pb.TelemetrySample.DESCRIPTOR.fields_by_name}
+
+
 def density(c: Client, o, log_every: int = 10) -> dict:
     vocab, L = c.info.model.vocab_size, c.info.model.n_layers
     layers = tuple(x for x in (10, 20, 30) if x < L) or (L // 2,)
