@@ -5,7 +5,8 @@ the mode is read at import) a prefill's norms, RoPE, K/V store and silu * up are
 block's Triton kernels. Checked against the eager PyTorch path (the same engine with
 DJINN_TRITON_ATTENTION=0), for GQA and MHA with q/k/v biases: every stop point's activations
 (hidden, attn_out, q, mlp_out), the KV written and the logits agree within the dtype's rounding;
-a prefill chunk after earlier tokens (input_pos > 0) too; and a run stopped at every point, its
+a prefill chunk after earlier tokens (input_pos > 0) too; RoPE over many rows (several heads
+per program) equals one head per program bit for bit; and a run stopped at every point, its
 activations and KV copied off the device and back each time, equals the uninterrupted reference
 bit for bit.
 """
@@ -110,6 +111,33 @@ def _check_against_eager(device: str, dtype: torch.dtype) -> None:
             "K/V written outside positions 4..6 of layer 1"
 
 
+def _check_rope_head_blocks(device: str, dtype: torch.dtype) -> None:
+    """rope_qkv over a prefill's many rows (several heads per program) gives what one head per
+    program gives, bit for bit: out, and the K/V at each token's position."""
+    from djinn.kernels import rowwise
+    from djinn.kernels.decode_attention import BlockAttention
+
+    torch.manual_seed(3)
+    dev = torch.device(device)
+    T, H, Hkv, D = 66, 4, 2, 16
+    ba = BlockAttention(H, Hkv, D, 2, 80, dev, dtype)
+    lin = torch.randn(T, (H + 2 * Hkv) * D, device=dev).to(dtype)
+    cos, sin = torch.randn(T, D, device=dev).to(dtype), torch.randn(T, D, device=dev).to(dtype)
+    results = []
+    for hb in (1, 16):
+        kv = torch.zeros(2, 2, Hkv, 80, D, device=dev, dtype=dtype)
+        off, ctx = ba.meta_rows([(kv, T - 1)])[1][0], 80
+        pos = torch.arange(T, device=dev)
+        meta = torch.stack([pos, torch.full_like(pos, off), torch.full_like(pos, ctx), pos + 1])
+        out = torch.empty(T, H + 2 * Hkv, D, device=dev, dtype=dtype)
+        rowwise.rope_qkv(lin, cos, sin, out, H, Hkv, meta, ba.anchor, layer=1, heads_per_program=hb)
+        results.append((out, kv))
+        assert torch.equal(kv[1].permute(2, 0, 1, 3)[:T].reshape(T, 2 * Hkv, D), out[:, H:]), f"{hb}: K/V not at the positions"
+        assert (kv[0] == 0).all() and (kv[1][:, :, T:] == 0).all(), f"{hb}: K/V written elsewhere"
+    for out, kv in results[1:]:
+        assert torch.equal(out, results[0][0]) and torch.equal(kv, results[0][1])
+
+
 def _check_stops_bit_for_bit(device: str, dtype: torch.dtype) -> None:
     """Stopped at every point of the prefill and the decode passes, activations and KV through
     the host each time, against the uninterrupted reference (advance_span): bit for bit."""
@@ -135,7 +163,7 @@ def test_fused_prefill_interpreted():
     """On the CPU, in Triton's interpreter (a subprocess: the mode is read at import)."""
     code = ("import torch, test_prefill_kernels as t; "
             "t._check_against_eager('cpu', torch.float32); t._check_against_eager('cpu', torch.bfloat16); "
-            "t._check_stops_bit_for_bit('cpu', torch.float32)")
+            "t._check_rope_head_blocks('cpu', torch.bfloat16); t._check_stops_bit_for_bit('cpu', torch.float32)")
     env = dict(os.environ, TRITON_INTERPRET="1")
     here = os.path.dirname(__file__)
     env["PYTHONPATH"] = os.pathsep.join([here, os.path.dirname(here), env.get("PYTHONPATH", "")])
@@ -147,4 +175,5 @@ def test_fused_prefill_interpreted():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_prefill_cuda(dtype):
     _check_against_eager("cuda", dtype)
+    _check_rope_head_blocks("cuda", dtype)
     _check_stops_bit_for_bit("cuda", dtype)

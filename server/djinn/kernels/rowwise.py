@@ -7,11 +7,13 @@ each over a few KB; these do each job in one launch, one program per row (or per
                                      statistics, the normalised row rounded, then times the weight
   rope_qkv(lin, cos, sin, meta, kv_anchor, layer) -> the q/k/v rows with RoPE, and each row's
                                      K/V written into its own KV buffer at its position (the
-                                     block attention's table, kernels/decode_attention.py)
+                                     block attention's table, kernels/decode_attention.py; for a
+                                     prefill, one row per token of one session)
   silu_mul(gate_up)               ->  silu(gate) * up
 
 Every row's numbers depend only on that row, so blocks of any fill agree bit for bit. The
-engine uses them only where block attention runs (CUDA with Triton); elsewhere PyTorch's own.
+engine uses them only where block attention runs (CUDA with Triton), in decode blocks and in
+prefills (runtime/pieces.py); elsewhere PyTorch's own.
 """
 from __future__ import annotations
 
@@ -39,27 +41,33 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["layer"])
     def _rope_qkv(lin, cos, sin, out, meta, anchor, layer, R, H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
-                  STORE: tl.constexpr):
+                  HB: tl.constexpr, STORE: tl.constexpr):
         b = tl.program_id(0)
-        h = tl.program_id(1)            # 0..H-1 queries, H..H+HKV-1 keys, then values
+        hs = tl.program_id(1) * HB + tl.arange(0, HB)   # heads 0..H-1 queries, H..H+HKV-1 keys, then values
+        NH = H + 2 * HKV
+        live = hs < NH
+        rotated = hs < H + HKV
         half = D // 2
         d = tl.arange(0, D)
-        src = lin + (b * (H + 2 * HKV) + h) * D
-        x = tl.load(src + d).to(tl.float32)
-        if h < H + HKV:                 # rotate-half RoPE: x * cos + [-x2, x1] * sin
-            other = tl.load(src + tl.where(d < half, d + half, d - half)).to(tl.float32)
-            rot = tl.where(d < half, -other, other)
-            x = x * tl.load(cos + b * D + d).to(tl.float32) + rot * tl.load(sin + b * D + d).to(tl.float32)
+        src = lin + (b * NH + hs[:, None]) * D
+        x = tl.load(src + d[None, :], mask=live[:, None], other=0.0).to(tl.float32)
+        # rotate-half RoPE on q and k: x * cos + [-x2, x1] * sin
+        other = tl.load(src + tl.where(d < half, d + half, d - half)[None, :], mask=(live & rotated)[:, None],
+                        other=0.0).to(tl.float32)
+        rot = tl.where((d < half)[None, :], -other, other)
+        c = tl.load(cos + b * D + d).to(tl.float32)[None, :]
+        sn = tl.load(sin + b * D + d).to(tl.float32)[None, :]
+        x = tl.where(rotated[:, None], x * c + rot * sn, x)
         y = x.to(out.dtype.element_ty)
-        tl.store(out + (b * (H + 2 * HKV) + h) * D + d, y)
+        tl.store(out + (b * NH + hs[:, None]) * D + d[None, :], y, mask=live[:, None])
         if STORE:
             length = tl.load(meta + 3 * R + b)
-            if (h >= H) & (length > 0):   # this row's K or V into its own buffer at its position
+            if length > 0:              # this row's K and V heads into its own buffer at its position
                 off = tl.load(meta + R + b)
                 ctx = tl.load(meta + 2 * R + b)
-                j = h - H                # 0..HKV-1: K head j; HKV..2HKV-1: V head j - HKV
+                j = hs - H              # 0..HKV-1: K head j; HKV..2HKV-1: V head j - HKV
                 kv = anchor + off + layer * 2 * HKV * ctx * D
-                tl.store(kv + (j * ctx + length - 1) * D + d, y)
+                tl.store(kv + (j[:, None] * ctx + length - 1) * D + d[None, :], y, mask=(live & (hs >= H))[:, None])
 
     @triton.jit
     def _silu_mul(gu, out, I: tl.constexpr, BLOCK: tl.constexpr):
@@ -86,13 +94,18 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float, residual: Tensor | None = No
 
 
 def rope_qkv(lin: Tensor, cos: Tensor, sin: Tensor, out: Tensor, n_heads: int, n_kv_heads: int,
-             meta: Tensor | None = None, anchor: Tensor | None = None, layer: int = 0) -> Tensor:
+             meta: Tensor | None = None, anchor: Tensor | None = None, layer: int = 0,
+             heads_per_program: int | None = None) -> Tensor:
     """lin [R, (H + 2 Hkv) * Dh] (the fused q/k/v product), cos/sin [R, Dh] -> out [R, H + 2 Hkv, Dh];
     with meta/anchor (a BlockAttention's) also each row's K/V into its KV buffer at its position."""
     R, D = cos.shape
     store = meta is not None
-    _rope_qkv[(R, n_heads + 2 * n_kv_heads)](lin, cos, sin, out, meta if store else cos, anchor if store else out,
-                                             layer, R, H=n_heads, HKV=n_kv_heads, D=D, STORE=store)
+    # a decode block (few rows): one head per program, many programs; a prefill (thousands of
+    # rows): 16 heads per program, not 2016 x 120 programs of 128 elements (same numbers either way)
+    hb = heads_per_program or (1 if R <= 64 else 16)   # (a power of 2)
+    _rope_qkv[(R, triton.cdiv(n_heads + 2 * n_kv_heads, hb))](lin, cos, sin, out, meta if store else cos,
+                                                              anchor if store else out, layer, R, H=n_heads,
+                                                              HKV=n_kv_heads, D=D, HB=hb, STORE=store)
     return out
 
 
