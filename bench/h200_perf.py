@@ -9,7 +9,7 @@ plain-copy ceilings, in one JSON (bench/results/h200-perf-DATE.json by default).
     .venv/bin/python bench/h200_perf.py --device cpu --model tiny-40l --sessions 4 --out /tmp/perf-cpu.json
 
 Parts (select with --only / --skip; exp3 and density run only when asked for):
-  decode, prefill, swap      in a child process, the server's Engine / Swapper code (bench/perf_engine.py)
+  decode, prefill, swap, overlap  in a child process, the server's Engine / Swapper code (bench/perf_engine.py)
   hf_decode, hf_prefill      in a child process, transformers' LlamaForCausalLM (bench/hf_baseline.py)
   ready, serial, batched, decode_server, resume
                              through one real server process (bench/perf_server.py)
@@ -41,7 +41,7 @@ sys.path.insert(0, HERE)
 from perf_common import REPO, device_name_fallback, log, set_alloc_conf  # noqa: E402
 
 TAG = "h200_perf"
-ENGINE_PARTS = ("decode", "prefill", "swap")
+ENGINE_PARTS = ("decode", "prefill", "swap", "overlap")
 HF_PARTS = ("hf_decode", "hf_prefill")
 SERVER_PARTS = ("ready", "serial", "batched", "decode_server", "resume")
 OPTIONAL_PARTS = ("exp3", "density")
@@ -52,6 +52,7 @@ KEYS = {   # part -> the top-level keys it fills
     "hf_decode": ("hf_decode_ms_per_token", "hf_decode_ms_per_token_p10", "hf_decode_ms_per_token_p90"),
     "hf_prefill": ("hf_prefill_2048_ms",),
     "swap": ("swap_pair_ms", "swap_pair_ceiling_ms", "swap_one_ms"),
+    "overlap": ("decode_while_swapping_ms", "swap_slowdown_pct"),
     "ready": ("server_ready_s",),
     "serial": ("serial_tokens_per_s",),
     "batched": ("batched_tokens_per_s",),
@@ -247,6 +248,14 @@ def engine_parts(o, run, R: Result, details: dict) -> None:
             details["prefill"] = d
         else:
             R.fail("prefill", "failed: " + errs.get("prefill", "no result"))
+    if "overlap" in parts:
+        d = res.get("overlap")
+        if d:
+            R.put("decode_while_swapping_ms", d["swapping_ms"]["median"])
+            R.put("swap_slowdown_pct", d["slowdown_pct"])
+            details["overlap"] = d
+        else:
+            R.fail("overlap", "failed: " + errs.get("overlap", errs.get("decode", "no result")))
     if "swap" in parts:
         d = res.get("swap")
         if d:
