@@ -39,7 +39,7 @@ if triton is not None:
         y = (f * inv).to(xv.dtype).to(tl.float32) * tl.load(w + c, mask=live, other=0.0).to(tl.float32)
         tl.store(y_out + r * N + c, y.to(y_out.dtype.element_ty), mask=live)
 
-    @triton.jit(do_not_specialize=["layer"])
+    @triton.jit(do_not_specialize=["layer", "R"])   # R: a prefill's length; one compile for all
     def _rope_qkv(lin, cos, sin, out, meta, anchor, layer, R, H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr,
                   HB: tl.constexpr, STORE: tl.constexpr):
         b = tl.program_id(0)

@@ -15,6 +15,10 @@ one graph, the MLP another, the residual add a third. Inputs that are already in
 until the next part of any session runs: the engine copies out what a session keeps when it
 leaves the worker (`owns`). The eager path computes the same kernels on the same shapes, so a
 graph replays exactly what eager code would compute (tested on CUDA).
+
+A prefill (one session's T prompt rows, runtime/engine.py) runs eagerly through
+prefill_attention / prefill_mlp: where block attention runs, the same row-wise Triton kernels
+(norm, RoPE + K/V store, silu * up), then SDPA over the session's cached K/V as in PyTorch.
 """
 from __future__ import annotations
 
