@@ -107,11 +107,14 @@ def test_sessions_generating_together_are_batched_and_one_that_stops_leaves_the_
     with running_server(**_server_kw(device)) as (c, st):
         prompts = [prompt(30 + i, 12) for i in range(4)]
         refs = [st.engine.reference(p, 8) for p in prompts]
-        # session 0 stops at layers.10 of its third decode pass (the hit count counts passes)
-        stopper = c.CreateSession(pb.CreateSessionRequest(
-            prompt_tokens=prompts[0], max_new_tokens=8,
-            breakpoints=[pb.Breakpoint(id=1, layer=10, hit_condition="== 4")]))
-        others = [c.create(p, max_new=8).id for p in prompts[1:]]
+        # session 0 stops at layers.10 of its third decode pass (the hit count counts passes). The
+        # worker waits for the engine's lock meanwhile, so all four exist before any runs (on CUDA
+        # a tiny model's prefill and passes are quicker than a CreateSession round trip)
+        with st.engine.lock:
+            stopper = c.CreateSession(pb.CreateSessionRequest(
+                prompt_tokens=prompts[0], max_new_tokens=8,
+                breakpoints=[pb.Breakpoint(id=1, layer=10, hit_condition="== 4")]))
+            others = [c.create(p, max_new=8).id for p in prompts[1:]]
         ev = c.wait(pb.EVENT_KIND_STOPPED, stopper.id)
         assert ev.session.position.token_index == 3 and ev.session.position.layer == 10
         finished = {}

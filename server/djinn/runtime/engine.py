@@ -19,6 +19,7 @@ import threading
 
 import torch
 
+from ..kernels import hostcopy
 from ..model.llama import Llama, rope_tables
 from .pieces import make_pieces
 from .session import ATTN, FINISHED, LAYER, MLP, Session
@@ -42,6 +43,19 @@ class Engine:
         # Held by the worker for a whole turn, and by `reference`: a block's registers carry a
         # batch's state from one piece to the next, so no other thread may run pieces meanwhile.
         self.lock = threading.RLock()
+        # tokens up and logits down by kernel where it can (kernels/hostcopy.py): never behind a swap's copy
+        self._staging = hostcopy.Staging(device) if hostcopy.available(device) else None
+        self._readback = hostcopy.Readback(device) if self._staging is not None else None
+
+    def _upload_tokens(self, tokens: list[int]) -> torch.Tensor:
+        cpu = torch.tensor(tokens, dtype=torch.long)
+        if self._staging is None:
+            return cpu.to(self.device)
+        return self._staging.upload(cpu, torch.empty(len(tokens), dtype=torch.long, device=self.device))
+
+    def _to_cpu(self, t: torch.Tensor) -> torch.Tensor:
+        """A pass's logits on the CPU (the one sync of a pass)."""
+        return t.cpu() if self._readback is None else self._readback.read(t)
 
     def rope(self, s: Session):
         T = s.pass_tokens.shape[0]
@@ -50,7 +64,7 @@ class Engine:
     @torch.no_grad()
     def begin(self, s: Session) -> None:
         """Starts the prefill: embed the prompt; the session is then at layers.0 (before it)."""
-        s.pass_tokens = torch.tensor(s.prompt_tokens, dtype=torch.long, device=self.device)
+        s.pass_tokens = self._upload_tokens(s.prompt_tokens)
         s.input_pos, s.pass_index, s.layer, s.point = 0, 0, 0, LAYER
         s.memory.acts = {"hidden": self.model.embed_tokens(s.pass_tokens)}
         s.started = True
@@ -67,7 +81,7 @@ class Engine:
                 and self.batchable(s0) and len(group) <= self.batch_rows):
             x = P.gather([s.memory.acts["hidden"] for s in group], "hidden")
             logits = P.run_pass(x, [(s.memory.kv, s.input_pos) for s in group])
-            return self._end_passes(group, logits[:len(group)].cpu())
+            return self._end_passes(group, self._to_cpu(logits[:len(group)]))
         for _ in range(pieces - 1):
             tokens = self.advance_batch(group)
             if any(t is not None for t in tokens):
@@ -116,7 +130,7 @@ class Engine:
             s.layer, s.point = s.layer + 1, LAYER
             return None
         logits = self.model.logits(x[-1:])[0]
-        return self._end_passes([s], logits[None].cpu())[0]
+        return self._end_passes([s], self._to_cpu(logits[None]))[0]
 
     # -------------------------------------------------------------- decode blocks
     def _advance_block(self, group: list[Session]) -> list[int | None]:
@@ -145,7 +159,7 @@ class Engine:
                 s.memory.acts = {"hidden": x[i:i + 1]}
                 s.layer, s.point = L + 1, LAYER
             return [None] * n
-        return self._end_passes(group, P.head(x)[:n].cpu())   # the one sync of a pass
+        return self._end_passes(group, self._to_cpu(P.head(x)[:n]))   # the one sync of a pass
 
     def _end_passes(self, group: list[Session], logits: torch.Tensor) -> list[int]:
         """Greedy tokens from each session's last-row logits (fp32, on the CPU, one per session);
@@ -163,7 +177,7 @@ class Engine:
             else:
                 going.append((s, token))
         if going:
-            ids = torch.tensor([t for _, t in going], dtype=torch.long, device=self.device)
+            ids = self._upload_tokens([t for _, t in going])
             emb = self.model.embed_tokens(ids)
             for i, (s, token) in enumerate(going):
                 s.input_pos += s.pass_tokens.shape[0]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..kernels import decode_attention, rowwise
+from ..kernels import decode_attention, hostcopy, rowwise
 from ..model.llama import Llama, attend_decode_row, attention_core, attention_step, qkv_rows
 
 
@@ -191,6 +191,7 @@ class GraphPieces(EagerPieces):
         # buffer when the stream reaches it, so a buffer is rewritten only once its copy is done.
         self._ring = [(torch.zeros(4, rows, dtype=torch.long, pin_memory=True), torch.cuda.Event()) for _ in range(64)]
         self._ring_next = 0
+        self._kernel_copy = hostcopy.available(dev)
         self._meta_key: tuple | None = None
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[tuple[str, int], torch.cuda.CUDAGraph] = {}
@@ -279,7 +280,10 @@ class GraphPieces(EagerPieces):
         done.synchronize()                 # (long done, unless 64 changes are in flight)
         host.copy_(torch.tensor(table))
         r = self.reg
-        r["meta"].copy_(host, non_blocking=True)
+        if self._kernel_copy:   # by kernel: a swap's copy on the copy engines never holds it up
+            hostcopy.to_device(host, r["meta"])
+        else:
+            r["meta"].copy_(host, non_blocking=True)
         done.record()
         torch.index_select(self.cos, 0, r["meta"][0], out=r["cos"])   # once per change, not per layer
         torch.index_select(self.sin, 0, r["meta"][0], out=r["sin"])
