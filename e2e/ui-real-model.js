@@ -24,7 +24,8 @@ module.exports = async function realModel(page, kit, { ws }) {
   async function removeAllBreakpoints() {
     const fileBp = page.locator('.debug-breakpoints .monaco-list-row', { hasText: /\.djinn/ }).first();
     if (!(await callStack.isVisible())) await palette('View: Show Run and Debug');
-    await page.locator('.debug-breakpoints').waitFor({ timeout: 10000 });
+    // a window with no breakpoint at all (this part run alone) may not render the view's list
+    await page.locator('.debug-breakpoints').waitFor({ timeout: 10000 }).catch(() => {});
     if (!(await fileBp.count())) return;
     const header = page.locator('.pane-header', { hasText: /^breakpoints/i }).first();
     const button = header.locator('.action-label[aria-label^="Remove All Breakpoints"]').first();
@@ -82,8 +83,10 @@ module.exports = async function realModel(page, kit, { ws }) {
     const inline = page.locator('.part.editor .debug-inline-value', { hasText: /‖hidden‖\s*[\d.]+/ }).first();
     // Known issue: when the stop itself opens the outline (written by the adapter at launch),
     // VS Code asks for the inline values before the extension host knows the new document, the
-    // request never reaches the provider, and nothing asks again until the editor scrolls or
-    // another frame is focused. Say so, then scroll as a person would.
+    // request never reaches the provider, and nothing asks again until the editor scrolls.
+    // (Firing the provider's onDidChangeInlineValues, or registering it again, once the outline
+    // editor is visible did not make VS Code 1.100 ask again: docs/extension.md.) Say so, then
+    // scroll as a person would.
     if (!(await inline.waitFor({ timeout: 8000 }).then(() => true, () => false))) {
       console.log('note: the inline values appeared only after a scroll of the outline (first-open race; see docs/extension.md)');
       const ed = await page.locator('.part.editor .monaco-editor').first().boundingBox();
