@@ -68,6 +68,17 @@ def _huge_page_memory(nbytes: int):
     return t, m
 
 
+def with_region(free: list[tuple[int, int]], offset: int, size: int) -> list[tuple[int, int]]:
+    """A sorted free list (offset, size) with one region given back, neighbours merged."""
+    merged: list[tuple[int, int]] = []
+    for o, n in sorted(free + [(offset, size)]):
+        if merged and merged[-1][0] + merged[-1][1] == o:
+            merged[-1] = (merged[-1][0], merged[-1][1] + n)
+        else:
+            merged.append((o, n))
+    return merged
+
+
 def _align(n: int) -> int:
     return (int(n) + ALIGN - 1) // ALIGN * ALIGN
 
@@ -353,14 +364,7 @@ class HostPool:
         self.used -= size
         if self._closed:
             return
-        free = sorted(self._free[c] + [(off, size)])
-        merged: list[tuple[int, int]] = []
-        for o, n in free:
-            if merged and merged[-1][0] + merged[-1][1] == o:
-                merged[-1] = (merged[-1][0], merged[-1][1] + n)
-            else:
-                merged.append((o, n))
-        self._free[c] = merged
+        self._free[c] = with_region(self._free[c], off, size)
 
     def view(self, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         """A typed view into the pool (pinned, so copies to and from the device stay

@@ -23,6 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from .host_pool import with_region
+
 ALIGN = 4096
 SLICE = 64 << 20   # bytes per I/O call: several in flight keep an NVMe queue busy
 
@@ -99,14 +101,7 @@ class SpillFile:
     def release(self, offset: int, size: int) -> None:
         with self._lock:
             self.used -= size
-            free = sorted(self._free + [(offset, size)])
-            merged: list[tuple[int, int]] = []
-            for o, n in free:
-                if merged and merged[-1][0] + merged[-1][1] == o:
-                    merged[-1] = (merged[-1][0], merged[-1][1] + n)
-                else:
-                    merged.append((o, n))
-            self._free = merged
+            self._free = with_region(self._free, offset, size)
 
     # ------------------------------------------------------------ moves
     def write(self, region: torch.Tensor, offset: int) -> Move:
