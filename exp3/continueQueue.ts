@@ -29,11 +29,6 @@ export class ContinueQueue {
     return head.id;
   }
 
-  /** The entry that popReady gives next (without taking it). */
-  peek(): number | undefined {
-    return this.entries[0]?.id;
-  }
-
   get length(): number {
     return this.entries.length;
   }

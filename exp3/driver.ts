@@ -68,8 +68,6 @@ class Exp3Run {
   private stopStreams: Array<() => void> = [];
   private lastProgressReport = 0;
   private gather?: { released: string; sessions_waiting: number; t: number };
-  /** Prefetch hints sent for the next session in line, and those the server refused (no room). */
-  private readonly prefetches = { sent: 0, refused: 0 };
 
   constructor(private readonly conn: Connection, private readonly hooks: Exp3Hooks) {
     this.opts = conn.opts;
@@ -157,7 +155,6 @@ class Exp3Run {
     });
     if (baseline) results.baseline = baseline;
     if (this.gather) results.first_stop_gathering = this.gather;
-    results.prefetches = { ...this.prefetches };
     await this.writeFiles(results);
     return results;
   }
@@ -254,10 +251,7 @@ class Exp3Run {
       await sleep(Math.max(1, jitter(this.rand, this.opts.thinkMs)));
       if (gathering) gathering = !this.firstStopsGathered();
       const id = gathering ? undefined : this.queue.popReady(Date.now());
-      if (id !== undefined) {
-        await this.continueOne(id);
-        this.prefetchNext();
-      }
+      if (id !== undefined) await this.continueOne(id);
       if (Date.now() - lastPoll >= POLL_MS) {
         await this.reconcile();
         lastPoll = Date.now();
@@ -285,18 +279,6 @@ class Exp3Run {
       return true;
     }
     return false;
-  }
-
-  /**
-   * As a user looking at the next paused session before continuing it (the adapter prefetches
-   * the selected thread): its swap-in overlaps the think time. A hint: its refusal is ignored.
-   */
-  private prefetchNext(): void {
-    const next = this.queue.peek();
-    if (next === undefined || !this.ours.has(next)) return;
-    this.client.prefetch(next).then(
-      () => { this.prefetches.sent++; },
-      () => { this.prefetches.refused++; });
   }
 
   private async continueOne(id: number): Promise<void> {

@@ -72,8 +72,6 @@ export interface Exp3Results {
   cancelled?: boolean;
   /** When continuing began: once all sessions stopped once, or after a pause without events. */
   first_stop_gathering?: { released: string; sessions_waiting: number; t: number };
-  /** Prefetch RPCs the driver sent for the session it continues next (hints), and refusals. */
-  prefetches?: { sent: number; refused: number };
   baseline?: Record<string, unknown>;
 }
 
