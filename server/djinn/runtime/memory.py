@@ -49,6 +49,7 @@ class Ledger:
         self.weights = 0
         self.workspace = 0
         self.peak = 0
+        self.current = 0     # accounted() as of the worker's last change (note): a consistent reading
         self._lock = threading.Lock()
         self._sessions_fn = lambda: 0
 
@@ -70,6 +71,7 @@ class Ledger:
         a = self.accounted()
         with self._lock:
             self.peak = max(self.peak, a)
+            self.current = a
         return a
 
 

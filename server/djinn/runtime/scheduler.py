@@ -223,6 +223,7 @@ class Scheduler:
         self._forget(s)
         with self.lock:
             self.sessions.pop(s.id, None)
+        self.ledger.note()
 
     # ------------------------------------------------------------ device faults (worker thread)
     def _device_failed(self, e: BaseException) -> None:
@@ -462,6 +463,7 @@ class Scheduler:
                                          hits=((client, bp_id),)))
         if s.history is not None:   # time travel: this point's state, as it arrived (runtime/history.py)
             s.history.record(s, self.ledger.fits)
+            self.ledger.note()      # its device snapshots count in the budget
         stop = check_stop(self.engine, s, log)
         if not stop:
             return False

@@ -311,7 +311,10 @@ class ServerState:
         alloc = allocator_stats(self.device)
         nv = self.nvml.used()
         self.nvml_peak = max(self.nvml_peak, nv)
-        accounted = L.fixed + resident + sum(s.history.device_bytes() for s in sessions if s.history)   # + time travel's
+        # The ledger as of the worker's last change: summing the sessions' locations here, on another
+        # thread, could read one session before its swap-out and the next after its swap-in (both
+        # counted: a peak over the budget that never was)
+        accounted = L.current or L.accounted()
         connected, streams = self.clients.counts()
         sample = pb.TelemetrySample(
             time=time.time(), budget_bytes=L.budget, weights_bytes=L.weights, workspace_bytes=L.workspace + L.overhead,
