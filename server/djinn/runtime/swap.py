@@ -219,6 +219,17 @@ class Swapper:
         return self.poll(mem, block=True)
 
     # -------------------------------------------------------------- the disk tier
+    def _on_disk(self, mem: SessionMemory) -> None:
+        """Its state is (only) in the spill file: the pool region goes back."""
+        self.pool.release(mem.host_offset, mem.host_size)
+        mem.host_offset, mem.host_size, mem.location = -1, 0, DISK
+
+    def _in_pool(self, mem: SessionMemory) -> None:
+        """Its state is (only) in its pool region: absolute activation offsets, the disk region back."""
+        mem.host_acts = {n: (off + mem.host_offset, dt, shape) for n, (off, dt, shape) in mem.host_acts.items()}
+        self.spill.release(mem.disk_offset, mem.disk_size)
+        mem.disk_offset, mem.disk_size, mem.location = -1, 0, HOST
+
     def _region(self, mem: SessionMemory) -> torch.Tensor:
         return self.pool.view(mem.host_offset, torch.uint8, (mem.host_size,))
 
@@ -251,22 +262,11 @@ class Swapper:
         if m is None or (not block and not m.done()):
             return None
         mem.move = None
+        landed = {"out": self._on_disk, "in": self._in_pool}
         try:
             sec = self.spill.finished(m)
         except OSError:
-            if m.direction == "out":     # still in the pool: nothing lost
-                mem.host_acts = {n: (off + mem.host_offset, dt, shape) for n, (off, dt, shape) in mem.host_acts.items()}
-                self.spill.release(mem.disk_offset, mem.disk_size)
-                mem.disk_offset, mem.disk_size, mem.location = -1, 0, HOST
-            else:                        # still on disk: the region goes back
-                self.pool.release(mem.host_offset, mem.host_size)
-                mem.host_offset, mem.host_size, mem.location = -1, 0, DISK
+            landed["in" if m.direction == "out" else "out"](mem)   # back where it was: nothing lost
             raise
-        if m.direction == "out":
-            self.pool.release(mem.host_offset, mem.host_size)
-            mem.host_offset, mem.host_size, mem.location = -1, 0, DISK
-        else:
-            mem.host_acts = {n: (off + mem.host_offset, dt, shape) for n, (off, dt, shape) in mem.host_acts.items()}
-            self.spill.release(mem.disk_offset, mem.disk_size)
-            mem.disk_offset, mem.disk_size, mem.location = -1, 0, HOST
+        landed[m.direction](mem)
         return SwapRecord("spill_" + m.direction, m.nbytes, sec * 1e3)
