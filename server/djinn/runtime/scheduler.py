@@ -578,14 +578,17 @@ class Scheduler:
                 self._spill_coldest(exclude)
         return hit
 
+    def _settled_in_pool(self, exclude: Session) -> list[Session]:
+        """Live sessions in the host pool with no copy or disk move in flight, but `exclude`."""
+        with self.lock:
+            return [v for v in self.sessions.values() if v is not exclude and v.alive and v.memory.location == HOST
+                    and v.memory.flight is None and v.memory.move is None]
+
     def _pool_to_device(self, exclude: Session) -> bool:
         """Frees a pool region by bringing a session from the pool onto the device where free
         budget holds it (runnable ones first): the one free session's room that admission keeps
         may be on the device, and a copy in is cheaper than a write to disk."""
-        with self.lock:
-            on_host = [v for v in self.sessions.values() if v is not exclude and v.alive and v.memory.location == HOST
-                       and v.memory.flight is None and v.memory.move is None]
-        for v in sorted(on_host, key=lambda v: (v.state != RUNNING, v.turn, v.id)):
+        for v in sorted(self._settled_in_pool(exclude), key=lambda v: (v.state != RUNNING, v.turn, v.id)):
             if self.ledger.fits(v.memory.total_bytes):
                 self._record(v, self.swapper.swap_in(v.memory, wait=False))
                 self.ledger.note()
@@ -597,23 +600,23 @@ class Scheduler:
         runnable ones served least recently. One move at a time: the region it frees is what the
         caller waits for (it retries once the write lands)."""
         with self.lock:
-            sessions = [v for v in self.sessions.values() if v is not exclude]
-        if any(v.memory.location == TO_DISK for v in sessions):
-            return
-        on_host = [v for v in sessions if v.memory.location == HOST and v.memory.flight is None
-                   and v.memory.move is None and v.id not in self._pending and v.id != self._incoming and v.alive]
+            if any(v.memory.location == TO_DISK for v in self.sessions.values()):
+                return
+        on_host = [v for v in self._settled_in_pool(exclude) if v.id not in self._pending and v.id != self._incoming]
         paused = sorted((v for v in on_host if v.state == PAUSED), key=lambda v: v.paused_at)
         runnable = sorted((v for v in on_host if v.state == RUNNING), key=lambda v: (v.turn, v.id), reverse=True)
         for v in paused + runnable:   # a runnable one: the one whose turn comes last
             if self.swapper.spill_out(v.memory):
                 return
 
-    def _from_disk(self, s: Session) -> None:
-        """Starts bringing a spilled session back into the host pool (if its read is not under way)."""
+    def _from_disk(self, s: Session, make_room: bool = True) -> None:
+        """Starts bringing a spilled session back into the host pool (if its read is not under way);
+        without `make_room`, only into free pool room (nobody moves for it)."""
         mem = s.memory
         if mem.location != DISK:
             return                # on its way (to disk: it comes back once that write lands)
-        hit = self._host_region(mem.disk_size, exclude=s)
+        hit = (self._host_region(mem.disk_size, exclude=s) if make_room
+               else self.pool.try_reserve(mem.disk_size, ready_only=True))
         if hit is not None:
             self.swapper.spill_in(mem, hit)
 
@@ -682,9 +685,7 @@ class Scheduler:
             others = [v for v in self.sessions.values() if v.state == RUNNING and v is not current]
         nxt = min(others, key=lambda v: (v.turn, v.id), default=None)
         if nxt is not None and nxt.memory.location == DISK:   # read it back into free pool room now (evicting nobody)
-            hit = self.pool.try_reserve(nxt.memory.disk_size, ready_only=True)
-            if hit is not None:
-                self.swapper.spill_in(nxt.memory, hit)
+            self._from_disk(nxt, make_room=False)
             return
         if nxt is None or nxt.memory.location != HOST or nxt.id in self._pending or not self._room_for(nxt, evict=False):
             return
